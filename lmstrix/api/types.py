@@ -1,4 +1,4 @@
-"""Typed records the LM Studio client returns, independent of the API generation that served them."""
+"""Typed records the LM Studio client returns, whatever API generation served them."""
 
 from __future__ import annotations
 
@@ -22,8 +22,15 @@ class Capabilities:
     reasoning: bool = False
 
     def names(self) -> list[str]:
-        return [n for n, on in (("vision", self.vision), ("tools", self.tool_use),
-                                ("reasoning", self.reasoning)) if on]
+        return [
+            n
+            for n, on in (
+                ("vision", self.vision),
+                ("tools", self.tool_use),
+                ("reasoning", self.reasoning),
+            )
+            if on
+        ]
 
 
 @dataclass(frozen=True, slots=True)
