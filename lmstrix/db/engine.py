@@ -1,0 +1,161 @@
+"""One SQLAlchemy engine per process and database URL, tuned for SQLite and PostgreSQL.
+
+Why this module exists rather than a bare ``create_engine``:
+
+- Engines must not cross a ``fork`` (dramatiq forks its worker processes), so the cache is keyed by
+  the process id as well as the URL.
+- SQLite needs per-connection setup to be safe with several processes: WAL (readers never block the
+  writer), a busy timeout (writers wait instead of failing), foreign keys (off by default), and
+  ``BEGIN IMMEDIATE`` for write transactions. Without the last one, a transaction that reads and
+  then writes fails at once with SQLITE_BUSY when another process committed in between, and the
+  busy timeout does not help. We take over ``BEGIN`` from the sqlite3 driver (the recipe in
+  SQLAlchemy's SQLite dialect docs) and let a connection option choose the mode.
+- ``postgresql://`` URLs would pick psycopg2, which is not a dependency; we use psycopg 3.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.pool import StaticPool
+
+from lmstrix.api.exceptions import ConfigurationError
+
+# Execution option read by the ``begin`` hook: "IMMEDIATE" takes SQLite's write lock at BEGIN.
+SQLITE_BEGIN_OPTION = "lmstrix_sqlite_begin"
+SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+
+_engines: dict[tuple[int, str], Engine] = {}
+_lock = threading.Lock()
+
+
+def resolve_database_url(url: str | None = None) -> str:
+    """The URL to use: the argument, else ``LMSTRIX_DATABASE_URL``/``database.url`` from the
+    config, else a SQLite file ``lmstrix.db`` in the user data dir."""
+    if url:
+        return url
+    env = os.environ.get("LMSTRIX_DATABASE_URL")
+    if env:
+        return env
+    from lmstrix.utils.config import Config  # lazy: config reads files and the environment
+
+    return Config.load().database_url()
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse a database URL and pick the drivers lmstrix ships with (psycopg 3 for PostgreSQL)."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except Exception as exc:  # ArgumentError for garbage; ValueError for a bad port
+        raise ConfigurationError(
+            f"database URL {mask_password(str(url))!r} is not a valid SQLAlchemy URL ({exc}); "
+            "use e.g. sqlite:////path/to/lmstrix.db or postgresql://user@host/db",
+            key="database.url",
+        ) from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def mask_password(url: str | URL) -> str:
+    """The URL with any password hidden, for messages and logs."""
+    try:
+        return (make_url(url) if isinstance(url, str) else url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable database URL>"
+
+
+def is_sqlite(url: str | URL) -> bool:
+    return normalize_url(url).get_backend_name() == "sqlite"
+
+
+def sqlite_path(url: str | URL) -> Path | None:
+    """The file behind a SQLite URL, or None for an in-memory database."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    db = parsed.database
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db).expanduser().resolve()
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The process-wide engine for ``url`` (resolved from the config when None).
+
+    Does not create or migrate tables; sessions from :mod:`lmstrix.db.session` do that on first
+    use.
+    """
+    key = (os.getpid(), str(normalize_url(resolve_database_url(url))))
+    engine = _engines.get(key)
+    if engine is not None:
+        return engine
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _create(normalize_url(key[1]))
+            _engines[key] = engine
+    return engine
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection of this process (tests, and before dropping a database)."""
+    with _lock:
+        for (pid, _), engine in list(_engines.items()):
+            if pid == os.getpid():
+                engine.dispose()
+        _engines.clear()
+
+
+def _create(url: URL) -> Engine:
+    if url.get_backend_name() == "sqlite":
+        return _create_sqlite(url)
+    # pre-ping: a worker that sat idle across a PostgreSQL restart reconnects instead of failing.
+    return create_engine(url, pool_pre_ping=True, future=True)
+
+
+def _create_sqlite(url: URL) -> Engine:
+    path = sqlite_path(url)
+    kwargs: dict[str, Any] = {
+        "connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False}
+    }
+    if path is None:
+        # One shared connection, or every session would see its own empty in-memory database.
+        kwargs["poolclass"] = StaticPool
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        # We emit BEGIN ourselves (below); the driver's implicit transactions would defeat it.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
+            cur.execute("PRAGMA foreign_keys = ON")
+            if path is not None:
+                cur.execute("PRAGMA journal_mode = WAL")  # persists in the file
+                cur.execute("PRAGMA synchronous = NORMAL")  # safe with WAL, much faster
+        finally:
+            cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(SQLITE_BEGIN_OPTION, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def write_engine(engine: Engine) -> Engine:
+    """A view of ``engine`` whose transactions take the write lock at BEGIN (SQLite only)."""
+    if engine.dialect.name != "sqlite":
+        return engine
+    return engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})

@@ -1,0 +1,86 @@
+"""Shared test fixtures, in sections owned by different parts of the code: append, don't clobber."""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------------------------------------
+# Databases (lmstrix.db, the registry): every storage test runs on SQLite and on a real
+# PostgreSQL. PostgreSQL tests skip when the server does not answer, except under CI=true,
+# where they fail: CI must prove both backends.
+# ---------------------------------------------------------------------------------------------
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lmstrix.db import dispose_engines, ensure_schema
+from lmstrix.db import testing as dbtesting
+
+DB_BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """The PostgreSQL server for tests (``LMSTRIX_TEST_POSTGRES_URL``, default
+    ``postgresql://postgres@127.0.0.1:5432/test``)."""
+    url = dbtesting.test_postgres_url()
+    reason = dbtesting.postgres_unavailable(url)
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI=true: the PostgreSQL tests must run, not skip)")
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_database_factory(postgres_server_url: str) -> Iterator[Callable[[], str]]:
+    """Creates empty databases ``lmstrix_test_<random>``; all are dropped after the session."""
+    created: list[str] = []
+
+    def make() -> str:
+        url = dbtesting.create_database(postgres_server_url)
+        created.append(url)
+        return url
+
+    yield make
+    for url in created:
+        dbtesting.drop_database(url, postgres_server_url)
+
+
+@pytest.fixture(scope="session")
+def shared_postgres_url(postgres_database_factory: Callable[[], str]) -> str:
+    return postgres_database_factory()
+
+
+@pytest.fixture(params=DB_BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database: a new SQLite file, or the session's PostgreSQL database
+    with every table truncated."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'lmstrix.db'}"
+    else:
+        url = request.getfixturevalue("shared_postgres_url")
+    ensure_schema(url)
+    dbtesting.truncate_all(url)
+    yield url
+    dispose_engines()
+
+
+@pytest.fixture(params=DB_BACKENDS)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A brand-new database with no tables at all (migration and first-use tests)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    else:
+        url = request.getfixturevalue("postgres_database_factory")()
+    yield url
+    dispose_engines()
+
+
+# ---------------------------------------------------------------------------------------------
+# The LM Studio emulator (lmstrix.testing): fixtures ``lmstudio_emulator`` and ``make_emulator``.
+# ---------------------------------------------------------------------------------------------
+pytest_plugins = ["lmstrix.testing.pytest_plugin"]

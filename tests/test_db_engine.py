@@ -1,0 +1,157 @@
+"""Engine and session behaviour on real SQLite files and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError, StatementError
+
+from lmstrix.api.exceptions import ConfigurationError, RegistryError
+from lmstrix.db import (
+    Host,
+    Job,
+    ModelRow,
+    get_engine,
+    normalize_url,
+    read_session,
+    write_session,
+)
+from lmstrix.db import engine as engine_mod
+
+
+def test_postgres_urls_use_psycopg3() -> None:
+    assert normalize_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
+    assert normalize_url("postgres://u@h/db").drivername == "postgresql+psycopg"
+    assert normalize_url("postgresql+psycopg://u@h/db").drivername == "postgresql+psycopg"
+    assert normalize_url("sqlite:///x.db").drivername == "sqlite"
+
+
+def test_bad_url_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="not a valid SQLAlchemy URL"):
+        normalize_url("no such thing://")
+
+
+def test_one_engine_per_process_and_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    first = get_engine(url)
+    assert get_engine(url) is first
+    assert get_engine(f"sqlite:///{tmp_path / 'b.db'}") is not first
+    # After a fork the pid differs: the child must not reuse the parent's pooled connections.
+    monkeypatch.setattr(engine_mod.os, "getpid", lambda: -1)
+    assert get_engine(url) is not first
+
+
+def test_database_url_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv("LMSTRIX_DATABASE_URL", url)
+    assert str(get_engine().url) == url
+
+
+def test_sqlite_connection_settings(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'deep' / 'dir' / 'p.db'}"  # parent dirs are created
+    with get_engine(url).connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+
+
+def test_sqlite_write_session_takes_the_write_lock_at_begin(tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE: a write session holds the lock before its first write, so a read that
+    turns into a write can never fail with SQLITE_BUSY_SNAPSHOT."""
+    path = tmp_path / "lock.db"
+    url = f"sqlite:///{path}"
+    other = sqlite3.connect(path, timeout=0.05, isolation_level=None)
+    with write_session(url) as s:
+        s.execute(select(Host)).all()  # only a read so far
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+    other.execute("BEGIN IMMEDIATE")  # released at commit
+    other.execute("ROLLBACK")
+    with read_session(url) as s:
+        s.execute(select(Host)).all()
+        other.execute("BEGIN IMMEDIATE")  # readers do not block writers (WAL)
+        other.execute("ROLLBACK")
+    other.close()
+
+
+def test_timestamps_come_back_aware_utc(database_url: str) -> None:
+    local = datetime(2024, 1, 15, 12, 30, tzinfo=timezone(timedelta(hours=2)))
+    with write_session(database_url) as s:
+        s.add(Host(name="h", url="http://h:1234", last_seen_at=local))
+    with read_session(database_url) as s:
+        got = s.scalars(select(Host.last_seen_at)).one()
+    assert got == local
+    assert got is not None and got.tzinfo is not None and got.utcoffset() == timedelta(0)
+    assert got.hour == 10
+
+
+def test_naive_timestamps_are_refused(database_url: str) -> None:
+    with pytest.raises(StatementError, match="naive datetime"), write_session(database_url) as s:
+        s.add(Host(name="h", url="u", last_seen_at=datetime(2024, 1, 1)))
+    with read_session(database_url) as s:
+        assert s.scalars(select(Host)).all() == []  # the failed transaction left nothing
+
+
+def test_json_none_is_sql_null_and_values_round_trip(database_url: str) -> None:
+    with write_session(database_url) as s:
+        h = Host(name="h", url="u")
+        s.add(h)
+        s.flush()
+        s.add(ModelRow(host_id=h.id, key="a", capabilities=None, tags=["x", "ü"]))
+    with read_session(database_url) as s:
+        null_count = s.execute(text("SELECT COUNT(*) FROM models WHERE capabilities IS NULL"))
+        assert null_count.scalar() == 1
+        assert s.scalars(select(ModelRow.tags)).one() == ["x", "ü"]
+
+
+def test_check_constraints_and_cascades(database_url: str) -> None:
+    with write_session(database_url) as s:
+        h = Host(name="h", url="u")
+        s.add(h)
+        s.flush()
+        s.add(ModelRow(host_id=h.id, key="a"))
+        s.add(Job(kind="inference", host_id=h.id, request={"prompt": "hi"}))
+    with pytest.raises(IntegrityError), write_session(database_url) as s:
+        s.add(Job(kind="inference", host_id=1, status="bogus"))
+    with pytest.raises(IntegrityError), write_session(database_url) as s:
+        s.add(ModelRow(host_id=999, key="orphan"))  # foreign keys are enforced on SQLite too
+    with write_session(database_url) as s:
+        s.execute(text("DELETE FROM hosts"))
+    with read_session(database_url) as s:
+        assert s.scalars(select(ModelRow)).all() == []
+        assert s.scalars(select(Job)).all() == []
+
+
+def test_job_defaults(database_url: str) -> None:
+    with write_session(database_url) as s:
+        h = Host(name="h", url="u")
+        s.add(h)
+        s.flush()
+        job = Job(kind="context_test", host_id=h.id)
+        s.add(job)
+    with read_session(database_url) as s:
+        got = s.get_one(Job, job.id)
+        assert (got.status, got.priority, got.attempts, got.max_attempts) == ("queued", 0, 0, 3)
+        assert got.created_at <= datetime.now(UTC)
+
+
+def test_corrupt_sqlite_file_is_a_registry_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "lmstrix.db"
+    garbage = b"this is not a database at all" * 100
+    path.write_bytes(garbage)
+    with pytest.raises(RegistryError) as info, read_session(f"sqlite:///{path}"):
+        pass
+    assert str(path) in str(info.value)
+    assert "corrupt" in str(info.value)
+    assert path.read_bytes() == garbage  # never replaced by an empty registry
+
+
+def test_unopenable_sqlite_path_is_a_registry_error(tmp_path: Path) -> None:
+    path = tmp_path / "a-directory.db"
+    path.mkdir()
+    with pytest.raises(RegistryError, match=r"a-directory\.db"), write_session(f"sqlite:///{path}"):
+        pass

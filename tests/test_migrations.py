@@ -1,0 +1,108 @@
+"""Alembic migrations on SQLite and PostgreSQL: up, down, up again, no drift, first-use race."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+
+from lmstrix.api.exceptions import RegistryError
+from lmstrix.db import downgrade, ensure_schema, get_engine, revision_state, upgrade
+from lmstrix.db.migrate import forget_migrated, head_revisions, script_location
+from lmstrix.db.tables import metadata
+
+TABLES = {"hosts", "models", "jobs", "batches", "context_test_probes"}
+
+
+def _tables(url: str) -> set[str]:
+    return set(inspect(get_engine(url)).get_table_names()) - {"alembic_version"}
+
+
+def test_single_head() -> None:
+    assert len(ScriptDirectory(str(script_location())).get_heads()) == 1
+
+
+def test_upgrade_from_empty(empty_database_url: str) -> None:
+    assert _tables(empty_database_url) == set()
+    state = upgrade(empty_database_url)
+    assert state.at_head and state.current == head_revisions()
+    assert _tables(empty_database_url) == TABLES
+
+
+def test_downgrade_to_base_and_upgrade_again(empty_database_url: str) -> None:
+    upgrade(empty_database_url)
+    state = downgrade(empty_database_url, "base")
+    assert state.current == ()
+    assert _tables(empty_database_url) == set()
+    assert upgrade(empty_database_url).at_head
+    assert _tables(empty_database_url) == TABLES
+
+
+def test_upgrade_twice_is_a_no_op(empty_database_url: str) -> None:
+    upgrade(empty_database_url)
+    assert upgrade(empty_database_url).at_head
+
+
+def test_models_match_migrations(empty_database_url: str) -> None:
+    """The autogenerate diff between the migrated schema and the ORM tables is empty."""
+    upgrade(empty_database_url)
+    with get_engine(empty_database_url).connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(ctx, metadata)
+    assert diff == []
+
+
+def test_ensure_schema_migrates_on_first_use(empty_database_url: str) -> None:
+    forget_migrated()
+    ensure_schema(empty_database_url)
+    assert revision_state(empty_database_url).at_head
+
+
+def test_database_from_a_newer_lmstrix_is_refused(empty_database_url: str) -> None:
+    upgrade(empty_database_url)
+    with get_engine(empty_database_url).begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'f00dfeed'"))
+    forget_migrated()
+    with pytest.raises(RegistryError, match="newer lmstrix"):
+        ensure_schema(empty_database_url)
+
+
+_OPENER = textwrap.dedent(
+    """
+    import sys
+    from lmstrix.core.models import ModelRegistry
+    registry = ModelRegistry(sys.argv[1])
+    registry.add_model({"id": "model-" + sys.argv[2], "host": "local", "host_url": "http://x"})
+    print(len(registry.list_models()))
+    """
+)
+
+
+@pytest.mark.slow
+def test_processes_opening_a_fresh_database_at_once_all_succeed(empty_database_url: str) -> None:
+    """Migrate-on-first-use under the lock: several processes race on an empty database."""
+    n = 5
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPENER, empty_database_url, str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(n)
+    ]
+    results = [p.communicate(timeout=120) for p in procs]
+    for p, (_out, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err
+    state = revision_state(empty_database_url)
+    assert state.at_head and len(state.current) == 1
+    with get_engine(empty_database_url).connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM alembic_version")).scalar() == 1
+        assert conn.execute(text("SELECT COUNT(*) FROM models")).scalar() == n
+        assert conn.execute(text("SELECT COUNT(*) FROM hosts")).scalar() == 1
