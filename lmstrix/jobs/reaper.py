@@ -1,0 +1,39 @@
+"""Recovery from dead workers, independent of the broker (ARCHITECTURE.md rule 4).
+
+Dramatiq on Redis returns a dead worker's message only after a heartbeat timeout *and* a random
+maintenance pass, which for an idle per-host queue means many minutes (queue notes §1.2). Our own
+lease is exact: a running job whose lease was not renewed in time belonged to a worker that died,
+so it goes back to ``queued`` (or fails for good after ``max_attempts`` claims) and its host's
+doorbell rings. Every host with queued jobs is rung too, which also covers a lost doorbell.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from lmstrix.jobs.doorbell import Doorbell
+from lmstrix.jobs.store import JobStore, ReapedJob
+
+log = logging.getLogger(__name__)
+
+
+def reap(
+    store: JobStore, doorbell: Doorbell | None, *, ring_queued: bool = True
+) -> list[ReapedJob]:
+    """Re-queue jobs whose lease expired and ring the hosts that have work; returns the reaped."""
+    reaped = store.reap_expired()
+    for job in reaped:
+        if job.requeued:
+            log.warning("job %s on %s lost its worker; queued again", job.id, job.host)
+        else:
+            log.error("job %s on %s lost its worker too often; failed", job.id, job.host)
+    if doorbell is not None:
+        hosts = {j.host for j in reaped if j.requeued}
+        if ring_queued:
+            hosts.update(store.hosts_with_queued())
+        for host in sorted(hosts):
+            try:
+                doorbell.ring(host)
+            except Exception:
+                log.exception("could not ring %s after reaping", host)
+    return reaped

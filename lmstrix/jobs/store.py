@@ -1,0 +1,475 @@
+"""The job rows: the one source of truth of the queue (ARCHITECTURE.md rules 1, 4 and 5).
+
+Every state change is one short conditional UPDATE, so two processes can never both believe they
+own a job: a claim only succeeds on a ``queued`` row, and a finish only on the ``running`` row of
+the same attempt. Finishing twice, or after the reaper gave the job to someone else, changes
+nothing and returns ``False``; that is what makes at-least-once delivery an exactly-once effect.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from lmstrix.api.exceptions import JobNotFound, ValidationError
+from lmstrix.db import Host, Job, JobKind, JobStatus, read_session, utcnow, write_session
+from lmstrix.jobs.scheduler import HostState, QueuedJob, SchedulerPolicy, choose_next
+
+# How many queued rows of one host the policy looks at per claim: the oldest of each priority
+# level are among them, and a longer queue would only make every claim slower.
+CLAIM_WINDOW = 1000
+
+FINISHED = tuple(s.value for s in JobStatus if s.finished)
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job as callers see it (a snapshot of the row)."""
+
+    id: str
+    kind: str
+    host: str
+    model: str | None
+    status: str
+    priority: int
+    request: dict[str, Any] | None
+    result: dict[str, Any] | None
+    error_type: str | None
+    error_message: str | None
+    attempts: int
+    max_attempts: int
+    worker_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested_at: datetime | None
+    lease_until: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return JobStatus(self.status).finished
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A job this worker now owns, for this attempt only."""
+
+    id: uuid.UUID
+    kind: str
+    host: str
+    model: str
+    request: dict[str, Any]
+    attempt: int
+    priority: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReapedJob:
+    id: str
+    host: str
+    requeued: bool  # False: out of attempts, failed for good
+
+
+def parse_job_id(job_id: str | uuid.UUID) -> uuid.UUID:
+    if isinstance(job_id, uuid.UUID):
+        return job_id
+    try:
+        return uuid.UUID(str(job_id).strip())
+    except ValueError:
+        raise JobNotFound(str(job_id)) from None
+
+
+class JobStore:
+    """Job lifecycle over one database URL. Cheap to create; holds no connection."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._host_ids: dict[str, int] = {}
+        self._host_names: dict[int, str] = {}
+
+    # -- hosts ----------------------------------------------------------------------------
+
+    def host_id(self, name: str, url: str | None = None) -> int:
+        """The id of the host row named ``name``, created (with ``url``) when missing."""
+        cached = self._host_ids.get(name)
+        if cached is not None:
+            return cached
+        with read_session(self.url) as s:
+            found = s.scalar(select(Host.id).where(Host.name == name))
+        if found is None:
+            if url is None:
+                raise ValidationError("host", name, "unknown host; configure it or pass its URL")
+            with write_session(self.url) as s:
+                found = s.scalar(select(Host.id).where(Host.name == name))
+                if found is None:
+                    row = Host(name=name, url=url)
+                    s.add(row)
+                    s.flush()
+                    found = row.id
+        self._host_ids[name] = found
+        self._host_names[found] = name
+        return found
+
+    def _host_name(self, s: Session, host_id: int) -> str:
+        name = self._host_names.get(host_id)
+        if name is None:
+            name = s.scalar(select(Host.name).where(Host.id == host_id)) or str(host_id)
+            self._host_names[host_id] = name
+        return name
+
+    # -- submit ---------------------------------------------------------------------------
+
+    def submit(
+        self,
+        *,
+        host: str,
+        model: str,
+        request: dict[str, Any],
+        kind: JobKind = JobKind.INFERENCE,
+        priority: int = 0,
+        model_row_id: int | None = None,
+        host_url: str | None = None,
+        max_attempts: int = 3,
+        batch_id: str | None = None,
+        custom_id: str | None = None,
+    ) -> str:
+        """Insert a queued job row and return its id. The caller rings the doorbell after."""
+        hid = self.host_id(host, host_url)
+        job_id = uuid.uuid4()
+        with write_session(self.url) as s:
+            s.add(
+                Job(
+                    id=job_id,
+                    kind=kind.value,
+                    host_id=hid,
+                    model_id=model_row_id,
+                    model_key=model,
+                    status=JobStatus.QUEUED.value,
+                    priority=priority,
+                    request=request,
+                    max_attempts=max_attempts,
+                    batch_id=batch_id,
+                    custom_id=custom_id,
+                    created_at=utcnow(),
+                )
+            )
+        return str(job_id)
+
+    # -- worker side ----------------------------------------------------------------------
+
+    def claim_next(
+        self,
+        host: str,
+        worker_id: str,
+        state: HostState,
+        *,
+        lease_seconds: float,
+        policy: SchedulerPolicy,
+    ) -> ClaimedJob | None:
+        """Claim the job the scheduler picks among this host's queued rows, or None.
+
+        The UPDATE only wins on a row that is still ``queued``; losing a race (another claimer,
+        a cancel) just means choosing again among what is left.
+        """
+        hid = self.host_id(host)
+        while True:
+            with read_session(self.url) as s:
+                rows = s.execute(
+                    select(Job.id, Job.model_key, Job.created_at, Job.priority)
+                    .where(Job.host_id == hid, Job.status == JobStatus.QUEUED.value)
+                    .order_by(Job.priority.desc(), Job.created_at)
+                    .limit(CLAIM_WINDOW)
+                ).all()
+            if not rows:
+                return None
+            now = utcnow()
+            queued = [
+                QueuedJob(
+                    id=str(r.id),
+                    model=r.model_key or "",
+                    created_at=r.created_at.timestamp(),
+                    priority=r.priority,
+                )
+                for r in rows
+            ]
+            choice = choose_next(queued, state, now.timestamp(), policy)
+            assert choice is not None
+            jid = uuid.UUID(choice.id)
+            with write_session(self.url) as s:
+                won = s.execute(
+                    update(Job)
+                    .where(Job.id == jid, Job.status == JobStatus.QUEUED.value)
+                    .values(
+                        status=JobStatus.RUNNING.value,
+                        worker_id=worker_id,
+                        attempts=Job.attempts + 1,
+                        lease_until=now + timedelta(seconds=lease_seconds),
+                        heartbeat_at=now,
+                        started_at=func.coalesce(Job.started_at, now),
+                    )
+                    .returning(Job.kind, Job.request, Job.attempts, Job.priority, Job.created_at)
+                ).first()
+            if won is not None:
+                return ClaimedJob(
+                    id=jid,
+                    kind=won.kind,
+                    host=host,
+                    model=choice.model,
+                    request=dict(won.request or {}),
+                    attempt=won.attempts,
+                    priority=won.priority,
+                    created_at=won.created_at,
+                )
+
+    def renew_lease(self, job: ClaimedJob, lease_seconds: float) -> bool:
+        """Extend the lease; returns True when the job should stop (cancel requested, or the
+        claim was lost to the reaper)."""
+        now = utcnow()
+        with write_session(self.url) as s:
+            row = s.execute(
+                update(Job)
+                .where(
+                    Job.id == job.id,
+                    Job.status == JobStatus.RUNNING.value,
+                    Job.attempts == job.attempt,
+                )
+                .values(lease_until=now + timedelta(seconds=lease_seconds), heartbeat_at=now)
+                .returning(Job.cancel_requested_at)
+            ).first()
+        return row is None or row.cancel_requested_at is not None
+
+    def cancel_requested(self, job: ClaimedJob) -> bool:
+        with read_session(self.url) as s:
+            row = s.execute(
+                select(Job.status, Job.attempts, Job.cancel_requested_at).where(Job.id == job.id)
+            ).first()
+        return (
+            row is None
+            or row.cancel_requested_at is not None
+            or row.status != JobStatus.RUNNING.value
+            or row.attempts != job.attempt
+        )
+
+    def finish(self, job: ClaimedJob, result: dict[str, Any]) -> bool:
+        """Store a success. False (and no change) when this attempt no longer owns the job."""
+        return self._end(job, JobStatus.SUCCEEDED, result=result)
+
+    def fail(
+        self,
+        job: ClaimedJob,
+        error_type: str,
+        message: str,
+        result: dict[str, Any] | None = None,
+    ) -> bool:
+        return self._end(
+            job, JobStatus.FAILED, result=result, error_type=error_type, error_message=message
+        )
+
+    def mark_cancelled(self, job: ClaimedJob, result: dict[str, Any] | None = None) -> bool:
+        return self._end(job, JobStatus.CANCELLED, result=result, error_type="cancelled")
+
+    def _end(self, job: ClaimedJob, status: JobStatus, **values: Any) -> bool:
+        with write_session(self.url) as s:
+            res = s.execute(
+                update(Job)
+                .where(
+                    Job.id == job.id,
+                    Job.status == JobStatus.RUNNING.value,
+                    Job.attempts == job.attempt,
+                )
+                .values(status=status.value, finished_at=utcnow(), lease_until=None, **values)
+            )
+        return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    # -- caller side ----------------------------------------------------------------------
+
+    def get(self, job_id: str | uuid.UUID) -> JobView:
+        jid = parse_job_id(job_id)
+        with read_session(self.url) as s:
+            row = s.get(Job, jid)
+            if row is None:
+                raise JobNotFound(str(job_id))
+            return self._view(s, row)
+
+    def status(self, job_id: str | uuid.UUID) -> str:
+        """Just the status word (the waiter's cheap check)."""
+        jid = parse_job_id(job_id)
+        with read_session(self.url) as s:
+            status = s.scalar(select(Job.status).where(Job.id == jid))
+        if status is None:
+            raise JobNotFound(str(job_id))
+        return status
+
+    def list_jobs(
+        self,
+        *,
+        status: Sequence[str] | None = None,
+        host: str | None = None,
+        model: str | None = None,
+        limit: int = 50,
+    ) -> list[JobView]:
+        with read_session(self.url) as s:
+            q = select(Job).order_by(Job.created_at.desc()).limit(limit)
+            if status:
+                q = q.where(Job.status.in_(list(status)))
+            if host:
+                q = q.join(Host, Host.id == Job.host_id).where(Host.name == host)
+            if model:
+                q = q.where(Job.model_key == model)
+            return [self._view(s, r) for r in s.scalars(q)]
+
+    def cancel(self, job_id: str | uuid.UUID) -> JobView:
+        """Cancel a job: a queued one at once, a running one at its next check (the flag)."""
+        jid = parse_job_id(job_id)
+        now = utcnow()
+        with write_session(self.url) as s:
+            row = s.get(Job, jid)
+            if row is None:
+                raise JobNotFound(str(job_id))
+            if row.status == JobStatus.QUEUED.value:
+                row.status = JobStatus.CANCELLED.value
+                row.finished_at = now
+                row.error_type = "cancelled"
+            unfinished = not JobStatus(row.status).finished
+            if row.cancel_requested_at is None and (
+                unfinished or row.status == JobStatus.CANCELLED.value
+            ):
+                row.cancel_requested_at = now
+            s.flush()
+            return self._view(s, row)
+
+    def retry(self, job_id: str | uuid.UUID) -> JobView:
+        """Queue a finished-but-unsuccessful job again (the caller rings its host)."""
+        jid = parse_job_id(job_id)
+        with write_session(self.url) as s:
+            row = s.get(Job, jid)
+            if row is None:
+                raise JobNotFound(str(job_id))
+            if row.status not in (
+                JobStatus.FAILED.value,
+                JobStatus.CANCELLED.value,
+                JobStatus.EXPIRED.value,
+            ):
+                raise ValidationError(
+                    "job_id",
+                    str(job_id),
+                    f"is {row.status}; only failed, cancelled or expired jobs can be retried",
+                )
+            row.status = JobStatus.QUEUED.value
+            row.error_type = None
+            row.error_message = None
+            row.result = None
+            row.cancel_requested_at = None
+            row.finished_at = None
+            row.lease_until = None
+            row.worker_id = None
+            row.attempts = 0
+            s.flush()
+            return self._view(s, row)
+
+    def prune(self, older_than: timedelta, statuses: Sequence[str] = FINISHED) -> int:
+        """Delete finished jobs that ended more than ``older_than`` ago; returns how many."""
+        bad = set(statuses) - set(FINISHED)
+        if bad:
+            raise ValidationError("status", sorted(bad), "only finished jobs can be pruned")
+        cutoff = utcnow() - older_than
+        with write_session(self.url) as s:
+            res = s.execute(
+                delete(Job).where(Job.status.in_(list(statuses)), Job.finished_at < cutoff)
+            )
+        return int(res.rowcount)  # type: ignore[attr-defined]
+
+    def queue_depths(self) -> dict[str, int]:
+        """Queued jobs per host name (routing prefers the shortest queue)."""
+        with read_session(self.url) as s:
+            rows = s.execute(
+                select(Host.name, func.count(Job.id))
+                .join(Job, Job.host_id == Host.id)
+                .where(Job.status == JobStatus.QUEUED.value)
+                .group_by(Host.name)
+            ).all()
+        return {name: int(n) for name, n in rows}
+
+    # -- reaper ---------------------------------------------------------------------------
+
+    def reap_expired(self) -> list[ReapedJob]:
+        """Re-queue running jobs whose lease expired (their worker died); fail those out of
+        attempts. Conditional on the expired lease, so a live worker's job is never touched."""
+        now = utcnow()
+        out: list[ReapedJob] = []
+        with write_session(self.url) as s:
+            rows = s.execute(
+                select(Job.id, Job.host_id, Job.attempts, Job.max_attempts, Job.lease_until).where(
+                    Job.status == JobStatus.RUNNING.value, Job.lease_until < now
+                )
+            ).all()
+            for r in rows:
+                requeue = r.attempts < r.max_attempts
+                values: dict[str, Any] = (
+                    {"status": JobStatus.QUEUED.value, "lease_until": None, "worker_id": None}
+                    if requeue
+                    else {
+                        "status": JobStatus.FAILED.value,
+                        "lease_until": None,
+                        "finished_at": now,
+                        "error_type": "worker_lost",
+                        "error_message": f"the worker died {r.attempts} times running this job",
+                    }
+                )
+                res = s.execute(
+                    update(Job)
+                    .where(
+                        Job.id == r.id,
+                        Job.status == JobStatus.RUNNING.value,
+                        Job.lease_until == r.lease_until,
+                    )
+                    .values(**values)
+                )
+                if res.rowcount:  # type: ignore[attr-defined]
+                    out.append(ReapedJob(str(r.id), self._host_name(s, r.host_id), requeue))
+        return out
+
+    def hosts_with_queued(self) -> list[str]:
+        """Hosts that have queued jobs (the reaper rings them in case a doorbell was lost)."""
+        with read_session(self.url) as s:
+            rows = s.execute(
+                select(Host.name)
+                .join(Job, Job.host_id == Host.id)
+                .where(Job.status == JobStatus.QUEUED.value)
+                .distinct()
+            ).all()
+        return [r[0] for r in rows]
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _view(self, s: Session, row: Job) -> JobView:
+        return JobView(
+            id=str(row.id),
+            kind=row.kind,
+            host=self._host_name(s, row.host_id),
+            model=row.model_key,
+            status=row.status,
+            priority=row.priority,
+            request=row.request,
+            result=row.result,
+            error_type=row.error_type,
+            error_message=row.error_message,
+            attempts=row.attempts,
+            max_attempts=row.max_attempts,
+            worker_id=row.worker_id,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            cancel_requested_at=row.cancel_requested_at,
+            lease_until=row.lease_until,
+        )

@@ -1,0 +1,182 @@
+"""The job rows on SQLite and PostgreSQL: claim by policy, leases, idempotent finish, cancel,
+retry, prune, reaper, unknown ids."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from lmstrix.api.exceptions import JobNotFound, ValidationError
+from lmstrix.db import JobStatus
+from lmstrix.jobs.reaper import reap
+from lmstrix.jobs.requests import inference_request
+from lmstrix.jobs.scheduler import HostState, SchedulerPolicy
+from lmstrix.jobs.store import ClaimedJob, JobStore
+
+POLICY = SchedulerPolicy(max_wait=300, max_run=100)
+
+
+def submit(store: JobStore, model: str, host: str = "h1", priority: int = 0) -> str:
+    return store.submit(
+        host=host,
+        model=model,
+        request={"prompt": f"hi {model}"},
+        host_url="http://127.0.0.1:1",
+        priority=priority,
+    )
+
+
+def claim(
+    store: JobStore, state: HostState | None = None, host: str = "h1", lease: float = 30
+) -> ClaimedJob | None:
+    return store.claim_next(host, "w1", state or HostState(), lease_seconds=lease, policy=POLICY)
+
+
+def test_submit_then_get(database_url: str) -> None:
+    store = JobStore(database_url)
+    jid = submit(store, "m-a")
+    job = store.get(jid)
+    assert job.status == "queued" and job.model == "m-a" and job.host == "h1"
+    assert job.request == {"prompt": "hi m-a"}
+    assert store.status(jid) == "queued"
+
+
+def test_unknown_job_id(database_url: str) -> None:
+    store = JobStore(database_url)
+    with pytest.raises(JobNotFound):
+        store.get("not-a-uuid")
+    with pytest.raises(JobNotFound):
+        store.get("00000000-0000-0000-0000-000000000000")
+    with pytest.raises(JobNotFound):
+        store.cancel("00000000-0000-0000-0000-000000000000")
+
+
+def test_claim_prefers_loaded_model_and_only_once(database_url: str) -> None:
+    store = JobStore(database_url)
+    a = submit(store, "A")
+    b = submit(store, "B")
+    got = claim(store, HostState("B", 1))
+    assert got is not None and str(got.id) == b and got.attempt == 1
+    assert store.get(b).status == "running"
+    got2 = claim(store, HostState("B", 2))
+    assert got2 is not None and str(got2.id) == a
+    assert claim(store) is None
+
+
+def test_concurrent_claims_never_share_a_job(database_url: str) -> None:
+    store = JobStore(database_url)
+    ids = {submit(store, "A") for _ in range(30)}
+    won: list[str] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        s = JobStore(database_url)
+        while job := s.claim_next("h1", "w", HostState(), lease_seconds=30, policy=POLICY):
+            with lock:
+                won.append(str(job.id))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(won) == sorted(ids)
+
+
+def test_finish_is_idempotent_and_attempt_bound(database_url: str) -> None:
+    store = JobStore(database_url)
+    jid = submit(store, "A")
+    job = claim(store)
+    assert job is not None
+    assert store.finish(job, {"response": "x"}) is True
+    assert store.finish(job, {"response": "y"}) is False
+    view = store.get(jid)
+    assert view.status == "succeeded" and view.result == {"response": "x"}
+
+
+def test_cancel_queued_and_running(database_url: str) -> None:
+    store = JobStore(database_url)
+    q = submit(store, "A")
+    assert store.cancel(q).status == "cancelled"
+    r = submit(store, "A")
+    job = claim(store)
+    assert job is not None and str(job.id) == r
+    view = store.cancel(r)
+    assert view.status == "running" and view.cancel_requested_at is not None
+    assert store.renew_lease(job, 30) is True  # tells the worker to stop
+    assert store.mark_cancelled(job) is True
+    assert store.get(r).status == "cancelled"
+
+
+def test_reaper_requeues_expired_lease_then_fails_after_max_attempts(database_url: str) -> None:
+    store = JobStore(database_url)
+    jid = store.submit(
+        host="h1", model="A", request={"prompt": "x"}, host_url="http://h:1", max_attempts=2
+    )
+    rung: list[str] = []
+
+    class Bell:
+        def ring(self, host: str) -> None:
+            rung.append(host)
+
+    job = claim(store, lease=-1)  # born expired: no waiting
+    assert job is not None
+    reaped = reap(store, Bell())
+    assert [(r.id, r.requeued) for r in reaped] == [(jid, True)]
+    assert store.get(jid).status == "queued" and rung == ["h1"]
+    assert store.finish(job, {"late": True}) is False  # the dead attempt cannot finish it
+    job2 = claim(store, lease=-1)
+    assert job2 is not None and job2.attempt == 2
+    reaped = reap(store, Bell())
+    assert [(r.id, r.requeued) for r in reaped] == [(jid, False)]
+    view = store.get(jid)
+    assert view.status == "failed" and view.error_type == "worker_lost"
+
+
+def test_live_lease_is_not_reaped(database_url: str) -> None:
+    store = JobStore(database_url)
+    submit(store, "A")
+    job = claim(store, lease=30)
+    assert job is not None
+    assert reap(store, None) == []
+    assert store.renew_lease(job, 30) is False
+
+
+def test_retry_and_prune(database_url: str) -> None:
+    store = JobStore(database_url)
+    jid = submit(store, "A")
+    job = claim(store)
+    assert job is not None
+    store.fail(job, "InferenceError", "boom")
+    with pytest.raises(ValidationError):
+        store.retry(submit(store, "B"))  # queued jobs cannot be retried
+    again = store.retry(jid)
+    assert again.status == "queued" and again.error_type is None and again.attempts == 0
+    job = claim(store)
+    assert job is not None and str(job.id) == jid
+    store.finish(job, {"ok": True})
+    assert store.prune(timedelta(hours=1)) == 0
+    assert store.prune(timedelta(seconds=-1)) == 1
+    with pytest.raises(JobNotFound):
+        store.get(jid)
+
+
+def test_list_and_queue_depths(database_url: str) -> None:
+    store = JobStore(database_url)
+    submit(store, "A", host="h1")
+    submit(store, "A", host="h1")
+    submit(store, "B", host="h2")
+    assert store.queue_depths() == {"h1": 2, "h2": 1}
+    assert len(store.list_jobs(host="h2")) == 1
+    assert len(store.list_jobs(status=[JobStatus.QUEUED.value], model="A")) == 2
+
+
+def test_request_validation_names_the_field() -> None:
+    with pytest.raises(ValidationError) as err:
+        inference_request(prompt="x", temperature=5)
+    assert err.value.field == "temperature"
+    with pytest.raises(ValidationError) as err:
+        inference_request(prompt="")
+    assert err.value.field == "prompt"
