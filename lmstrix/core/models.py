@@ -580,7 +580,7 @@ class ModelRegistry:
         host_name = _text("host", fields.pop("host", None))
         host_url = _text("host_url", fields.pop("host_url", None))
         columns = column_values(fields)
-        host_name, host_url = _default_host(host_name, host_url)
+        host_name, host_url = default_host(host_name, host_url)
         try:
             with write_session(self.database_url) as s:
                 host = get_or_create_host(s, host_name, host_url)
@@ -687,7 +687,7 @@ class ModelRegistry:
         return summary
 
 
-def _default_host(name: str | None, url: str | None) -> tuple[str, str]:
+def default_host(name: str | None, url: str | None) -> tuple[str, str]:
     """Fill in a host from the config: the named one's URL, or the first configured host."""
     if name and url:
         return name, url
@@ -807,4 +807,12 @@ def merge_scan(s: Session, host: Host, records: Sequence[ModelRecord]) -> ScanSu
     return summary
 
 
-__all__ = ["Model", "ModelRegistry", "ScanSummary", "parse_timestamp"]
+__all__ = [
+    "Model",
+    "ModelRegistry",
+    "ScanSummary",
+    "column_values",
+    "default_host",
+    "get_or_create_host",
+    "parse_timestamp",
+]
