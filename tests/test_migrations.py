@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -12,6 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
+import lmstrix
 from lmstrix.api.exceptions import RegistryError
 from lmstrix.db import downgrade, ensure_schema, get_engine, revision_state, upgrade
 from lmstrix.db.migrate import forget_migrated, head_revisions, script_location
@@ -106,3 +109,22 @@ def test_processes_opening_a_fresh_database_at_once_all_succeed(empty_database_u
         assert conn.execute(text("SELECT COUNT(*) FROM alembic_version")).scalar() == 1
         assert conn.execute(text("SELECT COUNT(*) FROM models")).scalar() == n
         assert conn.execute(text("SELECT COUNT(*) FROM hosts")).scalar() == 1
+
+
+def test_installed_wheel_layout_is_found_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed wheel has the scripts at lmstrix/_migrations (pyproject force-include)."""
+    package = tmp_path / "site" / "lmstrix"
+    shutil.copytree(script_location(), package / "_migrations")
+    (package / "__init__.py").write_text("")
+    monkeypatch.setattr(lmstrix, "__file__", str(package / "__init__.py"))
+    assert script_location() == (package / "_migrations").resolve()
+    url = f"sqlite:///{tmp_path / 'wheel.db'}"
+    assert upgrade(url).at_head
+
+
+def test_missing_scripts_are_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lmstrix, "__file__", str(tmp_path / "lmstrix" / "__init__.py"))
+    with pytest.raises(RegistryError, match="reinstall lmstrix"):
+        script_location()
