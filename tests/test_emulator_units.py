@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from lmstrix.testing import EmulatedModel, RuleBackend, fact_sentence, question
@@ -49,7 +51,7 @@ def test_tokens_are_words_and_single_symbols() -> None:
 
 
 def test_chat_template_overhead_is_fixed_and_additive() -> None:
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "2+3="},
         {"role": "tool-call", "content": [{"type": "text", "text": "a b"}]},
