@@ -655,9 +655,12 @@ class ModelRegistry:
     def _locked_row(s: Session, model_id: str, host: str | None) -> ModelRow:
         found = resolve(s, model_id, host)
         # FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the write lock.
-        return s.execute(
+        row = s.execute(
             select(ModelRow).where(ModelRow.id == found.row_id).with_for_update()
-        ).scalar_one()
+        ).scalar_one_or_none()
+        if row is None:
+            raise ModelNotFoundError(model_id, reason="it was just removed by another process")
+        return row
 
     def upsert_from_scan(
         self,

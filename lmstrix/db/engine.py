@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,7 @@ def dispose_engines() -> None:
             if pid == os.getpid():
                 engine.dispose()
         _engines.clear()
+        _write_views.clear()
 
 
 def _create(url: URL) -> Engine:
@@ -155,7 +157,23 @@ def _create_sqlite(url: URL) -> Engine:
 
 
 def write_engine(engine: Engine) -> Engine:
-    """A view of ``engine`` whose transactions take the write lock at BEGIN (SQLite only)."""
+    """A view of ``engine`` whose transactions take the write lock at BEGIN (SQLite only).
+
+    It shares the engine's pool and event hooks; only the BEGIN mode differs.
+    """
     if engine.dialect.name != "sqlite":
         return engine
-    return engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+    view = _write_views.get(id(engine))
+    if view is None or view.engine is not engine:
+        view = _WriteView(engine, engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"}))
+        _write_views[id(engine)] = view
+    return view.writer
+
+
+@dataclass(frozen=True, slots=True)
+class _WriteView:
+    engine: Engine
+    writer: Engine
+
+
+_write_views: dict[int, _WriteView] = {}
