@@ -165,6 +165,21 @@ class JobStore:
             )
         return str(job_id)
 
+    def abandon(self, job_id: str, error_type: str, message: str) -> bool:
+        """Fail a job that is still queued (its doorbell could not be rung): no orphan rows."""
+        with write_session(self.url) as s:
+            res = s.execute(
+                update(Job)
+                .where(Job.id == parse_job_id(job_id), Job.status == JobStatus.QUEUED.value)
+                .values(
+                    status=JobStatus.FAILED.value,
+                    finished_at=utcnow(),
+                    error_type=error_type,
+                    error_message=message,
+                )
+            )
+        return bool(res.rowcount)  # type: ignore[attr-defined]
+
     # -- worker side ----------------------------------------------------------------------
 
     def claim_next(

@@ -1,0 +1,126 @@
+"""Embedded mode: one worker thread per host inside the calling process (no Redis needed).
+
+The thread runs the same :class:`JobRunner` as a dramatiq worker; the doorbell is an in-process
+wake-up and the done-notification an in-process event. It also reaps expired leases now and then,
+so jobs left ``running`` by a process that died are picked up again.
+
+At most one embedded worker per (database, host) runs in a process, however many
+``InferenceManager`` objects exist: a host must see one caller at a time (rule 2).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from lmstrix.api.client import LMStudioClient
+from lmstrix.jobs.doorbell import Doorbell, local_doorbell
+from lmstrix.jobs.notify import Notifier, local_notifier
+from lmstrix.jobs.reaper import reap
+from lmstrix.jobs.runner import JobRunner
+from lmstrix.jobs.settings import QueueSettings
+from lmstrix.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedWorker:
+    """A daemon thread draining one host's queue whenever its doorbell rings."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        host: str,
+        client_factory: Callable[[], LMStudioClient],
+        *,
+        notifier: Notifier | None = None,
+        doorbell: Doorbell | None = None,
+        settings: QueueSettings | None = None,
+    ) -> None:
+        self.store = store
+        self.host = host
+        self.settings = settings or QueueSettings.from_env()
+        self.notifier = notifier or local_notifier()
+        self.doorbell = doorbell or local_doorbell()
+        self._client_factory = client_factory
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"lmstrix-worker-{host}", daemon=True
+        )
+        self.runner: JobRunner | None = None
+
+    def start(self) -> None:
+        local_doorbell().register(self.host, self.wake)
+        self._thread.start()
+        self.wake()  # drain whatever was queued before we started
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        local_doorbell().unregister(self.host)
+        self._stopped.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _loop(self) -> None:
+        client = self._client_factory()
+        self.runner = JobRunner(
+            self.store, self.host, client, self.notifier, settings=self.settings
+        )
+        next_reap = time.monotonic()
+        try:
+            while not self._stopped.is_set():
+                self._wake.wait(self.settings.reaper_interval)
+                self._wake.clear()
+                if self._stopped.is_set():
+                    break
+                try:
+                    if time.monotonic() >= next_reap:
+                        reap(self.store, self.doorbell)
+                        next_reap = time.monotonic() + self.settings.reaper_interval
+                    self.runner.drain(lambda: not self._stopped.is_set())
+                except Exception:  # the database went away for a moment: keep the thread
+                    log.exception("embedded worker for %s: drain failed", self.host)
+                    self._stopped.wait(1.0)
+                    self._wake.set()
+        finally:
+            self.runner.close()
+            client.close()
+
+
+_lock = threading.Lock()
+_workers: dict[tuple[str, str], EmbeddedWorker] = {}
+
+
+def ensure_worker(
+    store: JobStore,
+    host: str,
+    client_factory: Callable[[], LMStudioClient],
+    settings: QueueSettings | None = None,
+) -> EmbeddedWorker:
+    """The process's embedded worker for (database, host), started on first use."""
+    key = (store.url, host)
+    with _lock:
+        worker = _workers.get(key)
+        if worker is None or not worker.alive:
+            worker = EmbeddedWorker(store, host, client_factory, settings=settings)
+            _workers[key] = worker
+            worker.start()
+    return worker
+
+
+def stop_all(timeout: float = 10.0) -> None:
+    """Stop every embedded worker of this process (tests, interpreter shutdown)."""
+    with _lock:
+        workers = list(_workers.values())
+        _workers.clear()
+    for w in workers:
+        w.stop(timeout)

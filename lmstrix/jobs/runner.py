@@ -1,0 +1,281 @@
+"""Running jobs on one host: claim (scheduler policy), load, generate, store, notify.
+
+One ``JobRunner`` per host and process, used by one thread at a time: it is the only code that
+loads, unloads or calls models on its host (rule 2), so it can remember what it loaded and skip
+the load call when the next job wants the same model at the same size.
+
+Both modes call :meth:`JobRunner.drain`; only what calls it differs (a dramatiq doorbell, or the
+embedded worker thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lmstrix.api.client import LMStudioClient
+from lmstrix.api.exceptions import LMStrixError, LMStudioConnectionError
+from lmstrix.db import JobKind
+from lmstrix.jobs.notify import Notifier
+from lmstrix.jobs.scheduler import HostState, QueuedJob, next_state
+from lmstrix.jobs.settings import QueueSettings
+from lmstrix.jobs.sizing import load_context_for
+from lmstrix.jobs.store import ClaimedJob, JobStore
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_id(host: str) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{host}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(slots=True)
+class _Loaded:
+    model: str
+    instance_id: str
+    context_length: int | None
+    requested: int | None
+
+
+class LeaseKeeper:
+    """Renews the lease of the job being run and watches its cancel flag, off the hot path.
+
+    Jobs shorter than one tick never touch the database here, which keeps the per-job cost of a
+    busy worker at the claim and the finish.
+    """
+
+    def __init__(self, store: JobStore, settings: QueueSettings, tick: float = 0.2) -> None:
+        self.store = store
+        self.settings = settings
+        self.tick = tick
+        self._job: ClaimedJob | None = None
+        self._since = 0.0
+        self._renewed = 0.0
+        self._stop_job = threading.Event()
+        self._wake = threading.Event()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="lmstrix-lease", daemon=True)
+        self._thread.start()
+
+    def watch(self, job: ClaimedJob | None) -> None:
+        with self._lock:
+            self._job = job
+            self._since = self._renewed = time.monotonic()
+            self._stop_job.clear()
+
+    @property
+    def should_stop(self) -> bool:
+        return self._stop_job.is_set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.tick)
+            with self._lock:
+                job, since, renewed = self._job, self._since, self._renewed
+            now = time.monotonic()
+            if job is None or now - since < self.tick:
+                continue
+            try:
+                if now - renewed >= self.settings.lease_seconds / 3:
+                    stop = self.store.renew_lease(job, self.settings.lease_seconds)
+                    with self._lock:
+                        if self._job is job:
+                            self._renewed = now
+                else:
+                    stop = self.store.cancel_requested(job)
+            except Exception:  # the database hiccupped: try again next tick
+                log.exception("lease renewal of job %s failed", job.id)
+                continue
+            if stop:
+                with self._lock:
+                    if self._job is job:
+                        self._stop_job.set()
+
+
+class JobRunner:
+    """Claims and runs the jobs of one host."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        host: str,
+        client: LMStudioClient,
+        notifier: Notifier,
+        *,
+        settings: QueueSettings | None = None,
+        worker_id: str | None = None,
+        retry_delays: tuple[float, ...] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = store
+        self.host = host
+        self.client = client
+        self.notifier = notifier
+        self.settings = settings or QueueSettings.from_env()
+        self.worker_id = worker_id or default_worker_id(host)
+        # Only connection failures (LM Studio restarting, a sleeping laptop) are retried: a bad
+        # request would fail the same way again.
+        self.retry_delays = self.settings.retry_delays if retry_delays is None else retry_delays
+        self._sleep = sleep
+        self.state = HostState()
+        self._loaded: _Loaded | None = None
+        self.keeper = LeaseKeeper(store, self.settings)
+        self.jobs_run = 0
+
+    def close(self) -> None:
+        self.keeper.close()
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def drain(self, should_continue: Callable[[], bool] = lambda: True) -> int:
+        """Run queued jobs of this host until none is left; returns how many ran."""
+        ran = 0
+        while should_continue() and self.run_next():
+            ran += 1
+        return ran
+
+    def run_next(self) -> bool:
+        job = self.store.claim_next(
+            self.host,
+            self.worker_id,
+            self.state,
+            lease_seconds=self.settings.lease_seconds,
+            policy=self.settings.policy,
+        )
+        if job is None:
+            return False
+        self.keeper.watch(job)
+        try:
+            self._execute(job)
+        finally:
+            self.keeper.watch(None)
+            self.notifier.notify_done(str(job.id))
+            self.jobs_run += 1
+        return True
+
+    # -- one job --------------------------------------------------------------------------
+
+    def _execute(self, job: ClaimedJob) -> None:
+        if job.kind != JobKind.INFERENCE.value:
+            self.store.fail(job, "ValidationError", f"this worker cannot run {job.kind} jobs")
+            return
+        delays = list(self.retry_delays)
+        while True:
+            try:
+                result = self._infer(job)
+            except LMStudioConnectionError as exc:
+                if delays and not self.keeper.should_stop:
+                    delay = delays.pop(0)
+                    log.warning(
+                        "%s unreachable (%s); retrying job %s in %ss", self.host, exc, job.id, delay
+                    )
+                    self._loaded = None  # a restarted LM Studio has nothing loaded
+                    self._sleep(delay)
+                    continue
+                self._fail(job, exc)
+                return
+            except LMStrixError as exc:
+                self._loaded = None if _load_related(exc) else self._loaded
+                self._fail(job, exc)
+                return
+            except Exception as exc:  # a bug or an unexpected answer: fail the job, keep serving
+                log.exception("job %s failed unexpectedly", job.id)
+                self._fail(job, exc)
+                return
+            if result.pop("cancelled", False) or (
+                result.get("stop_reason") == "userStopped" and self.keeper.should_stop
+            ):
+                self.store.mark_cancelled(job, result)
+            else:
+                self.store.finish(job, result)
+            return
+
+    def _fail(self, job: ClaimedJob, exc: BaseException) -> None:
+        if self.keeper.should_stop and self.store.cancel_requested(job):
+            self.store.mark_cancelled(job)
+            return
+        details = getattr(exc, "details", None)
+        result = {"error_details": _jsonable(details)} if details else None
+        self.store.fail(job, type(exc).__name__, str(exc), result)
+
+    def _ensure_loaded(self, model: str, context_length: int | None) -> _Loaded:
+        cur = self._loaded
+        if cur is not None and cur.model == model and cur.requested == context_length:
+            return cur
+        res = self.client.load(model, context_length, unload_others=True)
+        self._loaded = _Loaded(model, res.instance_id, res.context_length, context_length)
+        return self._loaded
+
+    def _infer(self, job: ClaimedJob) -> dict[str, Any]:
+        req = job.request
+        ctx = load_context_for(req.get("context_length"))
+        before = self._loaded
+        loaded = self._ensure_loaded(job.model, ctx)
+        self.state = next_state(self.state, QueuedJob(str(job.id), job.model, 0.0))
+        # A load can take minutes: look at the cancel flag itself before generating, not only at
+        # what the lease keeper last saw.
+        if self.keeper.should_stop or (loaded is not before and self.store.cancel_requested(job)):
+            return {"stop_reason": "userStopped", "response": "", "cancelled": True}
+        chat = self.client.chat_completion(
+            loaded.instance_id,
+            req["prompt"],
+            max_tokens=req.get("max_tokens"),
+            temperature=req.get("temperature"),
+            top_p=req.get("top_p"),
+            top_k=req.get("top_k"),
+            system_prompt=req.get("system_prompt"),
+            stream=True,
+            should_stop=lambda: self.keeper.should_stop,
+        )
+        prompt_tokens = chat.prompt_tokens or 0
+        response_tokens = chat.completion_tokens or 0
+        return {
+            "response": chat.content,
+            "prompt_tokens": prompt_tokens,
+            "response_tokens": response_tokens,
+            "tokens_used": chat.total_tokens or prompt_tokens + response_tokens,
+            "inference_time": chat.generation_time or chat.wall_time,
+            "time_to_first_token": chat.time_to_first_token,
+            "tokens_per_second": chat.tokens_per_second,
+            "stop_reason": chat.stop_reason,
+            "finish_reason": chat.finish_reason,
+            "wall_time": chat.wall_time,
+            "model_info": {
+                "id": job.model,
+                "host": self.host,
+                "instance_id": loaded.instance_id,
+                "context_length": loaded.context_length,
+                "requested_context_length": loaded.requested,
+                "reduced": loaded.requested is not None
+                and loaded.context_length is not None
+                and loaded.context_length < loaded.requested,
+            },
+        }
+
+
+def _load_related(exc: LMStrixError) -> bool:
+    # After a failed load or a "model not loaded" answer we no longer know what the host holds.
+    return type(exc).__name__ in ("ModelLoadError", "ModelNotFoundError", "InferenceError")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)

@@ -1,0 +1,268 @@
+"""The caller's side of the queue: route, validate, insert, ring, wait (facades and CLI share it).
+
+Which mode runs is decided by the config alone: with a Redis URL, doorbells and notifications go
+through Redis and dramatiq workers do the work; without one, this process starts an embedded
+worker thread for each host it sends work to. The calls are the same either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from lmstrix.api.client import LMStudioClient
+from lmstrix.api.exceptions import (
+    InferenceTimeoutError,
+    LMStudioConnectionError,
+    ModelNotFoundError,
+)
+from lmstrix.core.models import Model, ModelRegistry
+from lmstrix.db import JobKind
+from lmstrix.jobs import embedded
+from lmstrix.jobs.budget import estimate_tokens, resolve_out_ctx
+from lmstrix.jobs.doorbell import BrokerUnavailableError, Doorbell, RedisDoorbell, local_doorbell
+from lmstrix.jobs.notify import (
+    LocalNotifier,
+    Notifier,
+    RedisNotifier,
+    local_notifier,
+    wait_until_final,
+)
+from lmstrix.jobs.requests import inference_request
+from lmstrix.jobs.routing import choose_host
+from lmstrix.jobs.scheduler import PRIORITY_INTERACTIVE
+from lmstrix.jobs.settings import QueueSettings
+from lmstrix.jobs.sizing import choose_load_context
+from lmstrix.jobs.store import JobStore, JobView
+from lmstrix.utils.config import Config, HostConfig
+
+log = logging.getLogger(__name__)
+
+# How long a resolved model id is trusted before the registry is asked again: long enough to
+# keep lookups off the hot path of a loop of infer() calls, short enough that a finished context
+# test is used within seconds.
+MODEL_CACHE_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedJob:
+    id: str
+    host: str
+    model: str
+
+
+class JobService:
+    """Submit and wait for jobs against the configured hosts."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        database_url: str | None = None,
+        base_url: str | None = None,
+        request_timeout: float | None = None,
+        max_retries: int | None = None,
+        settings: QueueSettings | None = None,
+    ) -> None:
+        self.config = config or Config.load()
+        self.database_url = database_url or self.config.database_url()
+        self.store = JobStore(self.database_url)
+        self.settings = settings or QueueSettings.from_env()
+        lm = self.config.settings.lmstudio
+        self.request_timeout = request_timeout or lm.timeout
+        self.max_retries = lm.max_retries if max_retries is None else max_retries
+        self.hosts: list[HostConfig] = (
+            [self.config.host_for_url(base_url)] if base_url else list(self.config.hosts)
+        )
+        self.distributed = self.config.distributed
+        self.doorbell: Doorbell
+        self.notifier: Notifier
+        redis_url = self.config.redis_url
+        if redis_url:
+            self.doorbell = RedisDoorbell(redis_url)
+            self.notifier = RedisNotifier(redis_url)
+        else:
+            self.doorbell = local_doorbell()
+            self.notifier = local_notifier()
+        self._registry: ModelRegistry | None = None
+        self._models: dict[tuple[str, str | None], tuple[float, list[Model]]] = {}
+
+    @property
+    def registry(self) -> ModelRegistry:
+        if self._registry is None:
+            self._registry = ModelRegistry(self.database_url)
+        return self._registry
+
+    def close(self) -> None:
+        for part in (self.doorbell, self.notifier):
+            close = getattr(part, "close", None)
+            if close is not None:
+                close()
+
+    # -- hosts and models -----------------------------------------------------------------
+
+    def host_config(self, name: str) -> HostConfig:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        return self.config.host(name)
+
+    def client_for(self, host: HostConfig) -> LMStudioClient:
+        lm = self.config.settings.lmstudio
+        return LMStudioClient(
+            host.url,
+            token=host.token,
+            timeout=self.request_timeout,
+            load_timeout=lm.load_timeout,
+            connect_timeout=lm.connect_timeout,
+            max_retries=self.max_retries,
+        )
+
+    def resolve_model(self, model_id: str, host: str | None = None) -> list[Model]:
+        """The registry's entries for ``model_id`` on the candidate hosts (one per host).
+
+        A model the registry does not know triggers one rescan of the hosts, so a fresh
+        install works without ``lmstrix scan`` first.
+        """
+        key = (model_id, host)
+        cached = self._models.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        found = self._lookup(model_id, host)
+        if not found:
+            self.rescan(host)
+            found = self._lookup(model_id, host)
+        if not found:
+            # Let the registry word the error (close matches across all hosts).
+            self.registry.get_model(model_id, host)
+            raise ModelNotFoundError(model_id)
+        self._models[key] = (time.monotonic() + MODEL_CACHE_SECONDS, found)
+        return found
+
+    def _lookup(self, model_id: str, host: str | None) -> list[Model]:
+        names = [host] if host else [h.name for h in self.hosts]
+        found = []
+        for name in names:
+            try:
+                found.append(self.registry.get_model(model_id, host=name))
+            except ModelNotFoundError:
+                continue
+        return [m for m in found if m.present] or found
+
+    def rescan(self, host: str | None = None) -> None:
+        """Read the hosts' model lists into the registry; unreachable hosts are skipped, unless
+        all are (then the connection error is raised: nothing else can be done)."""
+        targets = [self.host_config(host)] if host else self.hosts
+        errors: list[LMStudioConnectionError] = []
+        for h in targets:
+            try:
+                with self.client_for(h) as client:
+                    records = client.list_models()
+                    gen = str(client.api_generation.value)
+                self.registry.upsert_from_scan(h.name, h.url, records, api_generation=gen)
+            except LMStudioConnectionError as exc:
+                log.warning("rescan of %s failed: %s", h.name, exc)
+                errors.append(exc)
+        if errors and len(errors) == len(targets):
+            raise errors[0]
+
+    # -- submit ---------------------------------------------------------------------------
+
+    def submit_inference(
+        self,
+        model_id: str,
+        prompt: str,
+        *,
+        out_ctx: int | str = "auto",
+        temperature: float = 0.7,
+        top_p: float = 1.0,
+        top_k: int = -1,
+        max_tokens: int | None = None,
+        system_prompt: str | None = None,
+        context_data: dict[str, Any] | None = None,
+        host: str | None = None,
+        priority: int = PRIORITY_INTERACTIVE,
+    ) -> SubmittedJob:
+        """Validate, route and queue one inference; returns at once with the job id."""
+        if not isinstance(prompt, str) or not prompt:
+            from lmstrix.api.exceptions import ValidationError
+
+            raise ValidationError("prompt", prompt, "must be a non-empty string")
+        models = self.resolve_model(model_id, host)
+        chosen = models[0]
+        if len(models) > 1:
+            name = choose_host([m.host for m in models], self.store.queue_depths())
+            chosen = next(m for m in models if m.host == name)
+        prompt_tokens = estimate_tokens(prompt) + estimate_tokens(system_prompt or "")
+        limit = chosen.tested_context or chosen.declared_context
+        budget = resolve_out_ctx(out_ctx, max_tokens, prompt_tokens, limit, chosen.id)
+        ctx = choose_load_context(
+            chosen.tested_context,
+            chosen.declared_context,
+            prompt_tokens + (budget if budget > 0 else 0) + 64,
+        )
+        request = inference_request(
+            prompt=prompt,
+            system_prompt=system_prompt,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            max_tokens=budget,
+            context_length=ctx,
+            context_data=context_data,
+        ).model_dump(mode="json")
+        hc = self.host_config(chosen.host)
+        job_id = self.store.submit(
+            host=chosen.host,
+            model=chosen.id,
+            request=request,
+            kind=JobKind.INFERENCE,
+            priority=priority,
+            host_url=hc.url,
+            max_attempts=self.settings.max_attempts,
+        )
+        self.ring(job_id, hc)
+        return SubmittedJob(job_id, chosen.host, chosen.id)
+
+    def ring(self, job_id: str, host: HostConfig) -> None:
+        """Wake the host's worker. If the doorbell cannot ring, the row is failed at once, so no
+        job sits queued with nobody told (the caller gets the error)."""
+        if not self.distributed:
+            embedded.ensure_worker(
+                self.store, host.name, lambda: self.client_for(host), self.settings
+            )
+        try:
+            self.doorbell.ring(host.name)
+        except BrokerUnavailableError as exc:
+            self.store.abandon(job_id, type(exc).__name__, str(exc))
+            raise
+
+    # -- wait -----------------------------------------------------------------------------
+
+    def wait(
+        self, job_id: str, timeout: float | None, *, cancel_on_timeout: bool = True
+    ) -> JobView:
+        """Block until the job's row is final; past ``timeout`` cancel it and raise."""
+        started = time.monotonic()
+        deadline = started + (timeout if timeout is not None else 10**9)
+        last: list[JobView] = []
+
+        def final() -> bool:
+            view = self.store.get(job_id)
+            last[:] = [view]
+            return view.finished
+
+        try:
+            done = wait_until_final(final, lambda t: self.notifier.wait_done(job_id, t), deadline)
+        finally:
+            if isinstance(self.notifier, LocalNotifier):
+                self.notifier.forget(job_id)
+        if not done:
+            if cancel_on_timeout:
+                self.store.cancel(job_id)
+            raise InferenceTimeoutError(
+                job_id, time.monotonic() - started, model_id=last[0].model if last else None
+            )
+        return last[0]

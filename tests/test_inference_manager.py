@@ -1,0 +1,179 @@
+"""InferenceManager in embedded mode: SQLite file, in-process worker thread, the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lmstrix.api.exceptions import (
+    ContextLimitExceededError,
+    InferenceTimeoutError,
+    LMStudioConnectionError,
+    ModelNotFoundError,
+    ValidationError,
+)
+from lmstrix.core.inference_manager import (
+    RESULT_KEYS,
+    AsyncInferenceManager,
+    InferenceManager,
+    InferenceResult,
+)
+from lmstrix.core.models import ModelRegistry
+from lmstrix.jobs import embedded
+from lmstrix.testing import LMStudioEmulator
+from lmstrix.utils.config import Config
+
+MODELS = ("qwen/qwen3-4b", "google/gemma-3-4b", "llama-3.2-1b-instruct")
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+@pytest.fixture(autouse=True)
+def _stop_workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("LMSTRIX_JOB_RETRY_DELAYS", "0.01,0.01")
+    monkeypatch.delenv("LMSTRIX_REDIS_URL", raising=False)
+    yield
+    embedded.stop_all()
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'lmstrix.db'}"
+
+
+def manager_for(url: str, db_url: str, timeout: float = 30) -> InferenceManager:
+    config = Config({"hosts": [{"name": "h1", "url": url}]})
+    return InferenceManager(timeout=timeout, config=config, database_url=db_url)
+
+
+def test_quick_start_on_a_fresh_registry(lmstudio_emulator: LMStudioEmulator, db_url: str) -> None:
+    manager = manager_for(lmstudio_emulator.url, db_url)
+    result = manager.infer(
+        model_id="llama-3.2-1b-instruct", prompt="What is the meaning of life?", out_ctx=100
+    )
+    assert isinstance(result, InferenceResult) and isinstance(result, dict)
+    assert tuple(result.keys()) == RESULT_KEYS
+    assert result["succeeded"] is True and result.succeeded
+    assert result["response"] and result.response == result["response"]
+    assert result["tokens_used"] == result["prompt_tokens"] + result["response_tokens"] > 0
+    assert result["error"] is None
+    assert result.model_info["id"] == "llama-3.2-1b-instruct"
+    job = manager.service.store.get(result.job_id)
+    assert job.status == "succeeded" and job.result is not None
+    # the unknown id triggered one rescan: the registry now has the host's models
+    assert ModelRegistry(db_url).has_model("qwen/qwen3-4b")
+
+
+def test_unknown_model_after_rescan(lmstudio_emulator: LMStudioEmulator, db_url: str) -> None:
+    manager = manager_for(lmstudio_emulator.url, db_url)
+    with pytest.raises(ModelNotFoundError) as err:
+        manager.infer("llama-3.2-1b-instrukt", "hi")
+    assert "llama-3.2-1b-instruct" in err.value.suggestions
+
+
+def test_bad_values_and_too_long_prompts_fail_before_queueing(
+    lmstudio_emulator: LMStudioEmulator, db_url: str
+) -> None:
+    manager = manager_for(lmstudio_emulator.url, db_url)
+    with pytest.raises(ValidationError) as verr:
+        manager.infer("llama-3.2-1b-instruct", "hi", temperature=5.0)
+    assert verr.value.field == "temperature"
+    with pytest.raises(ValidationError):
+        manager.infer("llama-3.2-1b-instruct", "hi", out_ctx="lots")
+    with pytest.raises(ContextLimitExceededError) as cerr:
+        manager.infer("llama-3.2-1b-instruct", "word " * 200_000, out_ctx=100)
+    assert cerr.value.prompt_tokens and cerr.value.context_limit
+    assert manager.service.store.list_jobs() == []  # nothing was queued
+
+
+def test_interleaved_jobs_group_by_model(lmstudio_emulator: LMStudioEmulator, db_url: str) -> None:
+    manager = manager_for(lmstudio_emulator.url, db_url)
+    manager.service.rescan()
+    lmstudio_emulator.reset_counters()
+    # submit all first (the worker may start on the first at once), then wait for all
+    jobs = [manager.submit(MODELS[i % 3], f"question {i}", max_tokens=8) for i in range(30)]
+    results = [manager.wait(j.id) for j in jobs]
+    assert all(r.succeeded for r in results)
+    assert [r.model_info["id"] for r in results] == [MODELS[i % 3] for i in range(30)]
+    counters = lmstudio_emulator.counters
+    assert counters.max_in_flight == 1
+    assert counters.load_count <= 4  # FIFO would load 30 times
+
+
+def test_timeout_cancels_the_job(
+    make_emulator: Callable[..., LMStudioEmulator], db_url: str
+) -> None:
+    emu = make_emulator()
+    manager = manager_for(emu.url, db_url, timeout=1.0)
+    manager.service.rescan()
+    emu.configure(hang_requests=True)
+    try:
+        with pytest.raises(InferenceTimeoutError) as err:
+            manager.infer("llama-3.2-1b-instruct", "hello")
+        job_id = err.value.job_id
+        assert job_id
+        view = manager.service.store.get(job_id)
+        assert view.cancel_requested_at is not None
+    finally:
+        emu.configure(hang_requests=False)
+        emu.release_hangs()
+    wait_for(lambda: manager.service.store.get(job_id).finished)
+    assert manager.service.store.get(job_id).status in ("cancelled", "failed")
+
+
+def test_cancel_running_job_stops_between_chunks(
+    make_emulator: Callable[..., LMStudioEmulator], db_url: str
+) -> None:
+    emu = make_emulator(clock="real", tokens_per_second=20.0, load_seconds=0.0)
+    manager = manager_for(emu.url, db_url)
+    manager.service.rescan()
+    job = manager.submit("llama-3.2-1b-instruct", "tell me a long story", max_tokens=2000)
+    store = manager.service.store
+    wait_for(lambda: store.get(job.id).status == "running" and emu.counters.in_flight == 1)
+    cancelled_at = time.monotonic()
+    store.cancel(job.id)
+    result = manager.wait(job.id, timeout=10)
+    assert time.monotonic() - cancelled_at < 2.0
+    assert not result.succeeded and result.stop_reason in ("userStopped", "cancelled")
+    assert store.get(job.id).status == "cancelled"
+
+
+def test_unreachable_host_raises_connection_error(
+    make_emulator: Callable[..., LMStudioEmulator], db_url: str
+) -> None:
+    emu = make_emulator()
+    manager = manager_for(emu.url, db_url)
+    manager.service.rescan()  # the registry knows the model; then the host goes away
+    emu.stop()
+    with pytest.raises(LMStudioConnectionError):
+        manager.infer("llama-3.2-1b-instruct", "hello")
+    failed = manager.service.store.list_jobs(status=["failed"])
+    assert len(failed) == 1 and failed[0].error_type == "LMStudioConnectionError"
+
+
+def test_async_many_in_flight(lmstudio_emulator: LMStudioEmulator, db_url: str) -> None:
+    config = Config({"hosts": [{"name": "h1", "url": lmstudio_emulator.url}]})
+
+    async def main() -> list[InferenceResult]:
+        manager = AsyncInferenceManager(timeout=30, config=config, database_url=db_url)
+        try:
+            return await asyncio.gather(
+                *(manager.infer(MODELS[i % 3], f"q{i}", max_tokens=8) for i in range(12))
+            )
+        finally:
+            await manager.aclose()
+
+    results = asyncio.run(main())
+    assert all(r.succeeded for r in results)
+    assert len({r.job_id for r in results}) == 12
+    assert lmstudio_emulator.counters.max_in_flight == 1
