@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,6 +17,7 @@ from lmstrix.testing import (
     EmulatedModel,
     LMStudioEmulator,
     RuleBackend,
+    serve,
 )
 from lmstrix.testing.pytest_plugin import EmulatorFactory
 from lmstrix.testing.rules import RuleInstance
@@ -193,3 +195,23 @@ def test_configure_rejects_unknown_settings(emu: LMStudioEmulator) -> None:
         emu.configure(api_generation="0.5")
     with pytest.raises(TypeError):
         LMStudioEmulator(nope=1)
+
+
+def test_serve_runs_until_stopped() -> None:
+    lines: list[str] = []
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=serve, kwargs={"port": 0, "echo": lines.append, "stop": stop, "jit": False}
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not lines and time.monotonic() < deadline:
+            time.sleep(0.005)
+        url = lines[0].split()[5]
+        assert httpx.get(f"{url}/lmstudio-greeting").json() == {"lmstudio": True}
+        assert httpx.get(f"{url}/v1/models").json()["data"] == []  # settings passed through
+    finally:
+        stop.set()
+        thread.join(5)
+    assert lines[-1] == "LM Studio emulator stopped"

@@ -218,13 +218,17 @@ def serve(
     models: Sequence[EmulatedModel] | None = None,
     backend: ModelBackend | None = None,
     echo: Callable[[str], object] = print,
+    stop: threading.Event | None = None,
     **settings: Any,
 ) -> None:
-    """Run an emulator in the foreground until Ctrl-C (the ``lmstrix emulator`` command)."""
+    """Run an emulator in the foreground until Ctrl-C (the ``lmstrix emulator`` command).
+
+    ``stop`` lets a caller (a test of the CLI) end it without a signal.
+    """
     emulator = LMStudioEmulator(models, backend=backend, host=host, port=port, **settings)
     emulator.start()
     echo(f"LM Studio emulator listening on {emulator.url} (Ctrl-C to stop)")
-    stop = threading.Event()
+    stop = stop or threading.Event()
     try:
         while not stop.wait(0.5):
             pass

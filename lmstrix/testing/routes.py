@@ -287,6 +287,8 @@ class Routes:
                 result = self.state.infer(inst, messages, max_tokens=max_tokens, options=options)
             except ContextOverflow as exc:
                 return self._overflow_reply(exc, family)
+            except LoadFailure as exc:  # unloaded (TTL, eviction, API) under our feet
+                return self._load_error(inst.id, exc, family)
         return JsonReply(200, self._completion_body(inst, result, family, text=text))
 
     def _completion_body(
@@ -351,6 +353,10 @@ class Routes:
                 )
             except ContextOverflow as exc:
                 yield self._overflow_frame(exc)
+                return
+            except LoadFailure as exc:
+                message = bodies.failed_to_load(inst.id, exc.reason)
+                yield sse_event("error", bodies.stream_error(message))
                 return
             c = result.completion
             ident = bodies.completion_id("cmpl-" if text else "chatcmpl-")
@@ -452,6 +458,8 @@ class Routes:
                 result = state.infer(inst, messages, max_tokens=max_tokens, options=options)
             except ContextOverflow as exc:
                 return self._overflow_reply(exc, "v1")
+            except LoadFailure as exc:
+                return self._load_error(inst.id, exc, "v1")
         return JsonReply(200, self._v1_result(inst, pending, messages, result, store))
 
     def _v1_messages(self, data: JsonObj) -> list[Message]:
@@ -563,6 +571,11 @@ class Routes:
             except ContextOverflow as exc:
                 _, text = self._overflow_text(exc, streaming=True)
                 yield event("error", error={"type": "invalid_request", "message": text})
+                yield event("chat.end", result=self._v1_result(inst, False, messages, None, False))
+                return
+            except LoadFailure as exc:
+                message = bodies.failed_to_load(inst.id, exc.reason)
+                yield event("error", error={"type": "model_load_failed", "message": message})
                 yield event("chat.end", result=self._v1_result(inst, False, messages, None, False))
                 return
             state.clock.pause(result.prompt_seconds)

@@ -459,7 +459,7 @@ class EmulatorState:
         with inst.lock:
             backend = inst.backend
             if backend is None:
-                raise LoadFailure("Model unloaded.")
+                raise LoadFailure("Model was unloaded.")
             completion = backend.complete(
                 messages,
                 max_tokens=max_tokens,
