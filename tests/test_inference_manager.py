@@ -137,7 +137,7 @@ def test_cancel_running_job_stops_between_chunks(
     emu = make_emulator(clock="real", tokens_per_second=20.0, load_seconds=0.0)
     manager = manager_for(emu.url, db_url)
     manager.service.rescan()
-    job = manager.submit("llama-3.2-1b-instruct", "tell me a long story", max_tokens=2000)
+    job = manager.submit("llama-3.2-1b-instruct", "count to 2000", max_tokens=2000)
     store = manager.service.store
     wait_for(lambda: store.get(job.id).status == "running" and emu.counters.in_flight == 1)
     cancelled_at = time.monotonic()

@@ -10,6 +10,7 @@ doorbell rings. Every host with queued jobs is rung too, which also covers a los
 from __future__ import annotations
 
 import logging
+import threading
 
 from lmstrix.jobs.doorbell import Doorbell
 from lmstrix.jobs.store import JobStore, ReapedJob
@@ -18,7 +19,11 @@ log = logging.getLogger(__name__)
 
 
 def reap(
-    store: JobStore, doorbell: Doorbell | None, *, ring_queued: bool = True
+    store: JobStore,
+    doorbell: Doorbell | None,
+    *,
+    ring_queued: bool = True,
+    queued_for: float = 0.0,
 ) -> list[ReapedJob]:
     """Re-queue jobs whose lease expired and ring the hosts that have work; returns the reaped."""
     reaped = store.reap_expired()
@@ -30,10 +35,39 @@ def reap(
     if doorbell is not None:
         hosts = {j.host for j in reaped if j.requeued}
         if ring_queued:
-            hosts.update(store.hosts_with_queued())
+            hosts.update(store.hosts_with_queued(queued_for))
         for host in sorted(hosts):
             try:
                 doorbell.ring(host)
             except Exception:
                 log.exception("could not ring %s after reaping", host)
     return reaped
+
+
+class ReaperThread:
+    """Reaps every ``interval`` seconds in the background (inside each dramatiq worker)."""
+
+    def __init__(self, store: JobStore, doorbell: Doorbell | None, interval: float) -> None:
+        self.store = store
+        self.doorbell = doorbell
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lmstrix-reaper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                # Only jobs queued for a whole interval count as "doorbell lost": a fresh job's
+                # doorbell is still on its way.
+                reap(self.store, self.doorbell, queued_for=self.interval)
+            except Exception:
+                log.exception("reaper pass failed")
+            if self._stop.wait(self.interval):
+                return

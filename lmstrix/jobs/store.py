@@ -454,13 +454,15 @@ class JobStore:
                     out.append(ReapedJob(str(r.id), self._host_name(s, r.host_id), requeue))
         return out
 
-    def hosts_with_queued(self) -> list[str]:
-        """Hosts that have queued jobs (the reaper rings them in case a doorbell was lost)."""
+    def hosts_with_queued(self, older_than: float = 0.0) -> list[str]:
+        """Hosts with jobs queued for more than ``older_than`` seconds (the reaper rings them in
+        case a doorbell was lost; fresh jobs have their own doorbell on the way)."""
+        cutoff = utcnow() - timedelta(seconds=older_than)
         with read_session(self.url) as s:
             rows = s.execute(
                 select(Host.name)
                 .join(Job, Job.host_id == Host.id)
-                .where(Job.status == JobStatus.QUEUED.value)
+                .where(Job.status == JobStatus.QUEUED.value, Job.created_at <= cutoff)
                 .distinct()
             ).all()
         return [r[0] for r in rows]

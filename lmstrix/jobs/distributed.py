@@ -1,0 +1,79 @@
+"""The distributed worker's side: what one doorbell message does in a dramatiq worker process.
+
+On a doorbell the host's runner drains the queue, then lingers: it keeps listening on the host's
+wake list (which every ring also pushes to) for a few seconds, so a host that is being used picks
+up the next job within a Redis round trip instead of waiting for dramatiq's next poll. A doorbell
+for work that is already done finds nothing and returns (rule 3: extra rings are harmless).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+
+from lmstrix.jobs.doorbell import WAKE_KEY, RedisDoorbell, sanitize_host
+from lmstrix.jobs.notify import RedisNotifier
+from lmstrix.jobs.runner import JobRunner
+from lmstrix.jobs.settings import QueueSettings
+from lmstrix.jobs.store import JobStore
+from lmstrix.utils.config import Config
+
+log = logging.getLogger(__name__)
+
+
+class HostServer:
+    """Serves one host in this process: one runner (so one model call at a time)."""
+
+    def __init__(self, config: Config, host: str, settings: QueueSettings | None = None) -> None:
+        redis_url = config.redis_url
+        if not redis_url:
+            from lmstrix.api.exceptions import ConfigurationError
+
+            raise ConfigurationError(
+                "dramatiq workers need Redis: set LMSTRIX_REDIS_URL (or run `lmstrix worker` "
+                "without Redis to drain the queue in embedded mode)",
+                key="redis.url",
+            )
+        self.host = host
+        self.settings = settings or QueueSettings.from_env()
+        self.store = JobStore(config.database_url())
+        hc = config.host(host)
+        lm = config.settings.lmstudio
+        from lmstrix.api.client import LMStudioClient
+
+        self.client = LMStudioClient(
+            hc.url,
+            token=hc.token,
+            timeout=lm.timeout,
+            load_timeout=lm.load_timeout,
+            connect_timeout=lm.connect_timeout,
+            max_retries=lm.max_retries,
+        )
+        self.notifier = RedisNotifier(redis_url)
+        self.doorbell = RedisDoorbell(redis_url)
+        self._wake = redis.Redis.from_url(redis_url, socket_timeout=None)
+        self.runner = JobRunner(
+            self.store, host, self.client, self.notifier, settings=self.settings
+        )
+        self._lock = threading.Lock()
+
+    def serve(self) -> int:
+        """Drain, then linger for more; returns how many jobs ran."""
+        key = WAKE_KEY.format(sanitize_host(self.host))
+        ran = 0
+        with self._lock:
+            while True:
+                ran += self.runner.drain()
+                if self.settings.linger_seconds <= 0:
+                    return ran
+                if self._wake.blpop([key], timeout=self.settings.linger_seconds) is None:
+                    return ran
+
+    def close(self) -> None:
+        self.runner.close()
+        self.client.close()
+        self.notifier.close()
+        self.doorbell.close()
+        self._wake.close()

@@ -1,0 +1,102 @@
+"""The dramatiq entry point: ``dramatiq lmstrix.workers --processes 1 --threads 1 --queues
+lmstudio.<host>``.
+
+What this module sets up at import, and why (queue notes §1):
+
+- a ``RedisBroker`` from the lmstrix config (``LMSTRIX_REDIS_URL``), made the global broker;
+- one queue ``lmstudio.<host>`` per configured host, declared here, because a dramatiq worker only
+  consumes queues declared in its own process (``--queues`` merely filters them);
+- the ``doorbell`` actor, with no retries (a failed job is handled by the jobs layer, not by
+  re-delivering its doorbell) and without the TimeLimit middleware (its 10-minute default would
+  kill long generations; our own timeouts and leases govern);
+- prefetch 1 (a killed worker then strands one doorbell, not two) and a 100 ms idle poll for
+  quick pickup, unless ``dramatiq_queue_prefetch`` / ``dramatiq_worker_timeout`` are set;
+- a reaper thread per worker process that re-queues jobs whose lease expired.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Middleware, TimeLimit, default_middleware
+
+from lmstrix.api.exceptions import ConfigurationError
+from lmstrix.jobs.distributed import HostServer
+from lmstrix.jobs.doorbell import ACTOR_NAME, RedisDoorbell, queue_name
+from lmstrix.jobs.reaper import ReaperThread
+from lmstrix.jobs.settings import QueueSettings
+from lmstrix.jobs.store import JobStore
+from lmstrix.utils.config import Config
+
+log = logging.getLogger(__name__)
+
+config = Config.load()
+if not config.redis_url:
+    raise ConfigurationError(
+        "`dramatiq lmstrix.workers` needs Redis: set LMSTRIX_REDIS_URL (without Redis, "
+        "`lmstrix worker --host NAME` drains the queue in embedded mode)",
+        key="redis.url",
+    )
+settings = QueueSettings.from_env()
+
+
+class LmstrixWorkerMiddleware(Middleware):
+    """Tunes the dramatiq worker for per-host serial work and runs the reaper beside it."""
+
+    def __init__(self) -> None:
+        self.reaper: ReaperThread | None = None
+
+    def before_worker_boot(self, broker: Any, worker: Any) -> None:
+        # dramatiq reads these at import, before this module is loaded: set them on the worker.
+        if not os.environ.get("dramatiq_queue_prefetch"):  # noqa: SIM112 - dramatiq's name
+            worker.queue_prefetch = 1
+        if not os.environ.get("dramatiq_worker_timeout"):  # noqa: SIM112
+            worker.worker_timeout = 100
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        store = JobStore(config.database_url())
+        assert config.redis_url is not None
+        self.reaper = ReaperThread(store, RedisDoorbell(config.redis_url), settings.reaper_interval)
+        self.reaper.start()
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        if self.reaper is not None:
+            self.reaper.stop()
+
+
+broker = RedisBroker(  # type: ignore[no-untyped-call]
+    url=config.redis_url,
+    middleware=[m() for m in default_middleware if m is not TimeLimit],
+)
+broker.add_middleware(LmstrixWorkerMiddleware())
+dramatiq.set_broker(broker)
+
+HOST_QUEUES = {queue_name(h.name): h.name for h in config.hosts}
+for _queue in HOST_QUEUES:
+    broker.declare_queue(_queue)
+
+_servers: dict[str, HostServer] = {}
+_servers_lock = threading.Lock()
+
+
+def server_for(host: str) -> HostServer:
+    with _servers_lock:
+        server = _servers.get(host)
+        if server is None:
+            server = _servers[host] = HostServer(config, host, settings)
+        return server
+
+
+@dramatiq.actor(
+    actor_name=ACTOR_NAME,
+    queue_name=next(iter(HOST_QUEUES), "lmstudio.default"),
+    max_retries=0,
+)
+def doorbell(host: str) -> None:
+    """Run the host's queued jobs (the message names only the host; SQL has the work)."""
+    server_for(host).serve()
