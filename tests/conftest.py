@@ -84,3 +84,37 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
 # The LM Studio emulator (lmstrix.testing): fixtures ``lmstudio_emulator`` and ``make_emulator``.
 # ---------------------------------------------------------------------------------------------
 pytest_plugins = ["lmstrix.testing.pytest_plugin"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The real model (lmstrix.testing.real_model): SmolLM2-135M on llama.cpp, when installed by
+# scripts/install-real-model.sh. ``real_model_path`` skips the test with the install hint when
+# the wheels are missing; ``real_backend`` is a fresh ``RealModelBackend`` per test (creating one
+# only reads the GGUF header), unloaded after the test, for ``make_emulator(backend=...)``.
+# ---------------------------------------------------------------------------------------------
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    from lmstrix.testing.real_model import RealModelBackend
+
+
+@pytest.fixture(scope="session")
+def real_model_path() -> Path:
+    """The SmolLM2 GGUF; skips (with how to install it) when the real model is not installed."""
+    from lmstrix.testing.real_model import find_smollm2_gguf, real_model_unavailable_reason
+
+    reason = real_model_unavailable_reason()
+    path = find_smollm2_gguf()
+    if reason is not None or path is None:
+        pytest.skip(f"real model not installed: {reason}")
+    return path
+
+
+@pytest.fixture
+def real_backend(real_model_path: Path) -> Iterator[RealModelBackend]:
+    """A ``RealModelBackend`` whose instances are all unloaded after the test."""
+    from lmstrix.testing.real_model import RealModelBackend
+
+    backend = RealModelBackend(gguf_path=real_model_path)
+    yield backend
+    backend.close()

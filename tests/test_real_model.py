@@ -179,6 +179,7 @@ def test_load_reports_what_llama_cpp_applied(
         assert instance.requested_context == requested
         assert instance.applied_context == applied
         assert instance.train_context == 8192
+        assert 0 < instance.load_seconds < 10
     assert backend.train_context == 8192
     # Above the training context the request is clamped before loading (no 9000-token KV cache).
     assert backend.context_to_request(9000) == 8192
@@ -258,7 +259,7 @@ def test_overflow_raises_context_overflow_with_real_numbers(backend: RealModelBa
         started = time.perf_counter()
         with pytest.raises(ContextOverflow) as caught:
             instance.complete(messages, max_tokens=8)
-        assert time.perf_counter() - started < 2  # rejected before any decoding
+        assert time.perf_counter() - started < 5  # rejected before any decoding (~20 ms idle)
         assert (caught.value.prompt_tokens, caught.value.context_length) == (counted, 512)
 
 

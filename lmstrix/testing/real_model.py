@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -159,6 +160,7 @@ class RealModelInstance:
         requested_context: int,
         server: LlamaServer,
         counter: _TokenCounter,
+        load_seconds: float = 0.0,
     ) -> None:
         self.model = model
         self.requested_context = requested_context
@@ -167,6 +169,8 @@ class RealModelInstance:
         self._counter = counter
         self._applied = server.n_ctx
         self._closed = False
+        self.load_seconds = load_seconds
+        """Measured wall time of the llama.cpp load (the emulator may report its own)."""
 
     @property
     def applied_context(self) -> int:
@@ -343,11 +347,19 @@ class RealModelBackend:
                 alias=model.key,
                 verbosity=self.verbosity,
             )
+            started = time.perf_counter()
             try:
                 server.start()
             except LlamaServerError as exc:
                 raise LoadFailure(f"Failed to load model {model.key}: {exc}") from exc
-            instance = RealModelInstance(self, model, context_length, server, self._counter)
+            instance = RealModelInstance(
+                self,
+                model,
+                context_length,
+                server,
+                self._counter,
+                load_seconds=time.perf_counter() - started,
+            )
             self._instances.append(instance)
             return instance
 
