@@ -82,6 +82,18 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
+def _register_commands() -> None:
+    # Imported here: the command modules import handle_errors/echo_json from this module.
+    from lmstrix.commands_models import emulator, hosts, list_models, scan
+    from lmstrix.commands_registry import db, registry
+
+    for command in (scan, list_models, hosts, emulator, registry, db):
+        cli.add_command(command)
+
+
+_register_commands()
+
+
 def main() -> None:
     cli(prog_name="lmstrix")
 

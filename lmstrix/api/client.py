@@ -543,8 +543,9 @@ class LMStudioClient:
 
     @property
     def _quick_timeout(self) -> httpx.Timeout:
+        # Metadata calls are quick: at most 30 s, and never more than the configured timeout.
         return httpx.Timeout(
-            max(self.connect_timeout, min(self.timeout, 30.0)), connect=self.connect_timeout
+            min(self.timeout, 30.0), connect=min(self.connect_timeout, self.timeout)
         )
 
     def _require_v1(self, operation: str) -> None:

@@ -1,0 +1,284 @@
+"""CLI commands over the registry and the hosts: ``scan``, ``list``, ``hosts``, ``emulator``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from lmstrix.api.exceptions import ValidationError
+from lmstrix.cli import echo_json, handle_errors
+from lmstrix.core.models import Model
+from lmstrix.core.scanner import HostScan, Scanner
+from lmstrix.utils.config import Config
+
+STATUS_LABELS = {
+    "untested": "untested",
+    "testing": "[yellow]testing…[/]",
+    "tested": "[green]✓ tested[/]",
+    "failed": "[red]✗ failed[/]",
+}
+
+SORT_KEYS: dict[str, Callable[[Model], Any]] = {
+    "id": lambda m: m.id.lower(),
+    "host": lambda m: (m.host, m.id.lower()),
+    "size": lambda m: m.size_bytes or 0,
+    "declared": lambda m: m.declared_context or 0,
+    "ctx": lambda m: m.tested_context or 0,
+    "tps": lambda m: m.tokens_per_second or 0.0,
+    "ttft": lambda m: m.time_to_first_token or float("inf"),
+    "status": lambda m: (m.test_status, m.id.lower()),
+}
+FILTER_KEYS = ("status", "host", "type", "capability", "min_context")
+
+
+def _num(v: int | None) -> str:
+    return f"{v:,}" if v else "-"
+
+
+def _size(m: Model) -> str:
+    return f"{m.size_bytes / 1e9:.2f} GB" if m.size_bytes else "-"
+
+
+def parse_filters(items: Sequence[str]) -> dict[str, Any]:
+    """``status=tested`` style filters into ``ModelRegistry.filter_models`` keywords."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in FILTER_KEYS or not value.strip():
+            raise ValidationError(
+                "--filter", item, f"use KEY=VALUE with KEY one of {', '.join(FILTER_KEYS)}"
+            )
+        if key == "min_context":
+            try:
+                out[key] = int(value)
+            except ValueError:
+                raise ValidationError("--filter min_context", value, "must be an integer") from None
+        else:
+            out[key] = value.strip()
+    return out
+
+
+def models_table(models: Sequence[Model]) -> Table:
+    table = Table(title=f"{len(models)} model(s)", expand=False)
+    for col, justify in (
+        ("Model", "left"),
+        ("Host", "left"),
+        ("Size", "right"),
+        ("Declared", "right"),
+        ("Tested", "right"),
+        ("Good / Bad", "right"),
+        ("Status", "left"),
+        ("Tok/s", "right"),
+        ("Capabilities", "left"),
+    ):
+        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for m in models:
+        name = m.id if m.present else f"[dim]{m.id} (missing)[/]"
+        good_bad = f"{_num(m.last_known_good_context)} / {_num(m.last_known_bad_context)}"
+        table.add_row(
+            name,
+            m.host,
+            _size(m),
+            _num(m.declared_context),
+            _num(m.tested_context),
+            good_bad,
+            STATUS_LABELS.get(m.test_status, m.test_status),
+            f"{m.tokens_per_second:.1f}" if m.tokens_per_second else "-",
+            ", ".join(m.capabilities) or "-",
+        )
+    return table
+
+
+def _host_line(result: HostScan) -> str:
+    if not result.ok:
+        return f"{result.host} ({result.url}): unreachable: {result.error}"
+    c = result.summary.counts() if result.summary else {}
+    return (
+        f"{result.host} ({result.url}, API {result.api_generation}): "
+        f"{c.get('added', 0)} added, {c.get('updated', 0)} updated, "
+        f"{c.get('missing', 0)} missing, {c.get('unchanged', 0)} unchanged "
+        f"in {result.seconds:.2f}s"
+    )
+
+
+def run_scan(scanner: Scanner, *, quiet: bool) -> list[HostScan]:
+    """Scan with one progress line per host on stderr."""
+    err = Console(stderr=True)
+    if quiet:
+        return scanner.scan_hosts()
+    with err.status(f"Scanning {len(scanner.hosts)} host(s)…"):
+        return scanner.scan_hosts(on_host=lambda r: err.print(_host_line(r), highlight=False))
+
+
+@click.command()
+@click.option("--host", "base_url", help="Scan only this URL instead of the configured hosts.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds per host.")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-host summary as JSON.")
+@handle_errors
+def scan(base_url: str | None, timeout: float, as_json: bool) -> None:
+    """Read every LM Studio host's models into the registry.
+
+    New models are added, changed metadata refreshed, test results kept; a model gone from a
+    host that answered is marked missing (not deleted). Exit code 4 when no host answered.
+    """
+    scanner = Scanner(base_url=base_url, timeout=timeout)
+    results = run_scan(scanner, quiet=as_json)
+    if as_json:
+        echo_json([r.to_dict() for r in results])
+    else:
+        stats = scanner.registry.get_statistics()
+        click.echo(
+            f"registry: {stats['total']} model(s), {stats['tested']} tested, "
+            f"{stats['missing']} missing"
+        )
+    if results and not any(r.ok for r in results):
+        raise SystemExit(4)
+
+
+@click.command(name="list")
+@click.option(
+    "--sort",
+    "sort_key",
+    default="id",
+    show_default=True,
+    type=click.Choice(sorted(SORT_KEYS)),
+    help="Sort column.",
+)
+@click.option("--desc", is_flag=True, help="Sort descending.")
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help=f"Keep matching models; KEY one of {', '.join(FILTER_KEYS)}. Repeatable.",
+)
+@click.option("--host", help="Only models of this host (by name).")
+@click.option("--missing/--no-missing", default=True, help="Show models gone from their host.")
+@click.option("--scan", "do_scan", is_flag=True, help="Rescan the hosts first.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON records for scripts.")
+@handle_errors
+def list_models(
+    sort_key: str,
+    desc: bool,
+    filters: tuple[str, ...],
+    host: str | None,
+    missing: bool,
+    do_scan: bool,
+    as_json: bool,
+) -> None:
+    """Show the registry (reads it; does not contact LM Studio unless --scan)."""
+    criteria = parse_filters(filters)
+    if host:
+        criteria["host"] = host
+    scanner = Scanner() if do_scan else None
+    if scanner is not None:
+        run_scan(scanner, quiet=as_json)
+    from lmstrix.core.models import ModelRegistry
+
+    registry = scanner.registry if scanner else ModelRegistry(Config.load().database_url())
+    models = registry.filter_models(**criteria) if criteria else registry.list_models()
+    if not missing:
+        models = [m for m in models if m.present]
+    models = sorted(models, key=SORT_KEYS[sort_key], reverse=desc)
+    if as_json:
+        echo_json([m.to_dict() for m in models])
+        return
+    if not models:
+        click.echo("No models in the registry. Run `lmstrix scan` first.", err=True)
+        return
+    Console().print(models_table(models))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@handle_errors
+def hosts(as_json: bool) -> None:
+    """Probe every configured host: reachable, API generation, models, latency."""
+    health = Scanner().check_health()
+    if as_json:
+        echo_json(health)
+    else:
+        table = Table(title="LM Studio hosts")
+        for col in ("Host", "URL", "Reachable", "API", "Models", "Loaded", "Latency", "Error"):
+            table.add_column(col, overflow="fold")
+        for name, h in health.items():
+            table.add_row(
+                name,
+                h["url"],
+                "[green]yes[/]" if h["reachable"] else "[red]no[/]",
+                h["api_generation"] or "-",
+                str(h["models"]),
+                str(h["loaded_instances"]),
+                f"{h['latency_ms']:.1f} ms" if h["latency_ms"] is not None else "-",
+                h["error"] or "",
+            )
+        Console().print(table)
+    if health and not any(h["reachable"] for h in health.values()):
+        raise SystemExit(4)
+
+
+@click.command()
+@click.option("--host", "bind", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=1234, show_default=True, help="Port (LM Studio's is 1234).")
+@click.option(
+    "--real-model",
+    is_flag=True,
+    help="Serve a real SmolLM2 model through llama.cpp (needs the `real` extra).",
+)
+@click.option(
+    "--api",
+    "api_generation",
+    type=click.Choice(["0.3", "0.4"]),
+    default="0.4",
+    show_default=True,
+    help="LM Studio API generation to emulate.",
+)
+@click.option("--token", "tokens", multiple=True, help="Require this API token (repeatable).")
+@click.option("--no-jit", is_flag=True, help="Turn just-in-time loading off.")
+@click.option("--auto-fit", is_flag=True, help="Reduce loads above the memory budget silently.")
+@click.option("--real-clock", is_flag=True, help="Really sleep for loads and generation.")
+@handle_errors
+def emulator(
+    bind: str,
+    port: int,
+    real_model: bool,
+    api_generation: str,
+    tokens: tuple[str, ...],
+    no_jit: bool,
+    auto_fit: bool,
+    real_clock: bool,
+) -> None:
+    """Run the LM Studio emulator (for trying lmstrix without LM Studio, and for tests)."""
+    from lmstrix.testing.emulator import serve
+
+    models = None
+    backend = None
+    if real_model:
+        from lmstrix.testing.real_model import (
+            RealModelBackend,
+            real_model_unavailable_reason,
+            smollm2_model,
+        )
+
+        reason = real_model_unavailable_reason()
+        if reason:
+            raise click.ClickException(f"--real-model: {reason}")
+        models, backend = [smollm2_model()], RealModelBackend()
+    serve(
+        bind,
+        port,
+        models=models,
+        backend=backend,
+        echo=lambda s: click.echo(s, err=True),
+        api_generation=api_generation,
+        require_auth=bool(tokens),
+        api_tokens=frozenset(tokens),
+        jit=not no_jit,
+        auto_fit=auto_fit,
+        clock="real" if real_clock else "simulated",
+    )
