@@ -84,10 +84,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _register_commands() -> None:
     # Imported here: the command modules import handle_errors/echo_json from this module.
-    from lmstrix.commands_models import emulator, hosts, list_models, scan
+    from lmstrix.commands_models import demo, emulator, hosts, list_models, scan
     from lmstrix.commands_registry import db, registry
 
-    for command in (scan, list_models, hosts, emulator, registry, db):
+    for command in (scan, list_models, hosts, emulator, demo, registry, db):
         cli.add_command(command)
 
 

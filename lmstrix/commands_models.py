@@ -282,3 +282,23 @@ def emulator(
         auto_fit=auto_fit,
         clock="real" if real_clock else "simulated",
     )
+
+
+@click.command()
+@click.option("-m", "--model", help="Model to ask (default: the smallest LLM on the host).")
+@click.option("--prompt", default=None, help="What to ask.")
+@click.option(
+    "--emulator",
+    "force_emulator",
+    is_flag=True,
+    help="Use the built-in emulator even if LM Studio answers.",
+)
+@handle_errors
+def demo(model: str | None, prompt: str | None, force_emulator: bool) -> None:
+    """Scan, list and run one infer() through the queue (the quick start's main job).
+
+    Uses LM Studio at the configured URL when it answers, else starts the built-in emulator.
+    """
+    from lmstrix.demo import DEMO_PROMPT, run_demo
+
+    run_demo(model, prompt or DEMO_PROMPT, force_emulator)
