@@ -1,0 +1,591 @@
+"""The context-limit search: the largest context that both loads and is really used.
+
+Pure logic over an abstract probe, no HTTP, no clock. The search is an explicit state machine::
+
+    state = SearchState.start(config, known_good=..., known_bad=..., history=..., in_flight=...)
+    while (request := next_probe(state)) is not None:
+        persist(in_flight_point(request))          # crash safety: the row exists first
+        outcome = probe.load(request.size)         # or probe.use(request.size, request.context)
+        state = record(state, request, outcome)
+        persist(state.points[-1])                  # the in-flight row gets its outcome
+    summary = result(state)
+
+``next_probe`` is a function of the state only, so a caller can persist before every probe, and a
+run that died can be resumed from its persisted rows: completed ones are replayed as facts, and a
+probe still in flight counts as a failure at its size (the machine may have frozen there).
+
+Two probes:
+
+- **load** at N: unload every instance of the model, load it at N and read back the size LM
+  Studio applied. A failed load is a failure at N. A *silent reduction* (applied A < N) is also a
+  failure at N (N does not load), and A is a size that does load. Auto-fit usually reduces to the
+  largest size that fits, so A is treated as a strong candidate: it is use-probed right away (the
+  model is already loaded there) and then confirmed with one load just above it.
+- **use** at N on an instance loaded at ``context`` >= N: a needle prompt of about N tokens (minus
+  the answer budget; see :mod:`lmstrix.core.needle`) with a fact near its start and a question at
+  its end; a wrong answer or an error is a failure at N.
+
+Strategy, chosen to minimise the expensive work (a use probe processes ~N prompt tokens, a load
+costs time growing with N):
+
+1. Load probes first: at the top of the range, then bisection between the largest size known to
+   load and the smallest known to fail, until they are within the granularity. Loads are much
+   cheaper than use probes at large N, and usable <= loadable, so this bounds everything.
+2. One use probe at the loadable limit. Usually it passes and the search is over: one expensive
+   probe per model.
+3. If it fails, bisection downward with use probes **on the instance already loaded** (no reload
+   per step unless ``reload_for_use``). Needle prompts are nested (a smaller probe's prompt is a
+   prefix-cut of a larger one), so the server's prompt cache makes each further probe cost only
+   the tokens it has not seen yet. Why this is a valid test at M although the instance holds
+   more: a transformer's attention at a position depends on the tokens before it, not on the
+   size of the allocated cache, so an M-token prompt behaves the same in a larger context.
+   ``reload_for_use=True`` reloads at exactly M for backends where that does not hold.
+
+Bisection is arithmetic. Geometric splits look attractive for ranges spanning orders of
+magnitude, but with a granularity relative to the good size and real limits that sit within a
+few times of the declared one (and usable within a few times of loadable), arithmetic needed
+fewer probes in simulation, both on average and in the worst case. Probe sizes are aligned down
+to ``align`` when that keeps them strictly inside the bracket (round numbers in the registry,
+no measurable cost).
+
+Bounds: ``[min_context, min(declared, threshold)]``; the threshold is the safety cap that is never
+exceeded. Nothing at or above a known failure (``known_bad``, an in-flight size, or any failed
+probe of this run) is ever probed; ``reset=True`` drops prior knowledge. The search stops when
+the verified good size and the smallest failure are within the granularity (default: the larger
+of 256 tokens and 1 % of the good size), when the top of the range works, when even the bottom
+fails, or after ``max_iterations`` probes in this run. The reported size is always one whose use
+probe passed (or the caller's ``known_good``), never an untested one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Protocol
+
+from lmstrix.api.exceptions import ValidationError
+
+DEFAULT_THRESHOLD = 65536
+DEFAULT_MIN_CONTEXT = 2048
+DEFAULT_MAX_ITERATIONS = 20
+DEFAULT_ALIGN = 256
+MIN_GRANULARITY = 256
+
+
+class ProbeKind(StrEnum):
+    """What a probe does."""
+
+    LOAD = "load"
+    USE = "use"
+
+
+class Outcome(StrEnum):
+    """How a probe ended. Everything but ``OK`` is a failure at the probe's size."""
+
+    OK = "ok"
+    REDUCED = "reduced"  # load: LM Studio applied less than asked (the applied size loads)
+    FAILED = "failed"  # load error, or use probe error (timeout, crash, overflow...)
+    WRONG = "wrong"  # use probe answered without the fact
+    INTERRUPTED = "interrupted"  # in flight when the run died
+
+
+class StopReason(StrEnum):
+    """Why the search ended."""
+
+    CONVERGED = "converged"  # good and bad within the granularity
+    AT_CAP = "at_cap"  # the top of the range works
+    NO_WORKING_SIZE = "no_working_size"  # even the bottom of the range fails
+    MAX_ITERATIONS = "max_iterations"  # probe budget spent before converging
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOutcome:
+    """What a load probe observed. ``applied`` None means "as requested"."""
+
+    ok: bool
+    applied: int | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class UseOutcome:
+    """What a use probe observed. ``ok`` False with ``error`` None is a wrong answer (the
+    instance is still loaded); with ``error`` set the instance is presumed gone."""
+
+    ok: bool
+    prompt_tokens: int | None = None
+    answer: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+ProbeOutcome = LoadOutcome | UseOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRequest:
+    """The next probe to run. For a use probe, ``context`` is the size the model is loaded at
+    (>= ``size``); the caller fills the prompt to about ``size`` tokens."""
+
+    kind: ProbeKind
+    size: int
+    context: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TestPoint:
+    """One probe as recorded (and as persisted by the caller)."""
+
+    __test__ = False  # not a pytest test class
+
+    kind: ProbeKind
+    size: int
+    outcome: Outcome
+    applied: int | None = None
+    context: int | None = None
+    prompt_tokens: int | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    reason: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """True when this point is a failure at ``size``."""
+        return self.outcome is not Outcome.OK
+
+    @property
+    def loadable(self) -> int | None:
+        """The size this point proves loadable, if any."""
+        if self.outcome is Outcome.OK:
+            return self.size
+        if self.outcome is Outcome.REDUCED and self.applied and self.applied > 0:
+            return self.applied
+        return None
+
+
+def in_flight_point(request: ProbeRequest) -> TestPoint:
+    """The row to persist *before* running ``request``: if the run dies, it stays interrupted
+    and counts as a failure at that size on resume."""
+    return TestPoint(
+        request.kind,
+        request.size,
+        Outcome.INTERRUPTED,
+        context=request.context,
+        reason=request.reason,
+    )
+
+
+def _positive(field_name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(field_name, value, "must be a positive integer")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class SearchConfig:
+    """The fixed parameters of one search.
+
+    ``granularity`` None means the default rule ``max(256, 1 % of the good size)``: a relative
+    precision, because 256 tokens matter at 4k and do not at 128k. ``max_iterations`` counts
+    probes (load and use) of this run. ``reload_for_use`` forces a load at exactly N before every
+    use probe at N (slower; see the module docstring).
+    """
+
+    declared: int
+    threshold: int = DEFAULT_THRESHOLD
+    min_context: int = DEFAULT_MIN_CONTEXT
+    granularity: int | None = None
+    max_iterations: int = DEFAULT_MAX_ITERATIONS
+    align: int = DEFAULT_ALIGN
+    reload_for_use: bool = False
+
+    def __post_init__(self) -> None:
+        _positive("declared", self.declared)
+        _positive("threshold", self.threshold)
+        _positive("min_context", self.min_context)
+        _positive("max_iterations", self.max_iterations)
+        _positive("align", self.align)
+        if self.granularity is not None:
+            _positive("granularity", self.granularity)
+        if self.threshold < self.min_context:
+            raise ValidationError(
+                "threshold",
+                self.threshold,
+                f"must be at least the minimum context size {self.min_context}",
+            )
+
+    @property
+    def upper(self) -> int:
+        """The largest size ever probed: ``min(declared, threshold)``."""
+        return min(self.declared, self.threshold)
+
+    @property
+    def lower(self) -> int:
+        """The smallest size ever probed: ``min_context`` (or the declared size when a model
+        declares less, so such a model is tested at its declared size only)."""
+        return min(self.min_context, self.upper)
+
+    def granularity_at(self, good: int | None) -> int:
+        """The stopping granularity when ``good`` is the verified good size."""
+        if self.granularity is not None:
+            return self.granularity
+        base = good if good is not None and good > 0 else self.lower
+        return max(MIN_GRANULARITY, base // 100)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchState:
+    """Everything the search knows. Immutable: ``record`` returns a new state.
+
+    ``prior`` holds facts from earlier runs (replayed history and in-flight sizes); ``points``
+    the probes of this run. ``loaded`` is the size the model is loaded at as far as this run
+    knows (None at start: after a resume nothing is assumed about the host).
+    """
+
+    config: SearchConfig
+    known_good: int | None = None
+    known_bad: int | None = None
+    prior: tuple[TestPoint, ...] = ()
+    points: tuple[TestPoint, ...] = ()
+    loaded: int | None = None
+    iterations: int = 0
+
+    @classmethod
+    def start(
+        cls,
+        config: SearchConfig,
+        *,
+        known_good: int | None = None,
+        known_bad: int | None = None,
+        history: Iterable[TestPoint] = (),
+        in_flight: Iterable[int | ProbeRequest | TestPoint] = (),
+        reset: bool = False,
+    ) -> SearchState:
+        """A fresh state, narrowed by what earlier runs learnt.
+
+        ``known_good`` / ``known_bad``: the registry's last known good (a verified use) and bad
+        sizes. ``history``: completed probe rows of an earlier run (rows still marked
+        interrupted count as failures). ``in_flight``: probes that were running when the last
+        run died, each a failure at its size. ``reset=True`` ignores all of it.
+        """
+        if reset:
+            return cls(config)
+        for name, value in (("known_good", known_good), ("known_bad", known_bad)):
+            if value is not None:
+                _positive(name, value)
+        prior = list(history)
+        for item in in_flight:
+            if isinstance(item, TestPoint):
+                prior.append(replace(item, outcome=Outcome.INTERRUPTED))
+            elif isinstance(item, ProbeRequest):
+                prior.append(in_flight_point(item))
+            else:
+                prior.append(
+                    TestPoint(ProbeKind.LOAD, _positive("in_flight", item), Outcome.INTERRUPTED)
+                )
+        return cls(config, known_good=known_good, known_bad=known_bad, prior=tuple(prior))
+
+    # -- derived facts -----------------------------------------------------------------------
+
+    @property
+    def all_points(self) -> tuple[TestPoint, ...]:
+        return self.prior + self.points
+
+    @property
+    def bound(self) -> int:
+        """Exclusive upper bound of the candidates: the smallest known failure, or the cap + 1."""
+        bad = self.config.upper + 1
+        if self.known_bad is not None:
+            bad = min(bad, self.known_bad)
+        for point in self.all_points:
+            if point.failed:
+                bad = min(bad, point.size)
+        return bad
+
+    @property
+    def use_good(self) -> int | None:
+        """The largest size with a passing use probe (or the known good), below the bound."""
+        bound = self.bound
+        goods = [
+            p.size
+            for p in self.all_points
+            if p.kind is ProbeKind.USE and p.outcome is Outcome.OK and p.size < bound
+        ]
+        if self.known_good is not None and self.known_good < bound:
+            goods.append(self.known_good)
+        return max(goods, default=None)
+
+    @property
+    def loadable(self) -> int | None:
+        """The largest size known to load (a use pass implies a load), not capped by the bound:
+        a value >= bound means every candidate loads."""
+        sizes = [s for p in self.all_points if (s := p.loadable) is not None]
+        good = self.use_good
+        if good is not None:
+            sizes.append(good)
+        return max(sizes, default=None)
+
+    @property
+    def auto_fit(self) -> int | None:
+        """The applied size of the latest silent reduction, if any."""
+        for point in reversed(self.all_points):
+            if point.outcome is Outcome.REDUCED and point.applied:
+                return point.applied
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """The verdict. ``optimal`` is the largest size whose use probe passed (None: none did);
+    ``failure_point`` the smallest size that failed above it (None: the cap was reached)."""
+
+    optimal: int | None
+    failure_point: int | None
+    loadable: int | None
+    stop_reason: StopReason
+    lower: int
+    upper: int
+    granularity: int
+    iterations: int
+    load_probes: int
+    use_probes: int
+    seconds: float
+    points: tuple[TestPoint, ...] = field(default=())
+
+    @property
+    def converged(self) -> bool:
+        """True when the limit was found to within the granularity (or the cap works)."""
+        return self.stop_reason in (StopReason.CONVERGED, StopReason.AT_CAP)
+
+
+# -- the decision function ---------------------------------------------------------------------
+
+
+def stop_reason(state: SearchState) -> StopReason | None:
+    """Why the search is over, or None while it should go on."""
+    config = state.config
+    bound, good = state.bound, state.use_good
+    if good is not None:
+        if good >= config.upper and bound > config.upper:
+            return StopReason.AT_CAP
+        if bound - good <= config.granularity_at(good):
+            return StopReason.CONVERGED
+    if bound <= config.lower:
+        return StopReason.NO_WORKING_SIZE
+    if state.iterations >= config.max_iterations:
+        return StopReason.MAX_ITERATIONS
+    return None
+
+
+def _split(config: SearchConfig, low: int | None, high: int) -> int:
+    """A probe size strictly inside ``(low, high)``; with ``low`` None, inside ``[lower, high)``
+    and the lower bound itself once the bracket is within the granularity."""
+    base = config.lower if low is None else low
+    if low is None and high - base <= config.granularity_at(base):
+        return base
+    mid = (base + high) // 2
+    aligned = mid // config.align * config.align
+    if base < aligned < high:
+        mid = aligned
+    return min(max(mid, base + 1), high - 1)
+
+
+def _use(state: SearchState, size: int, reason: str) -> ProbeRequest:
+    """A use probe at ``size``, or the load it needs first."""
+    loaded = state.loaded
+    ready = loaded is not None and (
+        loaded == size if state.config.reload_for_use else loaded >= size
+    )
+    if ready:
+        return ProbeRequest(ProbeKind.USE, size, context=loaded, reason=reason)
+    return ProbeRequest(ProbeKind.LOAD, size, reason=f"load for the use probe ({reason})")
+
+
+def next_probe(state: SearchState) -> ProbeRequest | None:
+    """The next probe to run, or None when the search is over (see :func:`stop_reason`).
+
+    Deterministic in the state, so a caller may persist the request, crash, and get the same
+    request again after replaying the same facts.
+    """
+    if stop_reason(state) is not None:
+        return None
+    config = state.config
+    lower, bound = config.lower, state.bound
+    good = state.use_good
+    loadable = state.loadable
+    in_range = loadable is not None and loadable >= lower
+    untested = (
+        in_range and loadable is not None and loadable < bound and (good is None or loadable > good)
+    )
+
+    # 1. Auto-fit applied a size: the model sits there, and it is most likely the limit.
+    if untested and loadable == state.auto_fit:
+        assert loadable is not None
+        return _use(state, loadable, "use at the size auto-fit applied")
+
+    # 2. Find the loadable limit with load probes.
+    if not in_range or (
+        loadable is not None
+        and loadable < bound - 1
+        and bound - loadable > config.granularity_at(loadable)
+    ):
+        low = loadable if in_range else None
+        if bound == config.upper + 1:
+            return ProbeRequest(ProbeKind.LOAD, config.upper, reason="load at the top of the range")
+        if low is not None and low == state.auto_fit and low == good:
+            # Auto-fit's size works: one load just above it confirms it was the limit.
+            size = low + config.granularity_at(low)
+            aligned = size // config.align * config.align
+            size = aligned if low < aligned < bound else min(size, bound - 1)
+            return ProbeRequest(ProbeKind.LOAD, size, reason="confirm the auto-fit limit")
+        return ProbeRequest(
+            ProbeKind.LOAD, _split(config, low, bound), reason="bisect the loadable limit"
+        )
+
+    # 3. Use probes: at the loadable limit first, then downward.
+    if untested:
+        assert loadable is not None
+        return _use(state, loadable, "use at the loadable limit")
+    low = good if good is not None and good >= lower else None
+    return _use(state, _split(config, low, bound), "bisect the usable limit")
+
+
+def record(state: SearchState, request: ProbeRequest, outcome: ProbeOutcome) -> SearchState:
+    """The state after ``request`` ended with ``outcome``."""
+    loaded: int | None
+    if request.kind is ProbeKind.LOAD:
+        if not isinstance(outcome, LoadOutcome):
+            raise TypeError(f"a load probe needs a LoadOutcome, got {type(outcome).__name__}")
+        applied = outcome.applied if outcome.applied is not None else request.size
+        if outcome.ok and applied >= request.size:
+            result, loaded = Outcome.OK, applied
+        elif outcome.ok and applied > 0:
+            result, loaded = Outcome.REDUCED, applied
+        else:
+            result, loaded = Outcome.FAILED, None
+        point = TestPoint(
+            ProbeKind.LOAD,
+            request.size,
+            result,
+            applied=outcome.applied if outcome.ok else None,
+            error=outcome.error,
+            seconds=outcome.seconds,
+            reason=request.reason,
+        )
+    else:
+        if not isinstance(outcome, UseOutcome):
+            raise TypeError(f"a use probe needs a UseOutcome, got {type(outcome).__name__}")
+        if outcome.ok:
+            result, loaded = Outcome.OK, state.loaded
+        elif outcome.error is None:
+            result, loaded = Outcome.WRONG, state.loaded
+        else:
+            result, loaded = Outcome.FAILED, None
+        point = TestPoint(
+            ProbeKind.USE,
+            request.size,
+            result,
+            context=request.context,
+            prompt_tokens=outcome.prompt_tokens,
+            error=outcome.error,
+            seconds=outcome.seconds,
+            reason=request.reason,
+        )
+    return replace(
+        state, points=(*state.points, point), loaded=loaded, iterations=state.iterations + 1
+    )
+
+
+def result(state: SearchState) -> SearchResult:
+    """The verdict for ``state`` (final once :func:`next_probe` returns None)."""
+    config = state.config
+    reason = stop_reason(state) or StopReason.MAX_ITERATIONS
+    good, bound = state.use_good, state.bound
+    return SearchResult(
+        optimal=good,
+        failure_point=bound if bound <= config.upper else None,
+        loadable=state.loadable,
+        stop_reason=reason,
+        lower=config.lower,
+        upper=config.upper,
+        granularity=config.granularity_at(good),
+        iterations=state.iterations,
+        load_probes=sum(1 for p in state.points if p.kind is ProbeKind.LOAD),
+        use_probes=sum(1 for p in state.points if p.kind is ProbeKind.USE),
+        seconds=sum(p.seconds for p in state.points),
+        points=state.points,
+    )
+
+
+# -- a simple driver ---------------------------------------------------------------------------
+
+
+class Probe(Protocol):
+    """The two probes, implemented over HTTP by the context tester and simulated in tests."""
+
+    def load(self, size: int) -> LoadOutcome:
+        """Unload every instance of the model, load it at ``size``, report the applied size."""
+        ...
+
+    def use(self, size: int, context: int) -> UseOutcome:
+        """Run a needle prompt of about ``size`` tokens on the instance loaded at ``context``."""
+        ...
+
+
+def run_search(
+    config: SearchConfig,
+    probe: Probe,
+    *,
+    state: SearchState | None = None,
+    before: Callable[[SearchState, ProbeRequest], None] | None = None,
+    after: Callable[[SearchState, TestPoint], None] | None = None,
+) -> SearchResult:
+    """Drive a search to the end with ``probe``.
+
+    ``before(state, request)`` runs before each probe (persist it as in flight there);
+    ``after(new_state, point)`` after it (persist the outcome). ``state`` resumes a search
+    built with :meth:`SearchState.start`.
+    """
+    current = state if state is not None else SearchState.start(config)
+    while (request := next_probe(current)) is not None:
+        if before is not None:
+            before(current, request)
+        outcome: ProbeOutcome
+        if request.kind is ProbeKind.LOAD:
+            outcome = probe.load(request.size)
+        else:
+            assert request.context is not None
+            outcome = probe.use(request.size, request.context)
+        current = record(current, request, outcome)
+        if after is not None:
+            after(current, current.points[-1])
+    return result(current)
+
+
+__all__ = [
+    "DEFAULT_ALIGN",
+    "DEFAULT_MAX_ITERATIONS",
+    "DEFAULT_MIN_CONTEXT",
+    "DEFAULT_THRESHOLD",
+    "LoadOutcome",
+    "Outcome",
+    "Probe",
+    "ProbeKind",
+    "ProbeOutcome",
+    "ProbeRequest",
+    "SearchConfig",
+    "SearchResult",
+    "SearchState",
+    "StopReason",
+    "TestPoint",
+    "UseOutcome",
+    "in_flight_point",
+    "next_probe",
+    "record",
+    "result",
+    "run_search",
+    "stop_reason",
+]

@@ -1,0 +1,260 @@
+"""Needle prompts for use probes: does the model still read the start of an N-token prompt?
+
+A use probe at context N sends a prompt of about N tokens (minus the answer's budget) with one
+fact near its start and a question about that fact at its end. A model that no longer attends to
+the start of a long prompt answers without the fact's value. This is the check the original
+lmstrix lacked: it asked "2+3=" in a tiny prompt, so "works at N" only meant "allocates at N".
+
+The grammar is the emulator's needle grammar (``lmstrix.testing.rules``) and plain English, so the
+same prompt probes the rule-based emulator and a real model:
+
+- fact: ``The <subject> is <value>.``, in the first sentence after a one-line instruction;
+- filler: simple sentences that never contain the words "the", "is" or "what", so filler can
+  never read as a fact or a question;
+- question: ``What is the <subject>?`` at the very end.
+
+Prompts are nested: for one seed, the prompt for a smaller size is the prompt for a larger size
+with filler cut off at a word boundary (same head, same filler prefix, same tail). Consecutive
+probes on the same loaded instance therefore share their whole head and filler prefix, and the
+server's prompt cache only processes what was not already seen. This is what makes a downward
+search of use probes on one instance cheap.
+
+Sizing uses a ``count_tokens(text) -> int`` function: the exact tokenizer when one exists (the
+emulator's), else :class:`TokenCalibration` estimates calibrated from ``usage.prompt_tokens``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from lmstrix.api.exceptions import ValidationError
+from lmstrix.core.context import TokenCalibration
+
+CountTokens = Callable[[str], int]
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+_SUBJECT_ADJECTIVES = _words(
+    "amber azure cobalt copper crimson emerald golden indigo ivory jade olive scarlet silver "
+    "teal violet"
+)
+_SUBJECT_NOUNS = _words(
+    "anchor beacon compass falcon harbor lantern lighthouse orchard quarry signal tower vault"
+)
+_VALUE_WORDS = _words(
+    "kestrel juniper marlin otter pelican quartz raven saffron tamarind walrus yucca zinnia"
+)
+
+# Filler vocabulary: no "the", "is", "what" (see the module docstring), no digits, no "?"/"!".
+_F_ADJECTIVES = _words(
+    "quiet distant gentle narrow ancient bright silent shallow golden hidden northern "
+    "wandering patient steady humble"
+)
+_F_NOUNS = _words(
+    "rivers meadows harbors lanterns orchards valleys bridges gardens forests islands "
+    "villages hills roads clouds fields"
+)
+_F_VERBS = _words("wander drift linger gather settle rest shimmer stretch glow turn rise fade bend")
+_F_PREPOSITIONS = _words("past near beyond beside under across along toward behind among")
+
+_INSTRUCTION = "Remember this fact, you will be asked about it at the end."
+_FILLER_INTRO = "Some unrelated notes follow."
+_ANSWER_HINT = "Answer with the value only."
+
+
+@dataclass(frozen=True, slots=True)
+class Needle:
+    """The fact to recall: ``subject`` names it, ``value`` is what a correct answer contains."""
+
+    subject: str
+    value: str
+
+    @property
+    def fact(self) -> str:
+        """``The <subject> is <value>.``"""
+        return f"The {self.subject} is {self.value}."
+
+    @property
+    def question(self) -> str:
+        """``What is the <subject>?``"""
+        return f"What is the {self.subject}?"
+
+
+def make_needle(seed: int = 0) -> Needle:
+    """A deterministic needle for ``seed``: e.g. ``The violet lantern code is kestrel-4729.``
+
+    The value mixes a word and four digits so that a model cannot guess it and a check on it
+    cannot match by accident.
+    """
+    rng = random.Random(f"needle:{seed}")
+    subject = f"{rng.choice(_SUBJECT_ADJECTIVES)} {rng.choice(_SUBJECT_NOUNS)} code"
+    value = f"{rng.choice(_VALUE_WORDS)}-{rng.randint(1000, 9999)}"
+    return Needle(subject, value)
+
+
+def filler_words(seed: int = 0) -> Iterator[str]:
+    """The infinite, deterministic filler stream for ``seed``, one word per item.
+
+    Sentences look like ``Quiet rivers wander past distant meadows.``; the period is attached to
+    the last word. Any prefix of the stream is the same whatever length is later taken, which is
+    what makes prompts of different sizes nested.
+    """
+    rng = random.Random(f"filler:{seed}")
+    while True:
+        sentence = [
+            rng.choice(_F_ADJECTIVES),
+            rng.choice(_F_NOUNS),
+            rng.choice(_F_VERBS),
+            rng.choice(_F_PREPOSITIONS),
+            rng.choice(_F_ADJECTIVES),
+            rng.choice(_F_NOUNS),
+        ]
+        if rng.random() < 0.4:
+            sentence.insert(2, "often" if rng.random() < 0.5 else "slowly")
+        sentence[0] = sentence[0].capitalize()
+        sentence[-1] += "."
+        yield from sentence
+
+
+@dataclass(frozen=True, slots=True)
+class NeedlePrompt:
+    """One use-probe prompt: send ``text`` as the user message, then check the answer with
+    :meth:`passed`."""
+
+    text: str
+    needle: Needle
+    target_tokens: int
+    tokens: int  # count_tokens(text) for the counter the prompt was sized with
+    filler_words: int
+    question: str
+    custom_question: bool = field(default=False)
+
+    def messages(self) -> list[dict[str, str]]:
+        """The chat messages of the probe (one user message)."""
+        return [{"role": "user", "content": self.text}]
+
+    def passed(self, answer: str | None) -> bool:
+        """Whether ``answer`` passes: it recalls the needle, or (custom question) is non-empty."""
+        if self.custom_question:
+            return bool(answer and answer.strip())
+        return answer_recalls(answer, self.needle)
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"[^0-9a-z]+", "", text.lower())
+
+
+def answer_recalls(answer: str | None, needle: Needle) -> bool:
+    """True when ``answer`` contains the needle's value, ignoring case, spaces and punctuation.
+
+    ``kestrel-4729``, ``KESTREL 4729`` and ``The ... code is kestrel-4729.`` all pass; ``I don't
+    know.``, an empty answer or a different code do not. Loose on form, strict on content: the
+    probe asks whether the model read the fact, not whether it follows formatting instructions.
+    """
+    if not answer:
+        return False
+    wanted = _normalise(needle.value)
+    return bool(wanted) and wanted in _normalise(answer)
+
+
+def _head(needle: Needle) -> str:
+    return f"{_INSTRUCTION} {needle.fact}\n\n{_FILLER_INTRO}\n\n"
+
+
+def _tail(question: str, *, custom: bool) -> str:
+    return f"\n\n{question}" if custom else f"\n\n{question} {_ANSWER_HINT}"
+
+
+def build_needle_prompt(
+    target_tokens: int,
+    count_tokens: CountTokens | None = None,
+    *,
+    seed: int = 0,
+    needle: Needle | None = None,
+    question: str | None = None,
+) -> NeedlePrompt:
+    """The largest needle prompt of at most ``target_tokens`` tokens by ``count_tokens``.
+
+    ``count_tokens`` defaults to an uncalibrated :class:`TokenCalibration` estimate; pass the
+    model's calibrated ``estimate`` (or an exact tokenizer) so a probe at N really holds about N
+    tokens. The caller subtracts the chat template's overhead and the answer's budget from the
+    context size before calling. ``question`` replaces the needle question and its answer hint
+    (a user's custom probe prompt; any non-empty answer then passes). Deterministic for a given
+    ``seed``.
+
+    The size is found by a few secant steps on the filler length (token counts are close to
+    additive in words), then bisection on the bracket, so a 256k-token prompt costs a handful of
+    ``count_tokens`` calls rather than one per word.
+    """
+    if isinstance(target_tokens, bool) or not isinstance(target_tokens, int):
+        raise ValidationError("target_tokens", target_tokens, "must be an integer")
+    count = count_tokens or TokenCalibration().estimate
+    needle = needle or make_needle(seed)
+    custom = question is not None
+    if custom and not (question or "").strip():
+        raise ValidationError("question", question, "must not be empty")
+    asked = question if question is not None else needle.question
+    head, tail = _head(needle), _tail(asked, custom=custom)
+    base = count(head + tail)
+    if target_tokens < base:
+        raise ValidationError(
+            "target_tokens", target_tokens, f"a needle prompt needs at least {base} tokens"
+        )
+
+    stream = filler_words(seed)
+    words: list[str] = []
+
+    def size(k: int) -> int:
+        while len(words) < k:
+            words.append(next(stream))
+        return count(head + " ".join(words[:k]) + tail)
+
+    # Invariant: size(good) <= target < size(bad) (bad None: not found yet). k = 0 fits.
+    good, good_n, bad = 0, base, None
+    per_word = max((size(64) - base) / 64, 1e-3)
+    for step in range(64):
+        if bad is not None and bad - good <= 1:
+            break
+        guess = good + max(1, int((target_tokens - good_n) / per_word))
+        if bad is not None:
+            guess = min(guess, bad - 1) if step < 6 else (good + bad) // 2
+        n = size(guess)
+        if n <= target_tokens:
+            good, good_n = guess, n
+        else:
+            bad = guess
+        per_word = max((n - base) / guess, 1e-3)
+    while bad is None or bad - good > 1:  # only for counters that defy the estimate
+        k = good * 2 + 1 if bad is None else (good + bad) // 2
+        if size(k) <= target_tokens:
+            good = k
+        else:
+            bad = k
+    text = head + " ".join(words[:good]) + tail
+    return NeedlePrompt(
+        text=text,
+        needle=needle,
+        target_tokens=target_tokens,
+        tokens=count(text),
+        filler_words=good,
+        question=asked,
+        custom_question=custom,
+    )
+
+
+__all__ = [
+    "CountTokens",
+    "Needle",
+    "NeedlePrompt",
+    "TokenCalibration",
+    "answer_recalls",
+    "build_needle_prompt",
+    "filler_words",
+    "make_needle",
+]
