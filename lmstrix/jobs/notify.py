@@ -24,7 +24,10 @@ MAX_SLICE = 1.0
 
 
 class Notifier(Protocol):
-    def notify_done(self, job_id: str) -> None: ...
+    def notify_done(self, job_id: str, final: object | None = None) -> None:
+        """Say the job's row is final (after the commit). ``final`` is the committed row, which
+        an in-process waiter may use instead of reading it back."""
+        ...
 
     def wait_done(self, job_id: str, timeout: float) -> bool:
         """Block until ``job_id`` is notified or ``timeout`` passes; True when notified."""
@@ -38,6 +41,7 @@ class LocalNotifier:
         self._lock = threading.Lock()
         self._events: dict[str, threading.Event] = {}
         self._callbacks: dict[str, list[Callable[[], None]]] = {}
+        self._finals: dict[str, object] = {}
 
     def _event(self, job_id: str) -> threading.Event:
         with self._lock:
@@ -46,7 +50,10 @@ class LocalNotifier:
                 ev = self._events[job_id] = threading.Event()
             return ev
 
-    def notify_done(self, job_id: str) -> None:
+    def notify_done(self, job_id: str, final: object | None = None) -> None:
+        if final is not None:
+            with self._lock:
+                self._finals[job_id] = final
         self._event(job_id).set()
         with self._lock:
             callbacks = self._callbacks.pop(job_id, [])
@@ -65,8 +72,14 @@ class LocalNotifier:
                 return
         callback()
 
+    def final(self, job_id: str) -> object | None:
+        """The committed row the worker passed along, if any."""
+        with self._lock:
+            return self._finals.get(job_id)
+
     def forget(self, job_id: str) -> None:
         with self._lock:
+            self._finals.pop(job_id, None)
             self._events.pop(job_id, None)
             self._callbacks.pop(job_id, None)
 
@@ -79,7 +92,7 @@ class RedisNotifier:
         # No socket_timeout: a BLPOP longer than it would fail (queue notes §3).
         self._redis = redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=5)
 
-    def notify_done(self, job_id: str) -> None:
+    def notify_done(self, job_id: str, final: object | None = None) -> None:
         key = DONE_KEY.format(job_id)
         pipe = self._redis.pipeline()
         pipe.lpush(key, 1)
@@ -98,7 +111,7 @@ class RedisNotifier:
 class PollingNotifier:
     """No notifications at all: the waiter's growing slices are plain polling with backoff."""
 
-    def notify_done(self, job_id: str) -> None:
+    def notify_done(self, job_id: str, final: object | None = None) -> None:
         pass
 
     def wait_done(self, job_id: str, timeout: float) -> bool:

@@ -22,12 +22,12 @@ from typing import Any
 
 from lmstrix.api.client import LMStudioClient
 from lmstrix.api.exceptions import LMStrixError, LMStudioConnectionError
-from lmstrix.db import JobKind
+from lmstrix.db import JobKind, JobStatus
 from lmstrix.jobs.notify import Notifier
 from lmstrix.jobs.scheduler import HostState, QueuedJob, next_state
 from lmstrix.jobs.settings import QueueSettings
 from lmstrix.jobs.sizing import load_context_for
-from lmstrix.jobs.store import ClaimedJob, JobStore
+from lmstrix.jobs.store import ClaimedJob, JobStore, JobView
 
 log = logging.getLogger(__name__)
 
@@ -158,20 +158,26 @@ class JobRunner:
         if job is None:
             return False
         self.keeper.watch(job)
+        final: JobView | None = None
         try:
-            self._execute(job)
+            final = self._execute(job)
         finally:
             self.keeper.watch(None)
-            self.notifier.notify_done(str(job.id))
+            self.notifier.notify_done(str(job.id), final)
             self.jobs_run += 1
         return True
 
     # -- one job --------------------------------------------------------------------------
 
-    def _execute(self, job: ClaimedJob) -> None:
+    def _execute(self, job: ClaimedJob) -> JobView | None:
+        """Run the job and make its row final; returns the committed row (None if lost)."""
         if job.kind != JobKind.INFERENCE.value:
-            self.store.fail(job, "ValidationError", f"this worker cannot run {job.kind} jobs")
-            return
+            return self.store.end(
+                job,
+                JobStatus.FAILED,
+                error_type="ValidationError",
+                error_message=f"this worker cannot run {job.kind} jobs",
+            )
         delays = list(self.retry_delays)
         while True:
             try:
@@ -185,31 +191,33 @@ class JobRunner:
                     self._loaded = None  # a restarted LM Studio has nothing loaded
                     self._sleep(delay)
                     continue
-                self._fail(job, exc)
-                return
+                return self._fail(job, exc)
             except LMStrixError as exc:
                 self._loaded = None if _load_related(exc) else self._loaded
-                self._fail(job, exc)
-                return
+                return self._fail(job, exc)
             except Exception as exc:  # a bug or an unexpected answer: fail the job, keep serving
                 log.exception("job %s failed unexpectedly", job.id)
-                self._fail(job, exc)
-                return
+                return self._fail(job, exc)
             if result.pop("cancelled", False) or (
                 result.get("stop_reason") == "userStopped" and self.keeper.should_stop
             ):
-                self.store.mark_cancelled(job, result)
-            else:
-                self.store.finish(job, result)
-            return
+                return self.store.end(
+                    job, JobStatus.CANCELLED, result=result, error_type="cancelled"
+                )
+            return self.store.end(job, JobStatus.SUCCEEDED, result=result)
 
-    def _fail(self, job: ClaimedJob, exc: BaseException) -> None:
+    def _fail(self, job: ClaimedJob, exc: BaseException) -> JobView | None:
         if self.keeper.should_stop and self.store.cancel_requested(job):
-            self.store.mark_cancelled(job)
-            return
+            return self.store.end(job, JobStatus.CANCELLED, error_type="cancelled")
         details = getattr(exc, "details", None)
         result = {"error_details": _jsonable(details)} if details else None
-        self.store.fail(job, type(exc).__name__, str(exc), result)
+        return self.store.end(
+            job,
+            JobStatus.FAILED,
+            result=result,
+            error_type=type(exc).__name__,
+            error_message=str(exc),
+        )
 
     def _ensure_loaded(self, model: str, context_length: int | None) -> _Loaded:
         cur = self._loaded

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from lmstrix.api.exceptions import JobNotFound, ValidationError
 from lmstrix.db import Host, Job, JobKind, JobStatus, read_session, utcnow, write_session
+from lmstrix.db.types import UTCDateTime
 from lmstrix.jobs.scheduler import HostState, QueuedJob, SchedulerPolicy, choose_next
 
 # How many queued rows of one host the policy looks at per claim: the oldest of each priority
@@ -89,6 +90,74 @@ def parse_job_id(job_id: str | uuid.UUID) -> uuid.UUID:
         raise JobNotFound(str(job_id)) from None
 
 
+_VIEW_COLUMNS = (
+    Job.id,
+    Job.kind,
+    Job.host_id,
+    Job.model_key,
+    Job.status,
+    Job.priority,
+    Job.request,
+    Job.result,
+    Job.error_type,
+    Job.error_message,
+    Job.attempts,
+    Job.max_attempts,
+    Job.worker_id,
+    Job.created_at,
+    Job.started_at,
+    Job.finished_at,
+    Job.cancel_requested_at,
+    Job.lease_until,
+)
+
+# Hot-path statements are built once: composing SQLAlchemy expressions costs more than running
+# them on SQLite, and every infer() call goes through submit, claim, finish and a read.
+_B_NOW = bindparam("b_now", type_=UTCDateTime())
+_CLAIM_SELECT = (
+    select(Job.id, Job.model_key, Job.created_at, Job.priority)
+    .where(Job.host_id == bindparam("b_hid"), Job.status == JobStatus.QUEUED.value)
+    .order_by(Job.priority.desc(), Job.created_at)
+    .limit(CLAIM_WINDOW)
+)
+_CLAIM_UPDATE = (
+    update(Job)
+    .where(Job.id == bindparam("b_id"), Job.status == JobStatus.QUEUED.value)
+    .values(
+        status=JobStatus.RUNNING.value,
+        worker_id=bindparam("b_worker"),
+        attempts=Job.attempts + 1,
+        lease_until=bindparam("b_lease", type_=UTCDateTime()),
+        heartbeat_at=_B_NOW,
+        started_at=func.coalesce(Job.started_at, _B_NOW),
+    )
+    .returning(Job.kind, Job.request, Job.attempts, Job.priority, Job.created_at)
+)
+_END = (
+    update(Job)
+    .where(
+        Job.id == bindparam("b_id"),
+        Job.status == JobStatus.RUNNING.value,
+        Job.attempts == bindparam("b_attempt"),
+    )
+    .values(
+        status=bindparam("b_status"),
+        finished_at=_B_NOW,
+        lease_until=None,
+        result=bindparam("b_result", type_=Job.__table__.c.result.type),
+        error_type=bindparam("b_error_type"),
+        error_message=bindparam("b_error_message"),
+    )
+    .returning(*_VIEW_COLUMNS)
+)
+_STATUS = select(Job.status).where(Job.id == bindparam("b_id"))
+# Core on the session's connection, below: the ORM's bulk-update bookkeeping is not needed.
+
+
+_INSERT = insert(Job)
+_GET = select(*_VIEW_COLUMNS).where(Job.id == bindparam("b_id"))
+
+
 class JobStore:
     """Job lifecycle over one database URL. Cheap to create; holds no connection."""
 
@@ -146,9 +215,12 @@ class JobStore:
         """Insert a queued job row and return its id. The caller rings the doorbell after."""
         hid = self.host_id(host, host_url)
         job_id = uuid.uuid4()
+        # A Core INSERT: the ORM's unit of work costs more than the statement itself here, and
+        # submit is on the hot path of every infer() call.
         with write_session(self.url) as s:
-            s.add(
-                Job(
+            s.connection().execute(
+                _INSERT,
+                dict(
                     id=job_id,
                     kind=kind.value,
                     host_id=hid,
@@ -157,11 +229,12 @@ class JobStore:
                     status=JobStatus.QUEUED.value,
                     priority=priority,
                     request=request,
+                    attempts=0,
                     max_attempts=max_attempts,
                     batch_id=batch_id,
                     custom_id=custom_id,
                     created_at=utcnow(),
-                )
+                ),
             )
         return str(job_id)
 
@@ -197,43 +270,40 @@ class JobStore:
         a cancel) just means choosing again among what is left.
         """
         hid = self.host_id(host)
+        # One write transaction for the read and the conditional UPDATE: on SQLite it holds
+        # the write lock throughout (BEGIN IMMEDIATE), so the UPDATE cannot lose; elsewhere the
+        # ``status = 'queued'`` condition makes a lost race a no-op and we choose again.
         while True:
-            with read_session(self.url) as s:
-                rows = s.execute(
-                    select(Job.id, Job.model_key, Job.created_at, Job.priority)
-                    .where(Job.host_id == hid, Job.status == JobStatus.QUEUED.value)
-                    .order_by(Job.priority.desc(), Job.created_at)
-                    .limit(CLAIM_WINDOW)
-                ).all()
-            if not rows:
-                return None
-            now = utcnow()
-            queued = [
-                QueuedJob(
-                    id=str(r.id),
-                    model=r.model_key or "",
-                    created_at=r.created_at.timestamp(),
-                    priority=r.priority,
-                )
-                for r in rows
-            ]
-            choice = choose_next(queued, state, now.timestamp(), policy)
-            assert choice is not None
-            jid = uuid.UUID(choice.id)
             with write_session(self.url) as s:
-                won = s.execute(
-                    update(Job)
-                    .where(Job.id == jid, Job.status == JobStatus.QUEUED.value)
-                    .values(
-                        status=JobStatus.RUNNING.value,
-                        worker_id=worker_id,
-                        attempts=Job.attempts + 1,
-                        lease_until=now + timedelta(seconds=lease_seconds),
-                        heartbeat_at=now,
-                        started_at=func.coalesce(Job.started_at, now),
+                rows = s.connection().execute(_CLAIM_SELECT, {"b_hid": hid}).all()
+                if not rows:
+                    return None
+                now = utcnow()
+                queued = [
+                    QueuedJob(
+                        id=str(r.id),
+                        model=r.model_key or "",
+                        created_at=r.created_at.timestamp(),
+                        priority=r.priority,
                     )
-                    .returning(Job.kind, Job.request, Job.attempts, Job.priority, Job.created_at)
-                ).first()
+                    for r in rows
+                ]
+                choice = choose_next(queued, state, now.timestamp(), policy)
+                assert choice is not None
+                jid = uuid.UUID(choice.id)
+                won = (
+                    s.connection()
+                    .execute(
+                        _CLAIM_UPDATE,
+                        {
+                            "b_id": jid,
+                            "b_worker": worker_id,
+                            "b_lease": now + timedelta(seconds=lease_seconds),
+                            "b_now": now,
+                        },
+                    )
+                    .first()
+                )
             if won is not None:
                 return ClaimedJob(
                     id=jid,
@@ -277,7 +347,7 @@ class JobStore:
 
     def finish(self, job: ClaimedJob, result: dict[str, Any]) -> bool:
         """Store a success. False (and no change) when this attempt no longer owns the job."""
-        return self._end(job, JobStatus.SUCCEEDED, result=result)
+        return self.end(job, JobStatus.SUCCEEDED, result=result) is not None
 
     def fail(
         self,
@@ -286,32 +356,52 @@ class JobStore:
         message: str,
         result: dict[str, Any] | None = None,
     ) -> bool:
-        return self._end(
-            job, JobStatus.FAILED, result=result, error_type=error_type, error_message=message
+        return (
+            self.end(
+                job, JobStatus.FAILED, result=result, error_type=error_type, error_message=message
+            )
+            is not None
         )
 
     def mark_cancelled(self, job: ClaimedJob, result: dict[str, Any] | None = None) -> bool:
-        return self._end(job, JobStatus.CANCELLED, result=result, error_type="cancelled")
+        return self.end(job, JobStatus.CANCELLED, result=result, error_type="cancelled") is not None
 
-    def _end(self, job: ClaimedJob, status: JobStatus, **values: Any) -> bool:
+    def end(
+        self,
+        job: ClaimedJob,
+        status: JobStatus,
+        *,
+        result: dict[str, Any] | None = None,
+        error_type: str | None = None,
+        error_message: str | None = None,
+    ) -> JobView | None:
+        """Make the job final; returns the committed row, or None when this attempt no longer
+        owns the job (finished already, cancelled while queued, or reaped)."""
         with write_session(self.url) as s:
-            res = s.execute(
-                update(Job)
-                .where(
-                    Job.id == job.id,
-                    Job.status == JobStatus.RUNNING.value,
-                    Job.attempts == job.attempt,
+            row = (
+                s.connection()
+                .execute(
+                    _END,
+                    {
+                        "b_id": job.id,
+                        "b_attempt": job.attempt,
+                        "b_status": status.value,
+                        "b_now": utcnow(),
+                        "b_result": result,
+                        "b_error_type": error_type,
+                        "b_error_message": error_message,
+                    },
                 )
-                .values(status=status.value, finished_at=utcnow(), lease_until=None, **values)
+                .first()
             )
-        return bool(res.rowcount)  # type: ignore[attr-defined]
+            return None if row is None else self._view(s, row)
 
     # -- caller side ----------------------------------------------------------------------
 
     def get(self, job_id: str | uuid.UUID) -> JobView:
         jid = parse_job_id(job_id)
         with read_session(self.url) as s:
-            row = s.get(Job, jid)
+            row = s.connection().execute(_GET, {"b_id": jid}).first()
             if row is None:
                 raise JobNotFound(str(job_id))
             return self._view(s, row)
@@ -320,7 +410,7 @@ class JobStore:
         """Just the status word (the waiter's cheap check)."""
         jid = parse_job_id(job_id)
         with read_session(self.url) as s:
-            status = s.scalar(select(Job.status).where(Job.id == jid))
+            status = s.connection().scalar(_STATUS, {"b_id": jid})
         if status is None:
             raise JobNotFound(str(job_id))
         return status
@@ -334,14 +424,14 @@ class JobStore:
         limit: int = 50,
     ) -> list[JobView]:
         with read_session(self.url) as s:
-            q = select(Job).order_by(Job.created_at.desc()).limit(limit)
+            q = select(*_VIEW_COLUMNS).order_by(Job.created_at.desc()).limit(limit)
             if status:
                 q = q.where(Job.status.in_(list(status)))
             if host:
                 q = q.join(Host, Host.id == Job.host_id).where(Host.name == host)
             if model:
                 q = q.where(Job.model_key == model)
-            return [self._view(s, r) for r in s.scalars(q)]
+            return [self._view(s, r) for r in s.execute(q)]
 
     def cancel(self, job_id: str | uuid.UUID) -> JobView:
         """Cancel a job: a queued one at once, a running one at its next check (the flag)."""
@@ -469,7 +559,7 @@ class JobStore:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _view(self, s: Session, row: Job) -> JobView:
+    def _view(self, s: Session, row: Any) -> JobView:
         return JobView(
             id=str(row.id),
             kind=row.kind,
