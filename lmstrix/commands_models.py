@@ -7,12 +7,14 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lmstrix.api.exceptions import ValidationError
 from lmstrix.cli import echo_json, handle_errors
 from lmstrix.core.models import Model
 from lmstrix.core.scanner import HostScan, Scanner
+from lmstrix.db.enums import TestStatus
 from lmstrix.utils.config import Config
 
 STATUS_LABELS = {
@@ -22,17 +24,28 @@ STATUS_LABELS = {
     "failed": "[red]✗ failed[/]",
 }
 
+# Sort keys; None means "not known" and sorts last in either direction.
 SORT_KEYS: dict[str, Callable[[Model], Any]] = {
     "id": lambda m: m.id.lower(),
     "host": lambda m: (m.host, m.id.lower()),
-    "size": lambda m: m.size_bytes or 0,
-    "declared": lambda m: m.declared_context or 0,
-    "ctx": lambda m: m.tested_context or 0,
-    "tps": lambda m: m.tokens_per_second or 0.0,
-    "ttft": lambda m: m.time_to_first_token or float("inf"),
+    "size": lambda m: m.size_bytes,
+    "declared": lambda m: m.declared_context,
+    "ctx": lambda m: m.tested_context,
+    "tps": lambda m: m.tokens_per_second,
+    "ttft": lambda m: m.time_to_first_token,
     "status": lambda m: (m.test_status, m.id.lower()),
 }
 FILTER_KEYS = ("status", "host", "type", "capability", "min_context")
+STATUSES = tuple(s.value for s in TestStatus)
+CAPABILITIES = ("vision", "tools", "reasoning")
+
+
+def sort_models(models: Sequence[Model], sort_key: str, *, desc: bool = False) -> list[Model]:
+    """Sorted by ``SORT_KEYS[sort_key]``; models without a value come last either way, by id."""
+    key = SORT_KEYS[sort_key]
+    known = [m for m in models if key(m) is not None]
+    unknown = sorted((m for m in models if key(m) is None), key=lambda m: m.id.lower())
+    return sorted(known, key=key, reverse=desc) + unknown
 
 
 def _num(v: int | None) -> str:
@@ -53,13 +66,28 @@ def parse_filters(items: Sequence[str]) -> dict[str, Any]:
             raise ValidationError(
                 "--filter", item, f"use KEY=VALUE with KEY one of {', '.join(FILTER_KEYS)}"
             )
+        value = value.strip()
         if key == "min_context":
             try:
                 out[key] = int(value)
             except ValueError:
                 raise ValidationError("--filter min_context", value, "must be an integer") from None
+        elif key == "status":
+            statuses = [v.strip() for v in value.split(",")]
+            bad = [v for v in statuses if v not in STATUSES]
+            if bad:
+                raise ValidationError(
+                    "--filter status", bad[0], f"use one of {', '.join(STATUSES)} (comma-separated)"
+                )
+            out[key] = statuses
+        elif key == "capability":
+            if value not in CAPABILITIES:
+                raise ValidationError(
+                    "--filter capability", value, f"use one of {', '.join(CAPABILITIES)}"
+                )
+            out[key] = value
         else:
-            out[key] = value.strip()
+            out[key] = value
     return out
 
 
@@ -78,18 +106,18 @@ def models_table(models: Sequence[Model]) -> Table:
     ):
         table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for m in models:
-        name = m.id if m.present else f"[dim]{m.id} (missing)[/]"
+        name = escape(m.id) if m.present else f"[dim]{escape(m.id)} (missing)[/]"
         good_bad = f"{_num(m.last_known_good_context)} / {_num(m.last_known_bad_context)}"
         table.add_row(
             name,
-            m.host,
+            escape(m.host),
             _size(m),
             _num(m.declared_context),
             _num(m.tested_context),
             good_bad,
-            STATUS_LABELS.get(m.test_status, m.test_status),
+            STATUS_LABELS.get(m.test_status, escape(m.test_status)),
             f"{m.tokens_per_second:.1f}" if m.tokens_per_second else "-",
-            ", ".join(m.capabilities) or "-",
+            escape(", ".join(m.capabilities)) or "-",
         )
     return table
 
@@ -107,12 +135,26 @@ def _host_line(result: HostScan) -> str:
 
 
 def run_scan(scanner: Scanner, *, quiet: bool) -> list[HostScan]:
-    """Scan with one progress line per host on stderr."""
+    """Scan with one progress line per host on stderr (never wrapped, never read as markup:
+    error texts hold brackets and long URLs)."""
     err = Console(stderr=True)
     if quiet:
         return scanner.scan_hosts()
+
+    def report(result: HostScan) -> None:
+        err.print(_host_line(result), highlight=False, markup=False, soft_wrap=True)
+
     with err.status(f"Scanning {len(scanner.hosts)} host(s)…"):
-        return scanner.scan_hosts(on_host=lambda r: err.print(_host_line(r), highlight=False))
+        return scanner.scan_hosts(on_host=report)
+
+
+def no_host_answered(names_and_urls: Sequence[tuple[str, str]]) -> str:
+    """The one-line error of a scan or probe that reached no host."""
+    hosts = ", ".join(f"{name} ({url})" for name, url in names_and_urls)
+    return (
+        f"error: no LM Studio host answered: {hosts}; start LM Studio's server "
+        "(`lms server start`) or fix LMSTRIX_HOSTS / the [[hosts]] of the config file"
+    )
 
 
 @click.command()
@@ -137,6 +179,7 @@ def scan(base_url: str | None, timeout: float, as_json: bool) -> None:
             f"{stats['missing']} missing"
         )
     if results and not any(r.ok for r in results):
+        click.echo(no_host_answered([(r.host, r.url) for r in results]), err=True)
         raise SystemExit(4)
 
 
@@ -181,15 +224,17 @@ def list_models(
     from lmstrix.core.models import ModelRegistry
 
     registry = scanner.registry if scanner else ModelRegistry(Config.load().database_url())
-    models = registry.filter_models(**criteria) if criteria else registry.list_models()
     if not missing:
-        models = [m for m in models if m.present]
-    models = sorted(models, key=SORT_KEYS[sort_key], reverse=desc)
+        criteria["present"] = True
+    models = sort_models(registry.filter_models(**criteria), sort_key, desc=desc)
     if as_json:
         echo_json([m.to_dict() for m in models])
         return
     if not models:
-        click.echo("No models in the registry. Run `lmstrix scan` first.", err=True)
+        if criteria and len(registry):
+            click.echo("No model matches the given filters.", err=True)
+        else:
+            click.echo("No models in the registry. Run `lmstrix scan` first.", err=True)
         return
     Console().print(models_table(models))
 
@@ -208,17 +253,18 @@ def hosts(as_json: bool) -> None:
             table.add_column(col, overflow="fold")
         for name, h in health.items():
             table.add_row(
-                name,
-                h["url"],
+                escape(name),
+                escape(h["url"]),
                 "[green]yes[/]" if h["reachable"] else "[red]no[/]",
                 h["api_generation"] or "-",
                 str(h["models"]),
                 str(h["loaded_instances"]),
                 f"{h['latency_ms']:.1f} ms" if h["latency_ms"] is not None else "-",
-                h["error"] or "",
+                escape(h["error"] or ""),
             )
         Console().print(table)
     if health and not any(h["reachable"] for h in health.values()):
+        click.echo(no_host_answered([(n, h["url"]) for n, h in health.items()]), err=True)
         raise SystemExit(4)
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
 from lmstrix.api.client import LMStudioClient
 from lmstrix.api.exceptions import LMStrixError
+from lmstrix.api.types import ModelRecord
 from lmstrix.core.models import Model, ModelRegistry, ScanSummary
 from lmstrix.utils.config import Config, HostConfig
 
@@ -35,6 +36,10 @@ class HostScan:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able: ``counts`` (added/updated/missing/unchanged numbers) and the model keys
+        of each kind. A host that did not answer has ``ok`` false, its ``error``, zero counts
+        and empty lists."""
+        s = self.summary or ScanSummary(host=self.host)
         return {
             "host": self.host,
             "url": self.url,
@@ -42,10 +47,11 @@ class HostScan:
             "api_generation": self.api_generation,
             "seconds": round(self.seconds, 3),
             "error": self.error,
-            **(self.summary.counts() if self.summary else {}),
-            "added": list(self.summary.added) if self.summary else [],
-            "updated": list(self.summary.updated) if self.summary else [],
-            "missing": list(self.summary.missing) if self.summary else [],
+            "counts": s.counts(),
+            "added": list(s.added),
+            "updated": list(s.updated),
+            "missing": list(s.missing),
+            "unchanged": list(s.unchanged),
         }
 
 
@@ -86,17 +92,20 @@ class Scanner:
         )
 
     def scan_hosts(self, on_host: Callable[[HostScan], None] | None = None) -> list[HostScan]:
-        """Scan every host (in parallel: hosts are independent), calling ``on_host`` as each
-        finishes; returns one ``HostScan`` per host, in configuration order."""
+        """Scan every host (in parallel: hosts are independent), calling ``on_host`` (in the
+        calling thread) as each finishes; returns one ``HostScan`` per host, in configuration
+        order.
+
+        A host that does not answer (or answers with an error) is reported in its ``HostScan``;
+        a failure of the registry itself is not a host's fault and is raised.
+        """
         hosts = self.hosts
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(hosts)))) as pool:
             futures = [pool.submit(self._scan_one, h) for h in hosts]
-            results = []
-            for fut in futures:
-                result = fut.result()
-                if on_host is not None:
-                    on_host(result)
-                results.append(result)
+            if on_host is not None:
+                for fut in as_completed(futures):
+                    on_host(fut.result())
+            results = [fut.result() for fut in futures]
         self.last_scan = results
         return results
 
@@ -104,15 +113,16 @@ class Scanner:
         started = time.perf_counter()
         try:
             with self.client(host) as client:
-                records = client.list_models()
+                records: list[ModelRecord] = client.list_models()
                 generation = str(client.api_generation)
-            summary = self.registry.upsert_from_scan(
-                host.name, host.url, records, api_generation=generation
-            )
         except LMStrixError as exc:
             return HostScan(
                 host.name, host.url, seconds=time.perf_counter() - started, error=str(exc)
             )
+        # Outside the try: a registry failure must not pass for an unreachable host.
+        summary = self.registry.upsert_from_scan(
+            host.name, host.url, records, api_generation=generation
+        )
         return HostScan(
             host.name,
             host.url,
@@ -131,9 +141,14 @@ class Scanner:
         return self.registry.list_models()
 
     def check_health(self) -> dict[str, dict[str, Any]]:
-        """Per host: reachable, API generation, models, loaded instances, latency, error."""
-        out: dict[str, dict[str, Any]] = {}
-        for host in self.hosts:
-            with self.client(host) as client:
-                out[host.name] = client.health().to_dict()
-        return out
+        """Per host (in configuration order): url, reachable, is_lmstudio, api_generation,
+        models, loaded_instances, latency_ms, error. Hosts are probed in parallel, so one down
+        host does not delay the others; a down host is reported, never raised."""
+        hosts = self.hosts
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(hosts)))) as pool:
+            futures: list[Future[dict[str, Any]]] = [pool.submit(self._health, h) for h in hosts]
+            return {h.name: fut.result() for h, fut in zip(hosts, futures, strict=True)}
+
+    def _health(self, host: HostConfig) -> dict[str, Any]:
+        with self.client(host) as client:
+            return client.health().to_dict()
