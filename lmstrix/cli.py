@@ -6,70 +6,14 @@ Expected faults (every ``LMStrixError``) become one line on stderr and a non-zer
 
 from __future__ import annotations
 
-import functools
-import json
-import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
-
 import click
 
 from lmstrix import __version__
-from lmstrix.api.exceptions import (
-    ConfigurationError,
-    ContextLimitExceededError,
-    InferenceTimeoutError,
-    JobNotFound,
-    LMStrixError,
-    LMStudioAuthError,
-    LMStudioConnectionError,
-    ModelLoadError,
-    ModelNotFoundError,
-    ValidationError,
-)
+from lmstrix.cli_support import EXIT_CODES, echo_json, exit_code_for, handle_errors
+from lmstrix.commands_models import demo, emulator, hosts, list_models, scan
+from lmstrix.commands_registry import db, registry
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-# One exit code per kind of fault, so scripts can tell them apart.
-EXIT_CODES: dict[type[LMStrixError], int] = {
-    ValidationError: 2,
-    ConfigurationError: 3,
-    LMStudioConnectionError: 4,
-    LMStudioAuthError: 5,
-    ModelNotFoundError: 6,
-    ContextLimitExceededError: 7,
-    ModelLoadError: 8,
-    InferenceTimeoutError: 9,
-    JobNotFound: 10,
-}
-
-
-def exit_code_for(exc: LMStrixError) -> int:
-    for kind in type(exc).__mro__:
-        if kind in EXIT_CODES:
-            return EXIT_CODES[kind]
-    return 1
-
-
-def handle_errors(fn: F) -> F:
-    """Turn lmstrix errors into one line on stderr and a distinct exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except LMStrixError as exc:
-            ctx = click.get_current_context(silent=True)
-            if ctx is not None and ctx.find_root().obj and ctx.find_root().obj.get("debug"):
-                raise
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exit_code_for(exc))
-
-    return wrapper  # type: ignore[return-value]
-
-
-def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+__all__ = ["EXIT_CODES", "cli", "echo_json", "exit_code_for", "handle_errors", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,16 +26,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-def _register_commands() -> None:
-    # Imported here: the command modules import handle_errors/echo_json from this module.
-    from lmstrix.commands_models import demo, emulator, hosts, list_models, scan
-    from lmstrix.commands_registry import db, registry
-
-    for command in (scan, list_models, hosts, emulator, demo, registry, db):
-        cli.add_command(command)
-
-
-_register_commands()
+for _command in (scan, list_models, hosts, emulator, demo, registry, db):
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lmstrix.api.exceptions import ValidationError
-from lmstrix.cli import echo_json, handle_errors
+from lmstrix.cli_support import echo_json, handle_errors
 from lmstrix.core.models import Model
 from lmstrix.core.scanner import HostScan, Scanner
 from lmstrix.db.enums import TestStatus

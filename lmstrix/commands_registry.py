@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from lmstrix.cli import echo_json, handle_errors
+from lmstrix.cli_support import echo_json, handle_errors
 
 
 @click.group("registry")
