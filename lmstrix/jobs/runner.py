@@ -27,13 +27,28 @@ from lmstrix.jobs.notify import Notifier
 from lmstrix.jobs.scheduler import HostState, QueuedJob, next_state
 from lmstrix.jobs.settings import QueueSettings
 from lmstrix.jobs.sizing import load_context_for
-from lmstrix.jobs.store import ClaimedJob, JobStore, JobView
+from lmstrix.jobs.store import Claim, ClaimedJob, JobStore, JobView
 
 log = logging.getLogger(__name__)
 
 
 def default_worker_id(host: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{host}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a job's row ends: the status and the columns to write."""
+
+    status: JobStatus
+    row: dict[str, Any]
+
+    @classmethod
+    def failed(cls, error_type: str, message: str, result: dict[str, Any] | None = None) -> Outcome:
+        return cls(
+            JobStatus.FAILED,
+            {"result": result, "error_type": error_type, "error_message": message},
+        )
 
 
 @dataclass(slots=True)
@@ -141,13 +156,27 @@ class JobRunner:
     # -- the loop -------------------------------------------------------------------------
 
     def drain(self, should_continue: Callable[[], bool] = lambda: True) -> int:
-        """Run queued jobs of this host until none is left; returns how many ran."""
+        """Run queued jobs of this host until none is left; returns how many ran.
+
+        Ending one job and claiming the next share a transaction; the done-notification still
+        follows the commit that made the row final.
+        """
         ran = 0
-        while should_continue() and self.run_next():
+        job = self.store.claim_next(
+            self.host,
+            self.worker_id,
+            self.state,
+            lease_seconds=self.settings.lease_seconds,
+            policy=self.settings.policy,
+        )
+        while job is not None:
+            claim = self._claim() if should_continue() else None
+            job = self._run(job, claim)
             ran += 1
         return ran
 
     def run_next(self) -> bool:
+        """Claim and run one job; False when nothing is queued."""
         job = self.store.claim_next(
             self.host,
             self.worker_id,
@@ -157,27 +186,41 @@ class JobRunner:
         )
         if job is None:
             return False
+        self._run(job, None)
+        return True
+
+    def _claim(self) -> Claim:
+        return Claim(
+            self.host,
+            self.worker_id,
+            self.state,
+            self.settings.lease_seconds,
+            self.settings.policy,
+        )
+
+    def _run(self, job: ClaimedJob, claim: Claim | None) -> ClaimedJob | None:
+        """Run ``job``, end it (claiming the next one if ``claim``), notify; returns the next."""
         self.keeper.watch(job)
         final: JobView | None = None
+        nxt: ClaimedJob | None = None
         try:
-            final = self._execute(job)
+            outcome = self._execute(job)
+            if claim is not None:
+                # the claim must see the model this job left loaded
+                claim = self._claim()
+            final, nxt = self.store.end_and_claim(job, outcome.status, **outcome.row, claim=claim)
         finally:
-            self.keeper.watch(None)
+            self.keeper.watch(nxt)
             self.notifier.notify_done(str(job.id), final)
             self.jobs_run += 1
-        return True
+        return nxt
 
     # -- one job --------------------------------------------------------------------------
 
-    def _execute(self, job: ClaimedJob) -> JobView | None:
-        """Run the job and make its row final; returns the committed row (None if lost)."""
+    def _execute(self, job: ClaimedJob) -> Outcome:
+        """Run the job; returns how its row should end."""
         if job.kind != JobKind.INFERENCE.value:
-            return self.store.end(
-                job,
-                JobStatus.FAILED,
-                error_type="ValidationError",
-                error_message=f"this worker cannot run {job.kind} jobs",
-            )
+            return Outcome.failed("ValidationError", f"this worker cannot run {job.kind} jobs")
         delays = list(self.retry_delays)
         while True:
             try:
@@ -201,23 +244,15 @@ class JobRunner:
             if result.pop("cancelled", False) or (
                 result.get("stop_reason") == "userStopped" and self.keeper.should_stop
             ):
-                return self.store.end(
-                    job, JobStatus.CANCELLED, result=result, error_type="cancelled"
-                )
-            return self.store.end(job, JobStatus.SUCCEEDED, result=result)
+                return Outcome(JobStatus.CANCELLED, {"result": result, "error_type": "cancelled"})
+            return Outcome(JobStatus.SUCCEEDED, {"result": result})
 
-    def _fail(self, job: ClaimedJob, exc: BaseException) -> JobView | None:
+    def _fail(self, job: ClaimedJob, exc: BaseException) -> Outcome:
         if self.keeper.should_stop and self.store.cancel_requested(job):
-            return self.store.end(job, JobStatus.CANCELLED, error_type="cancelled")
+            return Outcome(JobStatus.CANCELLED, {"error_type": "cancelled"})
         details = getattr(exc, "details", None)
         result = {"error_details": _jsonable(details)} if details else None
-        return self.store.end(
-            job,
-            JobStatus.FAILED,
-            result=result,
-            error_type=type(exc).__name__,
-            error_message=str(exc),
-        )
+        return Outcome.failed(type(exc).__name__, str(exc), result)
 
     def _ensure_loaded(self, model: str, context_length: int | None) -> _Loaded:
         cur = self._loaded

@@ -8,23 +8,33 @@ nothing and returns ``False``; that is what makes at-least-once delivery an exac
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from lmstrix.api.exceptions import JobNotFound, ValidationError
-from lmstrix.db import Host, Job, JobKind, JobStatus, read_session, utcnow, write_session
+from lmstrix.db import (
+    Host,
+    Job,
+    JobKind,
+    JobStatus,
+    ensure_schema,
+    get_engine,
+    read_session,
+    utcnow,
+    write_session,
+)
+from lmstrix.db.engine import write_engine
 from lmstrix.db.types import UTCDateTime
 from lmstrix.jobs.scheduler import HostState, QueuedJob, SchedulerPolicy, choose_next
-
-# How many queued rows of one host the policy looks at per claim: the oldest of each priority
-# level are among them, and a longer queue would only make every claim slower.
-CLAIM_WINDOW = 1000
 
 FINISHED = tuple(s.value for s in JobStatus if s.finished)
 
@@ -75,6 +85,17 @@ class ClaimedJob:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """What claiming needs: whose worker, the host's state and the policy."""
+
+    host: str
+    worker_id: str
+    state: HostState
+    lease_seconds: float
+    policy: SchedulerPolicy
+
+
+@dataclass(frozen=True, slots=True)
 class ReapedJob:
     id: str
     host: str
@@ -114,15 +135,29 @@ _VIEW_COLUMNS = (
 # Hot-path statements are built once: composing SQLAlchemy expressions costs more than running
 # them on SQLite, and every infer() call goes through submit, claim, finish and a read.
 _B_NOW = bindparam("b_now", type_=UTCDateTime())
-_CLAIM_SELECT = (
-    select(Job.id, Job.model_key, Job.created_at, Job.priority)
+# The policy only ever picks the oldest job of some (model, priority) group, so the claim reads
+# one row per group (an aggregate the database does over the index) instead of the whole queue.
+_CLAIM_HEADS = (
+    select(Job.model_key, Job.priority, func.min(Job.created_at).label("oldest"))
     .where(Job.host_id == bindparam("b_hid"), Job.status == JobStatus.QUEUED.value)
-    .order_by(Job.priority.desc(), Job.created_at)
-    .limit(CLAIM_WINDOW)
+    .group_by(Job.model_key, Job.priority)
+)
+_QUEUED = Job.__table__.alias("queued_jobs")
+_CLAIM_TARGET = (
+    select(_QUEUED.c.id)
+    .where(
+        _QUEUED.c.host_id == bindparam("b_hid"),
+        _QUEUED.c.status == JobStatus.QUEUED.value,
+        _QUEUED.c.model_key == bindparam("b_model"),
+        _QUEUED.c.priority == bindparam("b_priority"),
+    )
+    .order_by(_QUEUED.c.created_at, _QUEUED.c.id)
+    .limit(1)
+    .scalar_subquery()
 )
 _CLAIM_UPDATE = (
     update(Job)
-    .where(Job.id == bindparam("b_id"), Job.status == JobStatus.QUEUED.value)
+    .where(Job.id == _CLAIM_TARGET, Job.status == JobStatus.QUEUED.value)
     .values(
         status=JobStatus.RUNNING.value,
         worker_id=bindparam("b_worker"),
@@ -131,7 +166,7 @@ _CLAIM_UPDATE = (
         heartbeat_at=_B_NOW,
         started_at=func.coalesce(Job.started_at, _B_NOW),
     )
-    .returning(Job.kind, Job.request, Job.attempts, Job.priority, Job.created_at)
+    .returning(Job.id, Job.kind, Job.request, Job.attempts, Job.priority, Job.created_at)
 )
 _END = (
     update(Job)
@@ -165,6 +200,35 @@ class JobStore:
         self.url = url
         self._host_ids: dict[str, int] = {}
         self._host_names: dict[int, str] = {}
+        self._pid: int | None = None
+        self._read_engine: Engine | None = None
+        self._write_engine: Engine | None = None
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _engines(self) -> tuple[Engine, Engine]:
+        # The hot paths use Core connections straight from the engine: a Session per statement
+        # costs more than the statement. Engines never cross a fork, hence the pid check.
+        if self._pid != os.getpid() or self._read_engine is None or self._write_engine is None:
+            ensure_schema(self.url)
+            engine = get_engine(self.url)
+            self._read_engine, self._write_engine = engine, write_engine(engine)
+            self._pid = os.getpid()
+        return self._read_engine, self._write_engine
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite), committed at the end."""
+        with self._engines()[1].begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._engines()[0].connect() as conn:
+            try:
+                yield conn
+            finally:
+                conn.rollback()
 
     # -- hosts ----------------------------------------------------------------------------
 
@@ -189,7 +253,7 @@ class JobStore:
         self._host_names[found] = name
         return found
 
-    def _host_name(self, s: Session, host_id: int) -> str:
+    def _host_name(self, s: Session | Connection, host_id: int) -> str:
         name = self._host_names.get(host_id)
         if name is None:
             name = s.scalar(select(Host.name).where(Host.id == host_id)) or str(host_id)
@@ -217,8 +281,8 @@ class JobStore:
         job_id = uuid.uuid4()
         # A Core INSERT: the ORM's unit of work costs more than the statement itself here, and
         # submit is on the hot path of every infer() call.
-        with write_session(self.url) as s:
-            s.connection().execute(
+        with self._begin() as c:
+            c.execute(
                 _INSERT,
                 dict(
                     id=job_id,
@@ -269,52 +333,57 @@ class JobStore:
         The UPDATE only wins on a row that is still ``queued``; losing a race (another claimer,
         a cancel) just means choosing again among what is left.
         """
-        hid = self.host_id(host)
-        # One write transaction for the read and the conditional UPDATE: on SQLite it holds
-        # the write lock throughout (BEGIN IMMEDIATE), so the UPDATE cannot lose; elsewhere the
-        # ``status = 'queued'`` condition makes a lost race a no-op and we choose again.
+        claim = Claim(host, worker_id, state, lease_seconds, policy)
         while True:
-            with write_session(self.url) as s:
-                rows = s.connection().execute(_CLAIM_SELECT, {"b_hid": hid}).all()
-                if not rows:
-                    return None
-                now = utcnow()
-                queued = [
-                    QueuedJob(
-                        id=str(r.id),
-                        model=r.model_key or "",
-                        created_at=r.created_at.timestamp(),
-                        priority=r.priority,
-                    )
-                    for r in rows
-                ]
-                choice = choose_next(queued, state, now.timestamp(), policy)
-                assert choice is not None
-                jid = uuid.UUID(choice.id)
-                won = (
-                    s.connection()
-                    .execute(
-                        _CLAIM_UPDATE,
-                        {
-                            "b_id": jid,
-                            "b_worker": worker_id,
-                            "b_lease": now + timedelta(seconds=lease_seconds),
-                            "b_now": now,
-                        },
-                    )
-                    .first()
-                )
-            if won is not None:
-                return ClaimedJob(
-                    id=jid,
-                    kind=won.kind,
-                    host=host,
-                    model=choice.model,
-                    request=dict(won.request or {}),
-                    attempt=won.attempts,
-                    priority=won.priority,
-                    created_at=won.created_at,
-                )
+            # One write transaction for the read and the conditional UPDATE: on SQLite it holds
+            # the write lock throughout (BEGIN IMMEDIATE), so the UPDATE cannot lose.
+            with self._begin() as c:
+                job, lost = self._claim_in(c, claim)
+            if not lost:
+                return job
+
+    def _claim_in(self, c: Connection, claim: Claim) -> tuple[ClaimedJob | None, bool]:
+        """(the claimed job or None, whether a race was lost and choosing again may help)."""
+        hid = self.host_id(claim.host)
+        heads = c.execute(_CLAIM_HEADS, {"b_hid": hid}).all()
+        if not heads:
+            return None, False
+        now = utcnow()
+        queued = [
+            QueuedJob(
+                id=f"{h.priority}:{h.model_key}",
+                model=h.model_key or "",
+                created_at=h.oldest.timestamp(),
+                priority=h.priority,
+            )
+            for h in heads
+        ]
+        choice = choose_next(queued, claim.state, now.timestamp(), claim.policy)
+        assert choice is not None
+        won = c.execute(
+            _CLAIM_UPDATE,
+            {
+                "b_hid": hid,
+                "b_model": choice.model,
+                "b_priority": choice.priority,
+                "b_worker": claim.worker_id,
+                "b_lease": now + timedelta(seconds=claim.lease_seconds),
+                "b_now": now,
+            },
+        ).first()
+        if won is None:
+            return None, True
+        job = ClaimedJob(
+            id=won.id,
+            kind=won.kind,
+            host=claim.host,
+            model=choice.model,
+            request=dict(won.request or {}),
+            attempt=won.attempts,
+            priority=won.priority,
+            created_at=won.created_at,
+        )
+        return job, False
 
     def renew_lease(self, job: ClaimedJob, lease_seconds: float) -> bool:
         """Extend the lease; returns True when the job should stop (cancel requested, or the
@@ -377,40 +446,63 @@ class JobStore:
     ) -> JobView | None:
         """Make the job final; returns the committed row, or None when this attempt no longer
         owns the job (finished already, cancelled while queued, or reaped)."""
-        with write_session(self.url) as s:
-            row = (
-                s.connection()
-                .execute(
-                    _END,
-                    {
-                        "b_id": job.id,
-                        "b_attempt": job.attempt,
-                        "b_status": status.value,
-                        "b_now": utcnow(),
-                        "b_result": result,
-                        "b_error_type": error_type,
-                        "b_error_message": error_message,
-                    },
-                )
-                .first()
+        final, _ = self.end_and_claim(
+            job, status, result=result, error_type=error_type, error_message=error_message
+        )
+        return final
+
+    def end_and_claim(
+        self,
+        job: ClaimedJob,
+        status: JobStatus,
+        *,
+        result: dict[str, Any] | None = None,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        claim: Claim | None = None,
+    ) -> tuple[JobView | None, ClaimedJob | None]:
+        """End ``job`` and (with ``claim``) claim the next one in the same transaction: a busy
+        worker then pays one commit per job instead of two."""
+        with self._begin() as c:
+            row = c.execute(
+                _END,
+                {
+                    "b_id": job.id,
+                    "b_attempt": job.attempt,
+                    "b_status": status.value,
+                    "b_now": utcnow(),
+                    "b_result": result,
+                    "b_error_type": error_type,
+                    "b_error_message": error_message,
+                },
+            ).first()
+            final = None if row is None else self._view(c, row)
+            nxt, lost = self._claim_in(c, claim) if claim is not None else (None, False)
+        if lost and claim is not None:
+            nxt = self.claim_next(
+                claim.host,
+                claim.worker_id,
+                claim.state,
+                lease_seconds=claim.lease_seconds,
+                policy=claim.policy,
             )
-            return None if row is None else self._view(s, row)
+        return final, nxt
 
     # -- caller side ----------------------------------------------------------------------
 
     def get(self, job_id: str | uuid.UUID) -> JobView:
         jid = parse_job_id(job_id)
-        with read_session(self.url) as s:
-            row = s.connection().execute(_GET, {"b_id": jid}).first()
+        with self._read() as c:
+            row = c.execute(_GET, {"b_id": jid}).first()
             if row is None:
                 raise JobNotFound(str(job_id))
-            return self._view(s, row)
+            return self._view(c, row)
 
     def status(self, job_id: str | uuid.UUID) -> str:
         """Just the status word (the waiter's cheap check)."""
         jid = parse_job_id(job_id)
-        with read_session(self.url) as s:
-            status = s.connection().scalar(_STATUS, {"b_id": jid})
+        with self._read() as c:
+            status = c.scalar(_STATUS, {"b_id": jid})
         if status is None:
             raise JobNotFound(str(job_id))
         return status
@@ -494,6 +586,14 @@ class JobStore:
             )
         return int(res.rowcount)  # type: ignore[attr-defined]
 
+    def counts(self, host: str | None = None) -> dict[str, int]:
+        """Jobs per status (of one host, or all): ``lmstrix jobs`` summaries and benches."""
+        q = select(Job.status, func.count(Job.id)).group_by(Job.status)
+        if host is not None:
+            q = q.where(Job.host_id == self.host_id(host))
+        with self._read() as c:
+            return {status: int(n) for status, n in c.execute(q).all()}
+
     def queue_depths(self) -> dict[str, int]:
         """Queued jobs per host name (routing prefers the shortest queue)."""
         with read_session(self.url) as s:
@@ -559,7 +659,7 @@ class JobStore:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _view(self, s: Session, row: Any) -> JobView:
+    def _view(self, s: Session | Connection, row: Any) -> JobView:
         return JobView(
             id=str(row.id),
             kind=row.kind,
