@@ -195,8 +195,19 @@ class InferenceManager:
         )
 
     def wait(self, job_id: str, timeout: float | None = None) -> InferenceResult:
+        """The result of a submitted job, waiting for it up to ``timeout`` (default: the
+        manager's); past it the job is cancelled and ``InferenceTimeoutError`` raised."""
         job = self.service.wait(job_id, self.timeout if timeout is None else timeout)
+        self._calibrate(job)
         return InferenceResult.from_job(job)
+
+    def _calibrate(self, job: JobView) -> None:
+        # Real prompt token counts sharpen the next estimates for this model (pre-checks).
+        req, res = job.request or {}, job.result or {}
+        tokens = res.get("prompt_tokens")
+        if job.status == "succeeded" and job.model and isinstance(tokens, int) and tokens > 0:
+            chars = len(req.get("prompt") or "") + len(req.get("system_prompt") or "")
+            self.service.context.observe(job.model, chars, tokens)
 
     def infer(
         self,

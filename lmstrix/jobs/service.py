@@ -18,10 +18,11 @@ from lmstrix.api.exceptions import (
     LMStudioConnectionError,
     ModelNotFoundError,
 )
+from lmstrix.core.context import ContextManager, resolve_out_ctx
 from lmstrix.core.models import Model, ModelRegistry
 from lmstrix.db import JobKind, JobStatus
 from lmstrix.jobs import embedded
-from lmstrix.jobs.budget import estimate_tokens, resolve_out_ctx
+from lmstrix.jobs.budget import check_fits
 from lmstrix.jobs.doorbell import BrokerUnavailableError, Doorbell, RedisDoorbell, local_doorbell
 from lmstrix.jobs.notify import (
     LocalNotifier,
@@ -34,7 +35,7 @@ from lmstrix.jobs.requests import inference_request
 from lmstrix.jobs.routing import choose_host
 from lmstrix.jobs.scheduler import PRIORITY_INTERACTIVE
 from lmstrix.jobs.settings import QueueSettings
-from lmstrix.jobs.sizing import choose_load_context
+from lmstrix.jobs.sizing import DEFAULT_CONTEXT, choose_load_context
 from lmstrix.jobs.store import JobStore, JobView
 from lmstrix.utils.config import Config, HostConfig
 
@@ -87,6 +88,7 @@ class JobService:
             self.doorbell = local_doorbell()
             self.notifier = local_notifier()
         self._registry: ModelRegistry | None = None
+        self.context = ContextManager()
         self._models: dict[tuple[str, str | None], tuple[float, list[Model]]] = {}
 
     @property
@@ -195,9 +197,14 @@ class JobService:
         if len(models) > 1:
             name = choose_host([m.host for m in models], self.store.queue_depths())
             chosen = next(m for m in models if m.host == name)
-        prompt_tokens = estimate_tokens(prompt) + estimate_tokens(system_prompt or "")
-        limit = chosen.tested_context or chosen.declared_context
-        budget = resolve_out_ctx(out_ctx, max_tokens, prompt_tokens, limit, chosen.id)
+        prompt_tokens = self.context.estimate_tokens(
+            prompt, chosen.id
+        ) + self.context.estimate_tokens(system_prompt or "", chosen.id)
+        limit = chosen.tested_context or chosen.declared_context or DEFAULT_CONTEXT
+        budget = resolve_out_ctx(
+            out_ctx, max_tokens=max_tokens, prompt_tokens=prompt_tokens, context_limit=limit
+        )
+        check_fits(chosen.id, prompt_tokens, budget, limit)
         ctx = choose_load_context(
             chosen.tested_context,
             chosen.declared_context,
