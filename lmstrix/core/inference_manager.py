@@ -177,9 +177,11 @@ class InferenceManager:
         *,
         host: str | None = None,
         priority: int | None = None,
+        start_worker: bool = True,
     ) -> SubmittedJob:
         """Queue an inference and return at once (``wait()`` gets its result)."""
         extra: dict[str, Any] = {} if priority is None else {"priority": priority}
+        extra["start_worker"] = start_worker
         return self.service.submit_inference(
             model_id,
             prompt,

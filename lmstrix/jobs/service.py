@@ -186,6 +186,7 @@ class JobService:
         context_data: dict[str, Any] | None = None,
         host: str | None = None,
         priority: int = PRIORITY_INTERACTIVE,
+        start_worker: bool = True,
     ) -> SubmittedJob:
         """Validate, route and queue one inference; returns at once with the job id."""
         if not isinstance(prompt, str) or not prompt:
@@ -230,13 +231,17 @@ class JobService:
             host_url=hc.url,
             max_attempts=self.settings.max_attempts,
         )
-        self.ring(job_id, hc)
+        self.ring(job_id, hc, start_worker=start_worker)
         return SubmittedJob(job_id, chosen.host, chosen.id)
 
-    def ring(self, job_id: str, host: HostConfig) -> None:
+    def ring(self, job_id: str, host: HostConfig, *, start_worker: bool = True) -> None:
         """Wake the host's worker. If the doorbell cannot ring, the row is failed at once, so no
-        job sits queued with nobody told (the caller gets the error)."""
-        if not self.distributed:
+        job sits queued with nobody told (the caller gets the error).
+
+        ``start_worker=False`` (``lmstrix submit`` in embedded mode): a process about to exit
+        must not start running the job, it would leave it half-done until the lease expires.
+        """
+        if not self.distributed and start_worker:
             embedded.ensure_worker(
                 self.store, host.name, lambda: self.client_for(host), self.settings
             )

@@ -1,0 +1,106 @@
+"""The queue's CLI commands in embedded mode (SQLite file, the emulator over HTTP)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from lmstrix.commands_jobs import COMMANDS, parse_duration
+from lmstrix.jobs import embedded
+from lmstrix.testing import LMStudioEmulator
+
+MODEL = "llama-3.2-1b-instruct"
+
+
+@click.group()
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    ctx.ensure_object(dict)
+
+
+for _c in COMMANDS:
+    cli.add_command(_c)
+
+
+@pytest.fixture
+def env(
+    lmstudio_emulator: LMStudioEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    values = {
+        "LMSTRIX_HOSTS": f"h1={lmstudio_emulator.url}",
+        "LMSTRIX_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "LMSTRIX_JOB_RETRY_DELAYS": "0.01",
+    }
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("LMSTRIX_REDIS_URL", raising=False)
+    monkeypatch.delenv("LMSTRIX_CONFIG", raising=False)
+    yield values
+    embedded.stop_all()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_infer_prints_response_and_stats(env: dict[str, str]) -> None:
+    code, out, err = run("infer", "say hello cli", "-m", MODEL, "--max-tokens", "16")
+    assert code == 0, err
+    assert out.strip() == "hello cli"
+    assert "prompt +" in err and "job " in err
+    code, out, _ = run("infer", "say x", "-m", MODEL, "--json")
+    assert code == 0 and json.loads(out)["succeeded"] is True
+
+
+def test_submit_worker_show_wait_prune(env: dict[str, str]) -> None:
+    code, out, err = run("submit", "infer", "say queued one", "-m", MODEL)
+    assert code == 0, err
+    job_id = out.strip()
+    assert "lmstrix worker --host h1" in err
+    code, out, _ = run("jobs", "list", "--status", "queued", "--json")
+    assert [j["id"] for j in json.loads(out)] == [job_id]
+    code, _, err = run("worker", "--host", "h1", "--once")
+    assert code == 0 and "ran 1 job" in err
+    code, out, _ = run("jobs", "show", job_id, "--json")
+    assert json.loads(out)["status"] == "succeeded"
+    code, out, _ = run("jobs", "wait", job_id)
+    assert code == 0 and out.strip() == "queued one"
+    code, out, _ = run("jobs", "prune", "--older-than", "0s")
+    assert code == 0 and "pruned 1" in out
+
+
+def test_cancel_and_retry(env: dict[str, str]) -> None:
+    _, out, _ = run("submit", "infer", "say later", "-m", MODEL)
+    job_id = out.strip()
+    code, out, _ = run("jobs", "cancel", job_id)
+    assert code == 0 and "cancelled" in out
+    code, out, _ = run("jobs", "retry", job_id)
+    assert code == 0 and "queued" in out
+    code, _, err = run("worker", "--host", "h1", "--once")
+    assert "ran 1 job" in err
+
+
+def test_unknown_job_and_bad_values(env: dict[str, str]) -> None:
+    code, _, err = run("jobs", "show", "00000000-0000-0000-0000-000000000000")
+    assert code == 10 and err.startswith("error: no job with id")
+    code, _, err = run("infer", "hi", "-m", MODEL, "--temperature", "9")
+    assert code == 2 and "temperature" in err
+    code, _, err = run("infer", "hi", "-m", "no-such-model-anywhere")
+    assert code == 6
+    code, _, err = run("worker", "--host", "nope")
+    assert code == 3
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("90").total_seconds() == 90
+    assert parse_duration("10m").total_seconds() == 600
+    assert parse_duration("7d").days == 7
+    with pytest.raises(click.BadParameter):
+        parse_duration("soon")
