@@ -1,0 +1,154 @@
+"""The runner and the pure pieces around it: routing, sizing, budget check, waiting, error
+round-trips; model-side failures become failed jobs, only connection failures are retried."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from lmstrix.api.client import LMStudioClient
+from lmstrix.api.exceptions import (
+    ContextLimitExceededError,
+    LMStrixError,
+    LMStudioConnectionError,
+    ModelNotFoundError,
+)
+from lmstrix.jobs import errors
+from lmstrix.jobs.budget import check_fits
+from lmstrix.jobs.notify import LocalNotifier, wait_until_final
+from lmstrix.jobs.routing import choose_host
+from lmstrix.jobs.runner import JobRunner
+from lmstrix.jobs.settings import QueueSettings
+from lmstrix.jobs.sizing import DEFAULT_CONTEXT, choose_load_context
+from lmstrix.jobs.store import JobStore
+from lmstrix.testing import LMStudioEmulator
+
+MODEL = "llama-3.2-1b-instruct"
+
+
+def test_choose_host_prefers_loaded_then_shortest_queue_then_order() -> None:
+    assert choose_host(["a", "b"], {"a": 5, "b": 1}) == "b"
+    assert choose_host(["a", "b"], {"a": 5, "b": 1}, {"a": "m"}, "m") == "a"
+    assert choose_host(["a", "b"], {}) == "a"
+    with pytest.raises(ValueError):
+        choose_host([], {})
+
+
+def test_load_context_choice() -> None:
+    assert choose_load_context(12000, 32768) == 12000
+    assert choose_load_context(None, 32768) == DEFAULT_CONTEXT
+    assert choose_load_context(None, 4096) == 4096
+    assert choose_load_context(None, 32768, needed=20000) == 20000
+
+
+def test_check_fits() -> None:
+    check_fits("m", 100, 100, 4096)
+    check_fits("m", 100, -1, 4096)
+    with pytest.raises(ContextLimitExceededError) as err:
+        check_fits("m", 4000, 200, 4096)
+    assert err.value.requested_output == 200 and err.value.context_limit == 4096
+    with pytest.raises(ContextLimitExceededError):
+        check_fits("m", 5000, -1, 4096)
+
+
+def test_wait_until_final_wakes_on_notification_and_times_out() -> None:
+    notifier = LocalNotifier()
+    state = {"final": False}
+
+    def finish() -> None:
+        state["final"] = True
+        notifier.notify_done("j")
+
+    import threading
+
+    threading.Timer(0.05, finish).start()
+    t0 = time.monotonic()
+    ok = wait_until_final(
+        lambda: state["final"], lambda t: notifier.wait_done("j", t), time.monotonic() + 5
+    )
+    assert ok and time.monotonic() - t0 < 2
+    assert not wait_until_final(lambda: False, lambda t: False, time.monotonic() + 0.05)
+
+
+def test_errors_round_trip() -> None:
+    exc = errors.rebuild(
+        "LMStudioConnectionError", "cannot reach", {"host_url": "http://x:1", "reason": "refused"}
+    )
+    assert isinstance(exc, LMStudioConnectionError) and exc.host_url == "http://x:1"
+    exc = errors.rebuild("ModelNotFoundError", "gone", {"model_id": "m", "suggestions": ["n"]})
+    assert isinstance(exc, ModelNotFoundError) and exc.suggestions == ["n"]
+    exc = errors.rebuild("LMStudioConnectionError", "odd", None)  # details missing
+    assert type(exc) is LMStrixError and str(exc) == "odd"
+    assert errors.should_raise("LMStudioConnectionError")
+    assert not errors.should_raise("ModelLoadError")
+
+
+def _runner(store: JobStore, url: str, sleeps: list[float]) -> JobRunner:
+    settings = QueueSettings(retry_delays=(0.5, 0.5))
+    return JobRunner(
+        store,
+        "h",
+        LMStudioClient(url, max_retries=0),
+        LocalNotifier(),
+        settings=settings,
+        sleep=sleeps.append,
+    )
+
+
+def _submit(store: JobStore, url: str, prompt: str = "say ok") -> str:
+    return store.submit(
+        host="h",
+        model=MODEL,
+        request={"prompt": prompt, "max_tokens": 8, "context_length": 4096},
+        host_url=url,
+    )
+
+
+def test_load_failure_fails_the_job_without_retry(
+    lmstudio_emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    store = JobStore(f"sqlite:///{tmp_path / 'r.db'}")
+    jid = _submit(store, lmstudio_emulator.url)
+    lmstudio_emulator.fail_next_load("Failed to load model: insufficient system resources")
+    sleeps: list[float] = []
+    runner = _runner(store, lmstudio_emulator.url, sleeps)
+    try:
+        assert runner.drain() == 1
+    finally:
+        runner.close()
+    job = store.get(jid)
+    assert job.status == "failed" and job.error_type == "ModelLoadError"
+    assert sleeps == []  # a model-side failure is never retried
+
+
+def test_connection_failure_is_retried_with_backoff(make_emulator: object, tmp_path: Path) -> None:
+    store = JobStore(f"sqlite:///{tmp_path / 'r.db'}")
+    dead = "http://127.0.0.1:9"  # discard port: nothing listens
+    jid = _submit(store, dead)
+    sleeps: list[float] = []
+    runner = _runner(store, dead, sleeps)
+    try:
+        runner.drain()
+    finally:
+        runner.close()
+    job = store.get(jid)
+    assert job.status == "failed" and job.error_type == "LMStudioConnectionError"
+    assert sleeps == [0.5, 0.5]
+    assert job.result and job.result["error_details"]["host_url"] == dead
+
+
+def test_same_model_same_context_loads_once(
+    lmstudio_emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    store = JobStore(f"sqlite:///{tmp_path / 'r.db'}")
+    ids = [_submit(store, lmstudio_emulator.url, f"say n{i}") for i in range(5)]
+    runner = _runner(store, lmstudio_emulator.url, [])
+    try:
+        assert runner.drain() == 5
+    finally:
+        runner.close()
+    assert all(store.get(j).status == "succeeded" for j in ids)
+    assert lmstudio_emulator.counters.load_count == 1
+    assert lmstudio_emulator.counters.loads[0].applied_context == 4096
