@@ -183,6 +183,27 @@ def test_infer_routes_to_a_host_with_the_model(cluster: Cluster) -> None:
     manager.close()
 
 
+def test_async_manager_many_in_flight_across_hosts(cluster: Cluster) -> None:
+    import asyncio
+
+    from lmstrix.core.inference_manager import AsyncInferenceManager
+
+    names = cluster.names  # type: ignore[attr-defined]
+
+    async def main() -> list[dict[str, object]]:
+        manager = AsyncInferenceManager(timeout=60, config=cluster.config)
+        try:
+            return await asyncio.gather(
+                *(manager.infer(MODELS[i % 3], f"say async {i}", max_tokens=8) for i in range(20))
+            )
+        finally:
+            await manager.aclose()
+
+    results = asyncio.run(main())
+    assert [r["response"] for r in results] == [f"async {i}" for i in range(20)]
+    assert {r["model_info"]["host"] for r in results} <= set(names.values())  # type: ignore[index]
+
+
 def test_cancel_running_job(cluster: Cluster) -> None:
     names = cluster.names  # type: ignore[attr-defined]
     manager = cluster.manager()

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lmstrix.api.exceptions import JobNotFound, ValidationError
@@ -242,13 +243,19 @@ class JobStore:
         if found is None:
             if url is None:
                 raise ValidationError("host", name, "unknown host; configure it or pass its URL")
-            with write_session(self.url) as s:
-                found = s.scalar(select(Host.id).where(Host.name == name))
+            try:
+                with write_session(self.url) as s:
+                    found = s.scalar(select(Host.id).where(Host.name == name))
+                    if found is None:
+                        row = Host(name=name, url=url)
+                        s.add(row)
+                        s.flush()
+                        found = row.id
+            except IntegrityError:  # another process (a scan, a worker) created it just now
+                with read_session(self.url) as s:
+                    found = s.scalar(select(Host.id).where(Host.name == name))
                 if found is None:
-                    row = Host(name=name, url=url)
-                    s.add(row)
-                    s.flush()
-                    found = row.id
+                    raise
         self._host_ids[name] = found
         self._host_names[found] = name
         return found
