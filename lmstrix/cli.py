@@ -10,6 +10,7 @@ import click
 
 from lmstrix import __version__
 from lmstrix.cli_support import EXIT_CODES, echo_json, exit_code_for, handle_errors
+from lmstrix.commands_jobs import COMMANDS as JOB_COMMANDS
 from lmstrix.commands_models import demo, emulator, hosts, list_models, scan
 from lmstrix.commands_registry import db, registry
 
@@ -26,7 +27,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-for _command in (scan, list_models, hosts, emulator, demo, registry, db):
+for _command in (scan, list_models, hosts, *JOB_COMMANDS, emulator, demo, registry, db):
     cli.add_command(_command)
 
 
