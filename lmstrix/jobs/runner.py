@@ -219,12 +219,13 @@ class JobRunner:
 
     def _execute(self, job: ClaimedJob) -> Outcome:
         """Run the job; returns how its row should end."""
-        if job.kind != JobKind.INFERENCE.value:
+        handler = self._handler(job.kind)
+        if handler is None:
             return Outcome.failed("ValidationError", f"this worker cannot run {job.kind} jobs")
         delays = list(self.retry_delays)
         while True:
             try:
-                result = self._infer(job)
+                result = handler(job)
             except LMStudioConnectionError as exc:
                 if delays and not self.keeper.should_stop:
                     delay = delays.pop(0)
@@ -246,6 +247,13 @@ class JobRunner:
             ):
                 return Outcome(JobStatus.CANCELLED, {"result": result, "error_type": "cancelled"})
             return Outcome(JobStatus.SUCCEEDED, {"result": result})
+
+    def _handler(self, kind: str) -> Callable[[ClaimedJob], dict[str, Any]] | None:
+        """What runs a job of this kind. A batch item is an inference request that belongs to a
+        batch."""
+        if kind in (JobKind.INFERENCE.value, JobKind.BATCH_ITEM.value):
+            return self._infer
+        return None
 
     def _fail(self, job: ClaimedJob, exc: BaseException) -> Outcome:
         if self.keeper.should_stop and self.store.cancel_requested(job):
