@@ -16,16 +16,15 @@ from lmstrix.api.types import ApiGeneration, Capabilities, LoadedInstance, Model
 Message = Mapping[str, Any]
 
 
-def check_url(url: str) -> str:
+def check_url(url: str, *, field: str = "base_url") -> str:
+    """An LM Studio URL without its trailing slash; ``ValidationError`` naming ``field``."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationError(
-            "base_url", url, "must be an http(s) URL such as http://localhost:1234"
-        )
+        raise ValidationError(field, url, "must be an http(s) URL such as http://localhost:1234")
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        raise ValidationError("base_url", url, "has an invalid port") from None
+        raise ValidationError(field, url, "has an invalid port") from None
     return url.strip().rstrip("/")
 
 

@@ -34,7 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lmstrix.api.exceptions import ConfigurationError
+from lmstrix.api.exceptions import ConfigurationError, ValidationError
+from lmstrix.api.parsing import check_url
 
 APP_NAME = "lmstrix"
 DEFAULT_BASE_URL = "http://localhost:1234"
@@ -42,16 +43,12 @@ _HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def validate_url(url: str, *, key: str) -> str:
-    """Check an LM Studio URL and return it without a trailing slash."""
-    url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{key} must be an http(s) URL such as http://localhost:1234, got {url!r}")
+    """Check an LM Studio URL and return it without a trailing slash (``ValueError`` for
+    pydantic validators, naming the key)."""
     try:
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ValueError(f"{key} has an invalid port: {url!r}") from None
-    return url.rstrip("/")
+        return check_url(url, field=key)
+    except ValidationError as exc:
+        raise ValueError(f"{key} {exc.reason}, got {url!r}") from None
 
 
 class _Section(BaseModel):
