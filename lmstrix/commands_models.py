@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -19,9 +20,9 @@ from lmstrix.utils.config import Config
 
 STATUS_LABELS = {
     "untested": "untested",
-    "testing": "[yellow]testing…[/]",
-    "tested": "[green]✓ tested[/]",
-    "failed": "[red]✗ failed[/]",
+    "testing": "[yellow]testing[/]",
+    "tested": "[green]tested[/]",
+    "failed": "[red]failed[/]",
 }
 
 # Sort keys; None means "not known" and sorts last in either direction.
@@ -48,12 +49,25 @@ def sort_models(models: Sequence[Model], sort_key: str, *, desc: bool = False) -
     return sorted(known, key=key, reverse=desc) + unknown
 
 
-def _num(v: int | None) -> str:
-    return f"{v:,}" if v else "-"
+_CAP_LETTERS = {"vision": "V", "tools": "T", "tool_use": "T", "reasoning": "R"}
+
+
+def _caps(names: Sequence[str]) -> str:
+    letters = sorted({_CAP_LETTERS.get(n, n[:1].upper()) for n in names})
+    return "".join(letters) or "-"
+
+
+def _ctx(v: int | None) -> str:
+    """Context sizes as people say them: 131072 -> 128k, 12000 -> 11.7k."""
+    if not v:
+        return "-"
+    if v < 1024:
+        return str(v)
+    return f"{v // 1024}k" if v % 1024 == 0 else f"{v / 1024:.1f}k"
 
 
 def _size(m: Model) -> str:
-    return f"{m.size_bytes / 1e9:.2f} GB" if m.size_bytes else "-"
+    return f"{m.size_bytes / 1e9:.1f}G" if m.size_bytes else "-"
 
 
 def parse_filters(items: Sequence[str]) -> dict[str, Any]:
@@ -92,33 +106,34 @@ def parse_filters(items: Sequence[str]) -> dict[str, Any]:
 
 
 def models_table(models: Sequence[Model]) -> Table:
-    table = Table(title=f"{len(models)} model(s)", expand=False)
-    for col, justify in (
-        ("Model", "left"),
-        ("Host", "left"),
-        ("Size", "right"),
-        ("Declared", "right"),
-        ("Tested", "right"),
-        ("Good / Bad", "right"),
-        ("Status", "left"),
-        ("Tok/s", "right"),
-        ("Capabilities", "left"),
-    ):
-        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    # Compact enough for an 80-column terminal: contexts in k (1024 tokens), one host column
+    # only when there are several hosts. --json has the exact numbers.
+    several_hosts = len({m.host for m in models}) > 1
+    table = Table(
+        title=f"{len(models)} model(s)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
+    table.add_column("Model", overflow="fold", min_width=22)
+    if several_hosts:
+        table.add_column("Host", overflow="fold", max_width=14)
+    for col in ("Size", "Card", "Tested", "Good/Bad", "Status", "Tok/s"):
+        table.add_column(col, justify="left" if col == "Status" else "right", no_wrap=True)
+    table.add_column("Caps", no_wrap=True)
+    table.caption = "Card: declared context. k: 1024 tokens. Caps: V vision, T tools, R reasoning."
     for m in models:
         name = escape(m.id) if m.present else f"[dim]{escape(m.id)} (missing)[/]"
-        good_bad = f"{_num(m.last_known_good_context)} / {_num(m.last_known_bad_context)}"
-        table.add_row(
+        good_bad = f"{_ctx(m.last_known_good_context)}/{_ctx(m.last_known_bad_context)}"
+        row = [
             name,
-            escape(m.host),
+            *([escape(m.host)] if several_hosts else []),
             _size(m),
-            _num(m.declared_context),
-            _num(m.tested_context),
+            _ctx(m.declared_context),
+            _ctx(m.tested_context),
             good_bad,
             STATUS_LABELS.get(m.test_status, escape(m.test_status)),
             f"{m.tokens_per_second:.1f}" if m.tokens_per_second else "-",
-            escape(", ".join(m.capabilities)) or "-",
-        )
+            _caps(m.capabilities),
+        ]
+        table.add_row(*row)
     return table
 
 
