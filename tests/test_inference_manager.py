@@ -177,3 +177,26 @@ def test_async_many_in_flight(lmstudio_emulator: LMStudioEmulator, db_url: str) 
     assert all(r.succeeded for r in results)
     assert len({r.job_id for r in results}) == 12
     assert lmstudio_emulator.counters.max_in_flight == 1
+
+
+def test_async_accepts_the_api_docs_prompt_first_order(
+    lmstudio_emulator: LMStudioEmulator, db_url: str
+) -> None:
+    """python-api.md's async example calls ``manager.infer("Question 1", "model1")``."""
+    config = Config({"hosts": [{"name": "h1", "url": lmstudio_emulator.url}]})
+
+    async def main() -> list[InferenceResult]:
+        manager = AsyncInferenceManager(timeout=30, config=config, database_url=db_url)
+        try:
+            manager.sync.service.rescan()
+            return await asyncio.gather(
+                manager.infer("What is 2+3?", "qwen/qwen3-4b"),
+                manager.infer("qwen/qwen3-4b", "What is 2+3?"),
+            )
+        finally:
+            await manager.aclose()
+
+    swapped, regular = asyncio.run(main())
+    assert swapped.succeeded and regular.succeeded
+    assert "5" in swapped.response and "5" in regular.response
+    assert swapped.model_info["id"] == regular.model_info["id"] == "qwen/qwen3-4b"

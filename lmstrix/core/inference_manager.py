@@ -10,6 +10,7 @@ for by notification. The caller sees a plain result with the keys of the public 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -40,6 +41,9 @@ RESULT_KEYS = (
     "model_info",
     "job_id",
 )
+
+
+log = logging.getLogger(__name__)
 
 
 class InferenceResult(dict[str, Any]):
@@ -279,6 +283,7 @@ class AsyncInferenceManager:
         system_prompt: str | None = None,
         context_data: dict[str, Any] | None = None,
     ) -> InferenceResult:
+        model_id, prompt = await asyncio.to_thread(self._argument_order, model_id, prompt)
         job = await asyncio.to_thread(
             self.sync.submit,
             model_id,
@@ -292,6 +297,15 @@ class AsyncInferenceManager:
             context_data,
         )
         return await self.wait(job.id)
+
+    def _argument_order(self, model_id: str, prompt: str) -> tuple[str, str]:
+        """The API doc's async example calls ``infer("Question 1", "model1")``: prompt first.
+        When the first argument is no known model and the second one is, take them that way."""
+        registry = self.sync.service.registry
+        if not registry.has_model(model_id) and len(prompt) < 512 and registry.has_model(prompt):
+            log.info("infer(%r, %r): taking the second argument as the model id", model_id, prompt)
+            return prompt, model_id
+        return model_id, prompt
 
     async def wait(self, job_id: str, timeout: float | None = None) -> InferenceResult:
         timeout = self.timeout if timeout is None else timeout
