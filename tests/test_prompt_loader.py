@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from lmstrix.api.exceptions import ConfigurationError, ValidationError
+from lmstrix.core.inference_manager import (
+    AsyncInferenceManager,
+    InferenceManager,
+    InferenceResult,
+)
+from lmstrix.jobs import embedded
 from lmstrix.loaders import templating
 from lmstrix.loaders.prompt_loader import (
     PromptLibrary,
@@ -16,6 +24,10 @@ from lmstrix.loaders.prompt_loader import (
     key_lines,
     parse_prompts,
 )
+from lmstrix.testing import LMStudioEmulator
+from lmstrix.utils.config import Config
+
+MODEL = "llama-3.2-1b-instruct"
 
 LIBRARY = '''\
 # a prompt library
@@ -192,3 +204,68 @@ def test_key_lines_skip_multiline_strings() -> None:
     text = 'a = """\nfake = 1\n"""\n[t."q.k"]\nb = 2\nc.d = 3\n'
     lines = key_lines(text)
     assert lines == {"a": 1, "t.q.k": 4, "t.q.k.b": 5, "t.q.k.c.d": 6}
+
+
+# -- infer_with_template over the queue (embedded mode, SQLite, the emulator over HTTP) --------
+
+
+@pytest.fixture
+def manager(
+    lmstudio_emulator: LMStudioEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[InferenceManager]:
+    monkeypatch.delenv("LMSTRIX_REDIS_URL", raising=False)
+    config = Config({"hosts": [{"name": "h1", "url": lmstudio_emulator.url}]})
+    m = InferenceManager(
+        timeout=30, config=config, database_url=f"sqlite:///{tmp_path / 'lmstrix.db'}"
+    )
+    yield m
+    m.close()
+    embedded.stop_all()
+
+
+def test_infer_with_template(manager: InferenceManager, tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text('[echo]\nbase = "say {{greeting}}"\nfull = "{{echo.base}}, {{name}}!"\n')
+    result = manager.infer_with_template(
+        "echo.full", MODEL, str(path), {"greeting": "Hello", "name": "Ada"}, max_tokens=16
+    )
+    assert result.succeeded and result.response == "Hello, Ada!"
+    request = manager.service.store.get(result.job_id).request or {}
+    assert request["prompt"] == "say Hello, Ada!" and request["max_tokens"] == 16
+
+
+def test_infer_with_template_missing_variable_queues_nothing(
+    manager: InferenceManager, tmp_path: Path
+) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text('ask = "say {{greeting}} {{name}}"\n')
+    with pytest.raises(ValidationError) as err:
+        manager.infer_with_template("ask", MODEL, path, {"greeting": "hi"})
+    assert err.value.value == ["name"] and "{{name}}" in str(err.value)
+    assert manager.service.store.list_jobs() == []
+
+
+def test_async_infer_with_template(
+    lmstudio_emulator: LMStudioEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LMSTRIX_REDIS_URL", raising=False)
+    path = tmp_path / "t.toml"
+    path.write_text('ask = "say {{word}}"\n')
+    config = Config({"hosts": [{"name": "h1", "url": lmstudio_emulator.url}]})
+
+    async def main() -> list[InferenceResult]:
+        m = AsyncInferenceManager(
+            timeout=30, config=config, database_url=f"sqlite:///{tmp_path / 'a.db'}"
+        )
+        try:
+            return await asyncio.gather(
+                *(m.infer_with_template("ask", MODEL, path, {"word": w}) for w in ("one", "two"))
+            )
+        finally:
+            await m.aclose()
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        embedded.stop_all()
+    assert [r.response for r in results] == ["one", "two"]

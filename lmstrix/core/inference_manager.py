@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from lmstrix.api.exceptions import InferenceTimeoutError
@@ -25,6 +27,7 @@ from lmstrix.jobs.notify import (
 )
 from lmstrix.jobs.service import JobService, SubmittedJob
 from lmstrix.jobs.store import JobView
+from lmstrix.loaders.prompt_loader import PromptLoader
 from lmstrix.utils.config import Config
 
 RESULT_KEYS = (
@@ -241,6 +244,20 @@ class InferenceManager:
         )
         return self.wait(job.id)
 
+    def infer_with_template(
+        self,
+        template_name: str,
+        model_id: str,
+        template_file: str | os.PathLike[str],
+        variables: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> InferenceResult:
+        """``infer()`` with the prompt ``template_name`` of a TOML prompt file, rendered with
+        ``variables``; ``kwargs`` are ``infer()``'s options. A missing variable raises
+        ``ValidationError`` naming it before anything is queued."""
+        prompt = PromptLoader().render_template(template_file, template_name, variables)
+        return self.infer(model_id, prompt, **kwargs)
+
 
 class AsyncInferenceManager:
     """``await manager.infer(...)``: the same calls, many in flight at once.
@@ -306,6 +323,20 @@ class AsyncInferenceManager:
             log.info("infer(%r, %r): taking the second argument as the model id", model_id, prompt)
             return prompt, model_id
         return model_id, prompt
+
+    async def infer_with_template(
+        self,
+        template_name: str,
+        model_id: str,
+        template_file: str | os.PathLike[str],
+        variables: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> InferenceResult:
+        """The awaitable twin of :meth:`InferenceManager.infer_with_template`."""
+        prompt = await asyncio.to_thread(
+            PromptLoader().render_template, template_file, template_name, variables
+        )
+        return await self.infer(model_id, prompt, **kwargs)
 
     async def wait(self, job_id: str, timeout: float | None = None) -> InferenceResult:
         timeout = self.timeout if timeout is None else timeout
