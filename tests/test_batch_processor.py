@@ -1,0 +1,345 @@
+"""BatchProcessor over the queue: embedded workers, the emulator over HTTP, SQLite, PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from lmstrix.api.exceptions import ModelNotFoundError, ValidationError
+from lmstrix.core.batch_processor import BatchNotFound, BatchProcessor, BatchValidationError
+from lmstrix.core.inference_manager import RESULT_KEYS, InferenceManager
+from lmstrix.db import Batch, Job, read_session, utcnow, write_session
+from lmstrix.jobs import embedded
+from lmstrix.jobs.scheduler import PRIORITY_BATCH
+from lmstrix.testing import DEFAULT_MODELS, EmulatedModel, LMStudioEmulator
+from lmstrix.utils.config import Config
+
+MODEL = "llama-3.2-1b-instruct"
+# Loads above 10 000 tokens fail ("insufficient resources"): a long prompt fails at run time
+# while short ones load at the default 8192.
+SMALL = EmulatedModel(key="small-model", max_context_length=32768, loadable_limit=10_000)
+
+
+@pytest.fixture(autouse=True)
+def _embedded(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("LMSTRIX_JOB_RETRY_DELAYS", "0.01")
+    monkeypatch.delenv("LMSTRIX_REDIS_URL", raising=False)
+    yield
+    embedded.stop_all()
+
+
+def config_for(*emulators: LMStudioEmulator) -> Config:
+    return Config({"hosts": [{"name": f"h{i}", "url": e.url} for i, e in enumerate(emulators, 1)]})
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.005)
+
+
+def request_line(custom_id: str, text: str, **body: Any) -> str:
+    return json.dumps(
+        {
+            "custom_id": custom_id,
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": MODEL,
+                "messages": [
+                    {"role": "system", "content": "Be terse."},
+                    {"role": "user", "content": text},
+                ],
+                **body,
+            },
+        }
+    )
+
+
+def jobs_of(db_url: str, batch_id: str) -> list[Any]:
+    with read_session(db_url) as s:
+        return list(
+            s.execute(
+                select(Job.custom_id, Job.kind, Job.priority, Job.status, Job.started_at)
+                .where(Job.batch_id == batch_id)
+                .order_by(Job.created_at)
+            ).all()
+        )
+
+
+# -- process_batch --------------------------------------------------------------------------
+
+
+def test_process_batch_keeps_order_and_infer_keys(
+    make_emulator: Callable[..., LMStudioEmulator], database_url: str
+) -> None:
+    emu = make_emulator()
+    prompts = [f"say answer {i}" for i in range(12)]
+    with BatchProcessor(
+        MODEL, batch_size=4, config=config_for(emu), database_url=database_url
+    ) as bp:
+        results = bp.process_batch(prompts, max_tokens=16)
+        assert [tuple(r) for r in results] == [RESULT_KEYS] * 12
+        assert [r["response"] for r in results] == [f"answer {i}" for i in range(12)]
+        assert all(r["succeeded"] and r["error"] is None for r in results)
+        (batch,) = bp.list_batches()
+    assert batch["status"] == "completed"
+    assert batch["request_counts"] == {"total": 12, "completed": 12, "failed": 0}
+    rows = jobs_of(database_url, batch["id"])
+    assert {(r.kind, r.priority) for r in rows} == {("batch_item", PRIORITY_BATCH)}
+    assert [r.custom_id for r in rows] == [f"prompt-{i}" for i in range(12)]
+    assert emu.counters.max_in_flight == 1
+
+
+def test_one_failing_prompt_does_not_fail_the_others(
+    make_emulator: Callable[..., LMStudioEmulator], tmp_path: Path
+) -> None:
+    emu = make_emulator([SMALL])
+    db_url = f"sqlite:///{tmp_path / 'b.db'}"
+    prompts = ["say first", "", "say " + "word " * 12_000, "say last"]
+    with BatchProcessor(SMALL.key, config=config_for(emu), database_url=db_url) as bp:
+        results = bp.process_batch(prompts, max_tokens=16)
+        batch = bp.list_batches()[0]
+    assert [r["succeeded"] for r in results] == [True, False, False, True]
+    assert [r["response"] for r in results] == ["first", "", "", "last"]
+    assert "prompt" in results[1]["error"]  # refused before queueing: no job
+    assert results[1]["job_id"] is None
+    assert "load" in results[2]["error"].lower()  # failed on the host, as a job
+    assert results[2]["job_id"]
+    # only the three queued prompts are in the batch; the load failure counts as failed
+    assert batch["request_counts"] == {"total": 3, "completed": 2, "failed": 1}
+    assert batch["status"] == "completed"
+
+
+def test_bad_options_or_unknown_model_raise_before_queueing(
+    lmstudio_emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    db_url = f"sqlite:///{tmp_path / 'b.db'}"
+    config = config_for(lmstudio_emulator)
+    with BatchProcessor(MODEL, config=config, database_url=db_url) as bp:
+        with pytest.raises(ValidationError) as err:
+            bp.process_batch(["say a", "say b"], temperature=7.0)
+        assert err.value.field == "temperature"
+        assert bp.process_batch([]) == []
+        assert bp.list_batches() == []
+    with (
+        BatchProcessor("no-such-model", config=config, database_url=db_url) as bp,
+        pytest.raises(ModelNotFoundError),
+    ):
+        bp.process_batch(["say a"])
+    with pytest.raises(ValidationError):
+        BatchProcessor(MODEL, max_workers=0, config=config, database_url=db_url)
+
+
+def test_max_workers_is_how_many_hosts_a_batch_uses(
+    make_emulator: Callable[..., LMStudioEmulator], tmp_path: Path
+) -> None:
+    a, b = make_emulator(), make_emulator()
+    db_url = f"sqlite:///{tmp_path / 'b.db'}"
+    for workers, hosts in ((2, {"h1", "h2"}), (1, None)):
+        with BatchProcessor(
+            MODEL, max_workers=workers, batch_size=8, config=config_for(a, b), database_url=db_url
+        ) as bp:
+            results = bp.process_batch([f"say {i}" for i in range(8)], max_tokens=8)
+        used = {r["model_info"]["host"] for r in results}
+        assert all(r["succeeded"] for r in results)
+        if hosts is None:
+            assert len(used) == 1
+        else:
+            assert used == hosts
+
+
+# -- priority ---------------------------------------------------------------------------------
+
+
+def test_interactive_call_overtakes_queued_batch_items(
+    make_emulator: Callable[..., LMStudioEmulator], database_url: str
+) -> None:
+    emu = make_emulator()
+    config = config_for(emu)
+    manager = InferenceManager(timeout=30, config=config, database_url=database_url)
+    bp = BatchProcessor(config=config, database_url=database_url)
+    try:
+        manager.service.rescan()
+        emu.configure(hang_requests=True)  # the first batch item blocks on the host
+        batch_id = bp.submit_jsonl([request_line(f"r{i}", f"say batch {i}") for i in range(5)])
+        store = manager.service.store
+        wait_for(lambda: emu.hanging >= 1 and store.counts().get("running") == 1)
+        urgent = manager.submit(MODEL, "say urgent", max_tokens=8)
+        emu.configure(hang_requests=False)
+        emu.release_hangs()
+        assert manager.wait(urgent.id).response == "urgent"
+        final = bp.wait_batch(batch_id, timeout=30)
+        started = store.get(urgent.id).started_at
+    finally:
+        manager.close()
+        bp.close()
+    assert final["status"] == "completed"
+    rows = jobs_of(database_url, batch_id)
+    assert started is not None and all(r.started_at is not None for r in rows)
+    # the item already running finished first; every other queued item waited for the call
+    assert rows[0].started_at < started
+    assert all(started < r.started_at for r in rows[1:])
+
+
+# -- OpenAI batch files -----------------------------------------------------------------------
+
+
+def test_jsonl_batch_status_and_results(
+    lmstudio_emulator: LMStudioEmulator, database_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "in.jsonl"
+    lines = [request_line(f"req-{i}", f"say reply {i}", max_tokens=16) for i in range(4)]
+    lines.insert(2, "")  # blank lines are allowed
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with BatchProcessor(config=config_for(lmstudio_emulator), database_url=database_url) as bp:
+        batch_id = bp.submit_jsonl(path, metadata={"job": "nightly"})
+        assert batch_id.startswith("batch_")
+        progress: list[dict[str, Any]] = []
+        final = bp.wait_batch(batch_id, timeout=30, on_progress=progress.append)
+        results = list(bp.batch_results(batch_id))
+        assert bp.batch_status(batch_id) == final
+    assert final["object"] == "batch" and final["endpoint"] == "/v1/chat/completions"
+    assert final["status"] == "completed" and final["model"] == MODEL
+    assert final["request_counts"] == {"total": 4, "completed": 4, "failed": 0}
+    assert final["metadata"] == {"job": "nightly"} and final["input_file_id"] == str(path)
+    assert final["created_at"] <= final["in_progress_at"] <= final["completed_at"]
+    assert final["expires_at"] == final["created_at"] + 24 * 3600
+    assert progress[-1]["request_counts"]["completed"] == 4
+    assert [r["custom_id"] for r in results] == [f"req-{i}" for i in range(4)]
+    for i, line in enumerate(results):
+        assert set(line) == {"id", "custom_id", "response", "error"}
+        assert line["id"].startswith("batch_req_") and line["error"] is None
+        response = line["response"]
+        assert response["status_code"] == 200 and response["request_id"]
+        body = response["body"]
+        assert body["object"] == "chat.completion" and body["model"] == MODEL
+        assert body["choices"][0]["message"] == {"role": "assistant", "content": f"reply {i}"}
+        usage = body["usage"]
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
+    assert json.loads(json.dumps(results)) == results  # JSON lines, as written to a file
+
+
+def test_jsonl_validation_is_all_or_nothing(
+    lmstudio_emulator: LMStudioEmulator, tmp_path: Path
+) -> None:
+    db_url = f"sqlite:///{tmp_path / 'b.db'}"
+    lines = [
+        request_line("ok-1", "say fine"),
+        '{"custom_id": "broken", ',
+        request_line("bad-param", "say x", stop=["\n"]),
+        request_line("ok-1", "say again"),
+        json.dumps({"custom_id": "u", "method": "POST", "url": "/v1/embeddings", "body": {}}),
+        json.dumps(
+            {
+                "custom_id": "chat",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {
+                    "model": MODEL,
+                    "messages": [
+                        {"role": "user", "content": "hi"},
+                        {"role": "assistant", "content": "hello"},
+                        {"role": "user", "content": "more"},
+                    ],
+                },
+            }
+        ),
+        request_line("model", "say x").replace(MODEL, "no-such-model"),
+        request_line("temp", "say x", temperature=9),
+        "",
+    ]
+    with BatchProcessor(config=config_for(lmstudio_emulator), database_url=db_url) as bp:
+        with pytest.raises(BatchValidationError) as err:
+            bp.submit_jsonl("\n".join(lines[:7]))  # format problems first: lines 2-6
+        assert [e.line for e in err.value.errors] == [2, 3, 4, 5, 6]
+        codes = [e.code for e in err.value.errors]
+        assert codes == [
+            "invalid_json",
+            "unsupported_parameter",
+            "duplicate_custom_id",
+            "invalid_url",
+            "unsupported_value",
+        ]
+        msg = str(err.value)
+        assert "5 problems, nothing was queued" in msg and "line 4: custom_id 'ok-1'" in msg
+        assert "first on line 1" in msg
+        # well-formed lines are then checked against the models and limits
+        with pytest.raises(BatchValidationError) as err:
+            bp.submit_jsonl([lines[0], lines[6], lines[7]])
+        assert [(e.line, e.code) for e in err.value.errors] == [
+            (2, "model_not_found"),
+            (3, "invalid_value"),
+        ]
+        assert err.value.errors[1].param == "temperature"
+        with pytest.raises(ValidationError, match="no such file"):
+            bp.submit_jsonl(tmp_path / "missing.jsonl")
+        with pytest.raises(BatchValidationError, match="no requests"):
+            bp.submit_jsonl([""])
+        assert bp.list_batches() == []
+    with read_session(db_url) as s:
+        assert s.scalars(select(Job.id)).all() == []
+
+
+def test_cancel_batch(make_emulator: Callable[..., LMStudioEmulator], database_url: str) -> None:
+    emu = make_emulator()
+    with BatchProcessor(config=config_for(emu), database_url=database_url) as bp:
+        bp.service.rescan()
+        emu.configure(hang_requests=True)
+        batch_id = bp.submit_jsonl([request_line(f"c{i}", f"say {i}") for i in range(4)])
+        wait_for(lambda: emu.hanging >= 1 and bp.service.store.counts().get("running") == 1)
+        cancelling = bp.cancel_batch(batch_id)
+        assert cancelling["status"] == "cancelling" and cancelling["cancelling_at"]
+        assert cancelling["request_counts"] == {"total": 4, "completed": 0, "failed": 3}
+        emu.configure(hang_requests=False)
+        emu.release_hangs()
+        final = bp.wait_batch(batch_id, timeout=30)
+        assert final["status"] == "cancelled" and final["cancelled_at"]
+        assert bp.cancel_batch(batch_id)["status"] == "cancelled"  # idempotent
+        results = list(bp.batch_results(batch_id))
+    assert final["request_counts"]["total"] == 4
+    assert final["request_counts"]["failed"] >= 3
+    codes = [r["error"]["code"] for r in results if r["error"]]
+    assert codes.count("batch_cancelled") >= 3
+
+
+def test_expired_batch_and_unknown_ids(
+    lmstudio_emulator: LMStudioEmulator, database_url: str
+) -> None:
+    with BatchProcessor(config=config_for(lmstudio_emulator), database_url=database_url) as bp:
+        # no worker runs these (as after `lmstrix submit batch` in embedded mode)
+        batch_id = bp.submit_jsonl(
+            [request_line(f"e{i}", "say x") for i in range(3)], start_worker=False
+        )
+        assert bp.batch_status(batch_id)["status"] == "in_progress"
+        with write_session(database_url) as s:
+            s.execute(
+                update(Batch)
+                .where(Batch.id == batch_id)
+                .values(expires_at=utcnow() - timedelta(seconds=1))
+            )
+        status = bp.batch_status(batch_id)
+        assert status["status"] == "expired" and status["expired_at"]
+        assert status["request_counts"] == {"total": 3, "completed": 0, "failed": 3}
+        results = list(bp.batch_results(batch_id))
+        assert [r["error"]["code"] for r in results] == ["batch_expired"] * 3
+        with pytest.raises(ValidationError, match="is expired"):
+            bp.cancel_batch(batch_id)
+        for call in (bp.batch_status, bp.batch_results, bp.cancel_batch):
+            with pytest.raises(BatchNotFound) as err:
+                call("batch_nope")
+            assert "batch_nope" in str(err.value)
+    assert {r.status for r in jobs_of(database_url, batch_id)} == {"expired"}
+
+
+def test_default_models_are_what_the_tests_assume() -> None:
+    assert MODEL in {m.key for m in DEFAULT_MODELS}
