@@ -1,0 +1,153 @@
+"""``ModelComparator``: the same prompt on several models, with speed and length side by side.
+
+    comparator = ModelComparator(["llama-3.2-1b-instruct", "qwen/qwen3-4b"])
+    for row in comparator.compare_models("Explain quantum computing"):
+        print(row["model_id"], row["response_time"], row["tokens_per_second"])
+
+All prompts are submitted first and then waited for, so models on different hosts run at the
+same time, while models on one host run one after the other (that host's worker serializes them,
+and each is loaded once). Timings come from the host (LM Studio's stats), so time spent queued or
+loading the model does not count against a model's speed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from lmstrix.api.exceptions import LMStrixError, ValidationError
+from lmstrix.core.inference_manager import InferenceManager, InferenceResult
+from lmstrix.jobs.service import SubmittedJob
+from lmstrix.utils.config import Config
+
+DEFAULT_METRICS = ("response_time", "tokens_per_second", "response_length")
+# metric -> what it measures
+METRICS = {
+    "response_time": "generation time in seconds (the host's, without queueing or loading)",
+    "tokens_per_second": "response tokens per second of generation",
+    "response_length": "characters in the response",
+    "response_tokens": "tokens in the response",
+    "prompt_tokens": "tokens in the prompt",
+    "tokens_used": "prompt plus response tokens",
+    "time_to_first_token": "seconds until the first token",
+}
+
+
+def metric_value(name: str, result: InferenceResult) -> float | int | None:
+    """One metric of a result (``None`` when the host did not report it or the call failed)."""
+    if not result["succeeded"]:
+        return None
+    if name == "response_time":
+        return float(result["inference_time"])
+    if name == "tokens_per_second":
+        tps = result.tokens_per_second
+        if tps is None and result.inference_time > 0:
+            return result.response_tokens / result.inference_time
+        return tps
+    if name == "response_length":
+        return len(result["response"])
+    if name == "time_to_first_token":
+        return result.time_to_first_token
+    return int(result[name])
+
+
+def check_metrics(metrics: Iterable[str]) -> list[str]:
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    chosen = list(metrics)
+    unknown = [m for m in chosen if m not in METRICS]
+    if unknown or not chosen:
+        raise ValidationError("metrics", chosen, f"choose from {', '.join(METRICS)} (at least one)")
+    return list(dict.fromkeys(chosen))
+
+
+class ModelComparator:
+    """Runs one prompt on each of ``model_ids`` through the queue and reports metrics."""
+
+    def __init__(
+        self,
+        model_ids: Sequence[str],
+        *,
+        config: Config | None = None,
+        database_url: str | None = None,
+        timeout: float = 300,
+    ) -> None:
+        if isinstance(model_ids, str):
+            model_ids = [model_ids]
+        ids = [m.strip() if isinstance(m, str) else m for m in model_ids]
+        if not ids or not all(isinstance(m, str) and m for m in ids):
+            raise ValidationError("model_ids", list(model_ids), "must be non-empty model ids")
+        duplicates = sorted({m for m in ids if ids.count(m) > 1})
+        if duplicates:
+            raise ValidationError("model_ids", ids, f"lists {', '.join(duplicates)} twice")
+        self.model_ids: list[str] = ids
+        self.manager = InferenceManager(timeout=timeout, config=config, database_url=database_url)
+
+    def close(self) -> None:
+        self.manager.close()
+
+    def __enter__(self) -> ModelComparator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def compare_models(
+        self,
+        prompt: str,
+        metrics: Iterable[str] = DEFAULT_METRICS,
+        **options: Any,
+    ) -> list[dict[str, Any]]:
+        """One dict per model, in the order given: ``model_id``, each metric, ``response``,
+        ``succeeded``, ``error`` (and ``job_id``, ``host``).
+
+        ``options`` are ``infer()``'s (``max_tokens``, ``temperature``...). A model that fails,
+        is unknown or whose host is down gets ``succeeded=False`` and ``error``; the others are
+        still compared. Metrics a host did not report (or of a failed model) are ``None``.
+        """
+        chosen = check_metrics(metrics)
+        if not isinstance(prompt, str) or not prompt:
+            raise ValidationError("prompt", prompt, "must be a non-empty string")
+        submitted: list[SubmittedJob | LMStrixError] = []
+        for model_id in self.model_ids:
+            try:
+                submitted.append(self.manager.submit(model_id, prompt, **options))
+            except LMStrixError as exc:
+                submitted.append(exc)
+        rows = []
+        for model_id, job in zip(self.model_ids, submitted, strict=True):
+            result: InferenceResult | LMStrixError
+            if isinstance(job, LMStrixError):
+                result = job
+            else:
+                try:
+                    result = self.manager.wait(job.id)
+                except LMStrixError as exc:
+                    result = exc
+            rows.append(self._row(model_id, result, chosen))
+        return rows
+
+    @staticmethod
+    def _row(
+        model_id: str, result: InferenceResult | LMStrixError, metrics: list[str]
+    ) -> dict[str, Any]:
+        row: dict[str, Any] = {"model_id": model_id}
+        if isinstance(result, LMStrixError):
+            row.update({m: None for m in metrics})
+            row.update(response="", succeeded=False, error=str(result), job_id=None, host=None)
+            job_id = result.details.get("job_id")
+            if job_id:
+                row["job_id"] = job_id
+            return row
+        row.update({m: metric_value(m, result) for m in metrics})
+        row.update(
+            response=result["response"],
+            succeeded=result["succeeded"],
+            error=result["error"],
+            job_id=result["job_id"],
+            host=result["model_info"].get("host"),
+        )
+        return row
+
+
+__all__ = ["DEFAULT_METRICS", "METRICS", "ModelComparator"]

@@ -1,0 +1,96 @@
+"""ModelComparator over the queue: several models and hosts, the emulator over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lmstrix.api.exceptions import ValidationError
+from lmstrix.jobs import embedded
+from lmstrix.testing import DEFAULT_MODELS, LMStudioEmulator
+from lmstrix.utils.comparison import DEFAULT_METRICS, ModelComparator
+from lmstrix.utils.config import Config
+
+MODELS = ["qwen/qwen3-4b", "google/gemma-3-4b", "llama-3.2-1b-instruct"]
+
+
+@pytest.fixture(autouse=True)
+def _embedded(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("LMSTRIX_JOB_RETRY_DELAYS", "0.01")
+    monkeypatch.delenv("LMSTRIX_REDIS_URL", raising=False)
+    yield
+    embedded.stop_all()
+
+
+def config_for(*emulators: LMStudioEmulator) -> Config:
+    return Config({"hosts": [{"name": f"h{i}", "url": e.url} for i, e in enumerate(emulators, 1)]})
+
+
+def test_compare_models_on_one_host(
+    make_emulator: Callable[..., LMStudioEmulator], database_url: str
+) -> None:
+    emu = make_emulator()
+    with ModelComparator(MODELS, config=config_for(emu), database_url=database_url) as cmp:
+        rows = cmp.compare_models("say the same words", max_tokens=16)
+    assert [r["model_id"] for r in rows] == MODELS
+    for row in rows:
+        assert set(DEFAULT_METRICS) | {"model_id", "response", "succeeded", "error"} <= set(row)
+        assert row["succeeded"] is True and row["error"] is None
+        assert row["response"] == "the same words"
+        assert row["response_length"] == len("the same words")
+        assert row["response_time"] > 0 and row["tokens_per_second"] > 0
+        assert row["host"] == "h1" and row["job_id"]
+    counters = emu.counters
+    assert counters.max_in_flight == 1  # one host: the models ran one after the other
+    assert sorted(counters.loads_by_model()) == sorted(MODELS)  # each loaded once
+    assert counters.load_count == 3
+
+
+def test_failures_stay_in_their_row(
+    make_emulator: Callable[..., LMStudioEmulator], tmp_path: Path
+) -> None:
+    emu = make_emulator()
+    db_url = f"sqlite:///{tmp_path / 'c.db'}"
+    ids = ["llama-3.2-1b-instruct", "no-such-model", "qwen/qwen3-4b"]
+    with ModelComparator(ids, config=config_for(emu), database_url=db_url) as cmp:
+        emu.fail_next_load("Failed to load model: insufficient system resources", ids[2])
+        rows = cmp.compare_models("say ok", metrics=["response_time", "time_to_first_token"])
+    assert [r["succeeded"] for r in rows] == [True, False, False]
+    assert "no-such-model" in rows[1]["error"] and rows[1]["job_id"] is None
+    assert "insufficient" in rows[2]["error"] and rows[2]["job_id"]
+    assert rows[0]["response_time"] > 0 and rows[0]["time_to_first_token"] is not None
+    assert rows[2]["response_time"] is None
+    assert "tokens_per_second" not in rows[0]  # only the metrics asked for
+
+
+def test_models_on_different_hosts(
+    make_emulator: Callable[..., LMStudioEmulator], tmp_path: Path
+) -> None:
+    a = make_emulator([DEFAULT_MODELS[0]])
+    b = make_emulator([DEFAULT_MODELS[2]])
+    ids = [DEFAULT_MODELS[2].key, DEFAULT_MODELS[0].key]
+    db_url = f"sqlite:///{tmp_path / 'c.db'}"
+    with ModelComparator(ids, config=config_for(a, b), database_url=db_url) as cmp:
+        rows = cmp.compare_models("2+3=", metrics=["tokens_used", "response_tokens"])
+    assert [(r["model_id"], r["host"], r["response"]) for r in rows] == [
+        (ids[0], "h2", "5"),
+        (ids[1], "h1", "5"),
+    ]
+    assert all(r["tokens_used"] > r["response_tokens"] > 0 for r in rows)
+
+
+def test_bad_arguments(lmstudio_emulator: LMStudioEmulator, tmp_path: Path) -> None:
+    config = config_for(lmstudio_emulator)
+    db_url = f"sqlite:///{tmp_path / 'c.db'}"
+    for bad in ([], ["a", "a"], ["ok", ""]):
+        with pytest.raises(ValidationError):
+            ModelComparator(bad, config=config, database_url=db_url)
+    with ModelComparator(MODELS[:1], config=config, database_url=db_url) as cmp:
+        with pytest.raises(ValidationError) as err:
+            cmp.compare_models("hi", metrics=["speed"])
+        assert err.value.field == "metrics" and "tokens_per_second" in str(err.value)
+        with pytest.raises(ValidationError):
+            cmp.compare_models("")
+        assert cmp.manager.service.store.list_jobs() == []
