@@ -253,7 +253,20 @@ class JobRunner:
         batch."""
         if kind in (JobKind.INFERENCE.value, JobKind.BATCH_ITEM.value):
             return self._infer
+        if kind == JobKind.CONTEXT_TEST.value:
+            return self._context_test
         return None
+
+    def _context_test(self, job: ClaimedJob) -> dict[str, Any]:
+        """A context test loads and unloads at will: afterwards nothing is known to be loaded
+        (the next job loads what it needs), though the model it tested is the likeliest."""
+        from lmstrix.jobs.context_test_job import run_context_test
+
+        try:
+            return run_context_test(self, job)
+        finally:
+            self._loaded = None
+            self.state = next_state(self.state, QueuedJob(str(job.id), job.model, 0.0))
 
     def _fail(self, job: ClaimedJob, exc: BaseException) -> Outcome:
         if self.keeper.should_stop and self.store.cancel_requested(job):

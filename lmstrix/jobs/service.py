@@ -17,8 +17,10 @@ from lmstrix.api.exceptions import (
     InferenceTimeoutError,
     LMStudioConnectionError,
     ModelNotFoundError,
+    ValidationError,
 )
 from lmstrix.core.context import ContextManager, resolve_out_ctx
+from lmstrix.core.context_search import DEFAULT_MAX_ITERATIONS, DEFAULT_THRESHOLD
 from lmstrix.core.models import Model, ModelRegistry
 from lmstrix.db import JobKind, JobStatus
 from lmstrix.jobs import embedded
@@ -33,7 +35,7 @@ from lmstrix.jobs.notify import (
 )
 from lmstrix.jobs.requests import inference_request
 from lmstrix.jobs.routing import choose_host
-from lmstrix.jobs.scheduler import PRIORITY_INTERACTIVE
+from lmstrix.jobs.scheduler import PRIORITY_CONTEXT_TEST, PRIORITY_INTERACTIVE
 from lmstrix.jobs.settings import QueueSettings
 from lmstrix.jobs.sizing import DEFAULT_CONTEXT, choose_load_context
 from lmstrix.jobs.store import JobStore, JobView
@@ -190,8 +192,6 @@ class JobService:
     ) -> SubmittedJob:
         """Validate, route and queue one inference; returns at once with the job id."""
         if not isinstance(prompt, str) or not prompt:
-            from lmstrix.api.exceptions import ValidationError
-
             raise ValidationError("prompt", prompt, "must be a non-empty string")
         models = self.resolve_model(model_id, host)
         chosen = models[0]
@@ -233,6 +233,66 @@ class JobService:
         )
         self.ring(job_id, hc, start_worker=start_worker)
         return SubmittedJob(job_id, chosen.host, chosen.id)
+
+    def context_test_model(self, model_id: str, host: str | None = None) -> Model:
+        """The one model a context test of ``model_id`` means, read fresh from the registry.
+
+        The same key on two hosts is two models (what fits depends on the machine), so an
+        unqualified id found on several hosts is refused with the ``host/key`` ids to use.
+        """
+        models = self.resolve_model(model_id, host)
+        if len(models) > 1:
+            ids = ", ".join(m.qualified_id for m in models)
+            raise ValidationError(
+                "model_id", model_id, f"is on several hosts ({ids}); name one of these ids"
+            )
+        return self.registry.get_model(models[0].id, host=models[0].host)
+
+    def submit_context_test(
+        self,
+        model_id: str,
+        *,
+        threshold: int = DEFAULT_THRESHOLD,
+        ctx: int | None = None,
+        reset: bool = False,
+        force: bool = False,
+        question: str | None = None,
+        output_tokens: int | None = None,
+        max_iterations: int = DEFAULT_MAX_ITERATIONS,
+        host: str | None = None,
+        priority: int = PRIORITY_CONTEXT_TEST,
+        start_worker: bool = True,
+    ) -> SubmittedJob:
+        """Validate and queue a context test of one model on its host; returns the job at once.
+
+        Bad input (see :func:`~lmstrix.jobs.context_test_job.plan_context_test`) raises before
+        any row is written, so nothing is ever probed for it.
+        """
+        from lmstrix.jobs.context_test_job import plan_context_test
+
+        model = self.context_test_model(model_id, host)
+        request = plan_context_test(
+            model,
+            threshold=threshold,
+            ctx=ctx,
+            reset=reset,
+            force=force,
+            question=question,
+            output_tokens=output_tokens,
+            max_iterations=max_iterations,
+        )
+        hc = self.host_config(model.host)
+        job_id = self.store.submit(
+            host=model.host,
+            model=model.id,
+            request=request.model_dump(mode="json"),
+            kind=JobKind.CONTEXT_TEST,
+            priority=priority,
+            host_url=hc.url,
+            max_attempts=self.settings.max_attempts,
+        )
+        self.ring(job_id, hc, start_worker=start_worker)
+        return SubmittedJob(job_id, model.host, model.id)
 
     def ring(self, job_id: str, host: HostConfig, *, start_worker: bool = True) -> None:
         """Wake the host's worker. If the doorbell cannot ring, the row is failed at once, so no
