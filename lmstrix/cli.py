@@ -10,9 +10,11 @@ import click
 
 from lmstrix import __version__
 from lmstrix.cli_support import EXIT_CODES, echo_json, exit_code_for, handle_errors
+from lmstrix.commands_batch import batch
 from lmstrix.commands_jobs import COMMANDS as JOB_COMMANDS
 from lmstrix.commands_models import demo, emulator, hosts, list_models, scan
 from lmstrix.commands_registry import db, registry
+from lmstrix.commands_test import test
 
 __all__ = ["EXIT_CODES", "cli", "echo_json", "exit_code_for", "handle_errors", "main"]
 
@@ -27,7 +29,18 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-for _command in (scan, list_models, hosts, *JOB_COMMANDS, emulator, demo, registry, db):
+for _command in (
+    scan,
+    list_models,
+    hosts,
+    test,
+    *JOB_COMMANDS,
+    batch,
+    emulator,
+    demo,
+    registry,
+    db,
+):
     cli.add_command(_command)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from lmstrix.cli_support import echo_json, handle_errors
+from lmstrix.commands_test import submit_test
 from lmstrix.core.inference_manager import InferenceManager
 from lmstrix.jobs.doorbell import queue_name
 from lmstrix.jobs.scheduler import PRIORITY_BATCH
@@ -196,6 +197,22 @@ def submit_infer(
             f"`lmstrix worker --host {job.host}` (or any infer() call to that host)",
             err=True,
         )
+
+
+submit.add_command(submit_test)
+
+
+@submit.command(name="batch")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-m", "--model", help="Model for requests whose body names none.")
+@click.option("--metadata", multiple=True, help="KEY=VALUE stored on the batch (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the batch object as JSON.")
+@handle_errors
+def submit_batch(file: str, model: str | None, metadata: tuple[str, ...], as_json: bool) -> None:
+    """Queue an OpenAI Batch file (JSONL) and print its batch id (see `lmstrix batch`)."""
+    from lmstrix.commands_batch import submit_file
+
+    submit_file(file, model, metadata, as_json)
 
 
 @click.group()

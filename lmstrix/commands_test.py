@@ -1,0 +1,416 @@
+"""``lmstrix test``: find each model's real context limit, with a live view of every probe; and
+``lmstrix submit test``, which only queues the test.
+
+Thin over :class:`~lmstrix.core.context_tester.ContextTester`: bad input is refused by the same
+planning code the API uses (no job, no probe), the test runs as a ``context_test`` job on the
+model's host, and the view follows its probe rows. Exit codes: 0 when every test ran to a verdict
+(a small limit is a verdict, not an error), 1 when a test could not run or was cancelled, and
+the usual error codes for bad input.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from lmstrix.api.exceptions import LMStrixError, ValidationError
+from lmstrix.cli_support import echo_json, handle_errors
+from lmstrix.core.context_search import DEFAULT_THRESHOLD
+from lmstrix.core.context_tester import ContextTester, size_order
+from lmstrix.core.models import Model
+from lmstrix.jobs.context_test_job import ContextTestRequest, ProbeRow, plan_context_test
+from lmstrix.jobs.store import JobView
+from lmstrix.utils.config import Config
+
+OUTCOME_LABELS = {
+    "in_flight": "[yellow]running[/]",
+    "ok": "[green]ok[/]",
+    "reduced": "[yellow]reduced[/]",
+    "failed": "[red]failed[/]",
+}
+
+
+def _test_options(fn: Any) -> Any:
+    for option in reversed(
+        [
+            click.option(
+                "--threshold",
+                type=int,
+                help="Never test above this many tokens "
+                f"[default: safety.max_context_threshold, {DEFAULT_THRESHOLD}].",
+            ),
+            click.option("--ctx", type=int, help="Test exactly this context size."),
+            click.option("--reset", is_flag=True, help="Forget earlier results first."),
+            click.option(
+                "--force", is_flag=True, help="Test a --ctx at or above the last known bad size."
+            ),
+            click.option("--prompt", help="Custom question (any non-empty answer passes)."),
+            click.option(
+                "--file-prompt",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                help="Read the custom question from this file.",
+            ),
+            click.option("--json", "as_json", is_flag=True, help="Print JSON."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def read_question(prompt: str | None, file_prompt: Path | None) -> str | None:
+    """The custom question from ``--prompt`` or ``--file-prompt`` (not both, not empty)."""
+    if prompt is not None and file_prompt is not None:
+        raise ValidationError("prompt", prompt, "give --prompt or --file-prompt, not both")
+    if file_prompt is not None:
+        prompt = file_prompt.read_text(encoding="utf-8").strip()
+    if prompt is not None and not prompt.strip():
+        raise ValidationError("prompt", prompt, "must not be empty")
+    return prompt
+
+
+# -- text ----------------------------------------------------------------------------------------
+
+
+def plan_dict(model: Model, request: ContextTestRequest) -> dict[str, Any]:
+    """What a dry run reports: the model, its host, and the range the search would cover."""
+    config = request.search_config()
+    fresh = request.reset or request.ctx is not None
+    return {
+        "model_id": model.id,
+        "host": model.host,
+        "host_url": model.host_url,
+        "declared_context": model.declared_context,
+        "threshold": request.threshold,
+        "ctx": request.ctx,
+        "lower": config.lower,
+        "upper": config.upper,
+        "known_good": None if fresh else model.last_known_good_context,
+        "known_bad": None if fresh else model.last_known_bad_context,
+        "output_tokens": request.output_tokens,
+        "custom_prompt": request.question is not None,
+    }
+
+
+def plan_line(plan: dict[str, Any]) -> str:
+    """One line per model for ``--dry-run``."""
+    where = f"{plan['model_id']} on {plan['host']} ({plan['host_url']})"
+    if plan["ctx"] is not None:
+        return f"would test {where} at exactly {plan['ctx']} tokens"
+    text = (
+        f"would test {where}: sizes {plan['lower']} to {plan['upper']} tokens "
+        f"(declared {plan['declared_context'] or '?'}, threshold {plan['threshold']})"
+    )
+    known = [f"{k} {plan[f'known_{k}']}" for k in ("good", "bad") if plan[f"known_{k}"]]
+    if known:
+        text += f"; known {', '.join(known)} (--reset to forget)"
+    return text
+
+
+def probe_cells(index: int, row: ProbeRow) -> list[str]:
+    """A probe as table cells: #, kind, size, outcome, seconds, detail."""
+    seconds = "" if row.seconds is None else f"{row.seconds:.2f}s"
+    detail = ""
+    if row.kind == "load" and row.applied_context and row.applied_context != row.size:
+        detail = f"applied {row.applied_context}"
+    elif row.kind == "use" and row.prompt_tokens:
+        detail = f"{row.prompt_tokens} prompt tokens"
+    if row.error:
+        # LM Studio's messages run to paragraphs; their first sentence says what happened.
+        first = row.error.split(". ", 1)[0].rstrip(".")
+        detail = f"{detail}; {first}" if detail else first
+    return [str(index), row.kind, str(row.size), row.outcome, seconds, detail[:100]]
+
+
+def verdict_line(model: str, host: str, job: JobView, result: dict[str, Any]) -> str:
+    """The last line of a test: what the model handles, or why the test did not finish."""
+    where = f"{model} on {host}"
+    took = f"{result['iterations']} probes, {result['total_time']:.1f}s"
+    if job.status != "succeeded":
+        return f"✗ {where}: the test did not finish ({result['error']}); job {job.id}"
+    r = job.result or {}
+    optimal = result["optimal_context"]
+    if r.get("single_size"):
+        if result["test_successful"]:
+            return f"✓ {where}: works at {optimal} tokens ({took})"
+        return f"✗ {where}: fails at {r['single_size']} tokens: {result['error']} ({took})"
+    if not result["test_successful"]:
+        return f"✗ {where}: {result['error']} ({took})"
+    if result["failure_point"] is None:
+        return f"✓ {where}: works at {optimal} tokens, the top of the range tested ({took})"
+    loads = r.get("loadable_context")
+    also = f", loads up to {loads}" if loads and loads > optimal else ""
+    return (
+        f"✓ {where}: uses up to {optimal} tokens (fails at {result['failure_point']}{also}; {took})"
+    )
+
+
+# -- the live view -------------------------------------------------------------------------------
+
+
+class ProbeView:
+    """One row per probe: a live table on a terminal, a line per finished probe otherwise."""
+
+    def __init__(self, console: Console, title: str) -> None:
+        self.console = console
+        self.title = title
+        self.rows: dict[int, ProbeRow] = {}
+        self.live: Live | None = None
+
+    def __enter__(self) -> ProbeView:
+        if self.console.is_terminal:
+            self.live = Live(self._table(), console=self.console, auto_refresh=False)
+            self.live.__enter__()
+        else:
+            self.console.print(self.title, markup=False, highlight=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+    def update(self, row: ProbeRow) -> None:
+        self.rows[row.id] = row
+        if self.live is not None:
+            self.live.update(self._table(), refresh=True)
+        elif row.outcome != "in_flight":
+            cells = probe_cells(len(self.rows), row)
+            self.console.print(
+                f"  {cells[0]:>3} {cells[1]:<4} {cells[2]:>7} {cells[3]:<8} {cells[4]:>8}  "
+                f"{cells[5]}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    def _table(self) -> Table:
+        table = Table(title=escape(self.title), title_justify="left")
+        for name, justify in (
+            ("#", "right"),
+            ("probe", "left"),
+            ("size", "right"),
+            ("outcome", "left"),
+            ("time", "right"),
+            ("detail", "left"),
+        ):
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for i, row in enumerate(self.rows.values(), 1):
+            cells = [escape(c) for c in probe_cells(i, row)]
+            cells[3] = OUTCOME_LABELS.get(row.outcome, cells[3])
+            table.add_row(*cells)
+        return table
+
+
+# -- the commands --------------------------------------------------------------------------------
+
+
+def _run_one(
+    tester: ContextTester,
+    model: Model,
+    request: ContextTestRequest,
+    *,
+    force: bool,
+    console: Console | None,
+    heading: str = "",
+) -> tuple[JobView, dict[str, Any]]:
+    """Queue one planned test and follow it; Ctrl-C cancels the job."""
+    started = time.monotonic()
+    job = tester.submit(
+        model.qualified_id,
+        request.threshold,
+        request.question,
+        request.reset,
+        ctx=request.ctx,
+        force=force,
+    )
+    try:
+        if console is None:
+            view = tester.watch(job.id)
+        else:
+            title = f"{heading}{model.id} on {model.host}"
+            with ProbeView(console, title) as live:
+                view = tester.watch(job.id, live.update)
+    except KeyboardInterrupt:
+        tester.service.store.cancel(job.id)
+        click.echo(f"\ncancelled job {job.id}", err=True)
+        sys.exit(130)
+    return view, tester.result(view, time.monotonic() - started)
+
+
+def _candidates(tester: ContextTester, reset: bool) -> tuple[list[Model], list[str]]:
+    """``--all``: present chat models, smallest first; tested ones only with ``reset``."""
+    registry = tester.service.registry
+    models = registry.list_models(include_missing=False)
+    if not models:
+        tester.service.rescan()
+        models = registry.list_models(include_missing=False)
+    chat = [m for m in models if not m.type.startswith("embedding")]
+    skipped = [
+        f"{m.qualified_id}: already tested ({m.tested_context}); --reset to test again"
+        for m in chat
+        if m.test_status == "tested" and not reset
+    ]
+    todo = [m for m in chat if reset or m.test_status != "tested"]
+    return size_order(todo), skipped
+
+
+@click.command(name="test")
+@click.argument("model_id", required=False)
+@click.option("--all", "test_all", is_flag=True, help="Test every chat model, smallest first.")
+@_test_options
+@click.option("--dry-run", is_flag=True, help="Say what would be tested and where; no probe.")
+@handle_errors
+def test(
+    model_id: str | None,
+    test_all: bool,
+    threshold: int | None,
+    ctx: int | None,
+    reset: bool,
+    force: bool,
+    prompt: str | None,
+    file_prompt: Path | None,
+    as_json: bool,
+    dry_run: bool,
+) -> None:
+    """Find the largest context MODEL_ID (or every model) both loads and really uses.
+
+    Load probes find the largest size that loads; use probes fill the context with text, a fact
+    at its start and a question at its end, and check the answer. Every probe is saved before it
+    runs, so an interrupted test resumes where it stopped.
+    """
+    if bool(model_id) == test_all:
+        raise ValidationError("model_id", model_id, "give one MODEL_ID or --all")
+    question = read_question(prompt, file_prompt)
+    config = Config.load()
+    if threshold is None:
+        threshold = config.settings.safety.max_context_threshold
+    tester = ContextTester(config=config, safety_threshold=threshold)
+    try:
+        if test_all:
+            models, skipped = _candidates(tester, reset)
+        else:
+            assert model_id is not None
+            models, skipped = [tester.model(model_id)], []
+        plans: list[tuple[Model, ContextTestRequest]] = []
+        for m in models:
+            try:
+                request = plan_context_test(
+                    m, threshold=threshold, ctx=ctx, reset=reset, force=force, question=question
+                )
+            except ValidationError as exc:
+                if not test_all:
+                    raise
+                skipped.append(f"{m.qualified_id}: {exc.reason}")
+                continue
+            plans.append((m, request))
+        for note in skipped:
+            click.echo(f"skipped {note}", err=True)
+        if dry_run:
+            _dry_run(plans, as_json)
+            return
+        failures = _run_all(tester, plans, force=force, as_json=as_json)
+    finally:
+        tester.close()
+    if failures:
+        sys.exit(1)
+
+
+def _dry_run(plans: list[tuple[Model, ContextTestRequest]], as_json: bool) -> None:
+    found = [plan_dict(m, r) for m, r in plans]
+    if as_json:
+        echo_json(found)
+        return
+    click.echo(f"dry run: {len(found)} model(s) would be tested, nothing is probed")
+    for plan in found:
+        click.echo(plan_line(plan))
+
+
+def _run_all(
+    tester: ContextTester,
+    plans: list[tuple[Model, ContextTestRequest]],
+    *,
+    force: bool,
+    as_json: bool,
+) -> int:
+    """Run the planned tests one after the other; returns how many did not finish."""
+    console = None if as_json else Console()
+    out: list[dict[str, Any]] = []
+    failures = 0
+    for i, (m, request) in enumerate(plans, 1):
+        heading = f"[{i}/{len(plans)}] " if len(plans) > 1 else ""
+        bad = m.last_known_bad_context
+        if force and request.ctx is not None and bad is not None and request.ctx >= bad:
+            click.echo(f"force: testing {request.ctx}, at or above the known bad {bad}", err=True)
+        try:
+            view, result = _run_one(
+                tester, m, request, force=force, console=console, heading=heading
+            )
+        except LMStrixError as exc:  # e.g. the host went away between planning and queueing
+            if len(plans) == 1:
+                raise
+            click.echo(f"error: {m.qualified_id}: {exc}", err=True)
+            failures += 1
+            out.append(
+                {"host": m.host, "job_id": None, "job_status": "not queued", "error": str(exc)}
+            )
+            continue
+        if view.status != "succeeded":
+            failures += 1
+        if as_json:
+            out.append({**result, "host": m.host, "job_id": view.id, "job_status": view.status})
+        else:
+            click.echo(verdict_line(m.id, m.host, view, result))
+    if as_json:
+        echo_json(out[0] if len(plans) == 1 else out)
+    elif len(plans) > 1:
+        click.echo(f"{len(plans) - failures}/{len(plans)} test(s) finished", err=True)
+    return failures
+
+
+@click.command(name="test")
+@click.argument("model_id")
+@_test_options
+@handle_errors
+def submit_test(
+    model_id: str,
+    threshold: int | None,
+    ctx: int | None,
+    reset: bool,
+    force: bool,
+    prompt: str | None,
+    file_prompt: Path | None,
+    as_json: bool,
+) -> None:
+    """Queue a context test of MODEL_ID and print its job id (`lmstrix jobs wait` follows it)."""
+    question = read_question(prompt, file_prompt)
+    config = Config.load()
+    if threshold is None:
+        threshold = config.settings.safety.max_context_threshold
+    tester = ContextTester(config=config, safety_threshold=threshold)
+    try:
+        job = tester.submit(
+            model_id, threshold, question, reset, ctx=ctx, force=force, start_worker=False
+        )
+        distributed = tester.service.distributed
+    finally:
+        tester.close()
+    if as_json:
+        echo_json({"job_id": job.id, "host": job.host, "model": job.model})
+    else:
+        click.echo(job.id)
+    if not distributed:
+        click.echo(
+            f"queued for host {job.host}; it runs when a worker does: "
+            f"`lmstrix worker --host {job.host}`",
+            err=True,
+        )
+
+
+__all__ = ["plan_line", "probe_cells", "submit_test", "test", "verdict_line"]
