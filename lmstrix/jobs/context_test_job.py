@@ -77,10 +77,10 @@ from lmstrix.db import (
 )
 from lmstrix.db import ProbeOutcome as RowOutcome
 from lmstrix.jobs.requests import validate_request
+from lmstrix.jobs.store import ClaimedJob, parse_job_id
 
 if TYPE_CHECKING:
     from lmstrix.jobs.runner import JobRunner
-    from lmstrix.jobs.store import ClaimedJob
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +163,8 @@ def plan_context_test(
         raise ValidationError("prompt", question, "must not be empty")
     budget = output_tokens
     if budget is None:
-        budget = (
-            REASONING_OUTPUT_TOKENS
-            if "reasoning" in model.capabilities
-            else (DEFAULT_OUTPUT_TOKENS)
-        )
-    declared = model.declared_context or threshold
+        reasons = "reasoning" in model.capabilities
+        budget = REASONING_OUTPUT_TOKENS if reasons else DEFAULT_OUTPUT_TOKENS
     if ctx is not None:
         if isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < MIN_SINGLE_CONTEXT:
             raise ValidationError("ctx", ctx, f"must be an integer >= {MIN_SINGLE_CONTEXT}")
@@ -184,38 +180,24 @@ def plan_context_test(
                 f"is at or above {bad}, where {model.id} already failed on {model.host}; "
                 "use --force to test it anyway (or --reset to forget earlier results)",
             )
-    try:
-        request = ContextTestRequest(
-            declared=declared,
-            threshold=threshold,
-            min_context=min_context,
-            max_iterations=max_iterations,
-            reset=reset,
-            ctx=ctx,
-            question=question,
-            output_tokens=budget,
-        )
-        config = request.search_config()
-    except ValidationError:
-        raise
-    except ValueError as exc:  # pydantic: name the first bad field
-        raise _pydantic_error(exc) from None
-    if config.lower - budget < MIN_SINGLE_CONTEXT // 2:
+    fields = {
+        "declared": model.declared_context or threshold,
+        "threshold": threshold,
+        "min_context": min_context,
+        "max_iterations": max_iterations,
+        "reset": reset,
+        "ctx": ctx,
+        "question": question,
+        "output_tokens": budget,
+    }
+    request = validate_request(ContextTestRequest, fields)
+    assert isinstance(request, ContextTestRequest)
+    lower = request.search_config().lower  # SearchConfig refuses a threshold below the minimum
+    if lower - budget < MIN_SINGLE_CONTEXT // 2:
         raise ValidationError(
-            "output_tokens",
-            budget,
-            f"leaves too little room for a prompt at {config.lower} tokens",
+            "output_tokens", budget, f"leaves too little room for a prompt at {lower} tokens"
         )
     return request
-
-
-def _pydantic_error(exc: ValueError) -> ValidationError:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors(include_url=False)[0]
-        field = ".".join(str(p) for p in first["loc"]) or "request"
-        return ValidationError(field, first.get("input"), first["msg"])
-    return ValidationError("request", None, str(exc))
 
 
 def parse_request(data: dict[str, Any]) -> ContextTestRequest:
@@ -259,8 +241,8 @@ class HttpProbe:
         self.output_tokens = output_tokens
         self.question = question
         self.seed = seed
-        # A weak prior: probe prompts are thousands of tokens, so the first real count should
-        # decide the ratio on its own.
+        # Until the first real count: the shared default (pessimistic, so the first prompt
+        # rather falls short than overflows).
         self.calibration = TokenCalibration(prior_weight=1)
         self.instance_id: str | None = None
         self.last_speed: Speed | None = None
@@ -317,7 +299,7 @@ class HttpProbe:
                 seconds += _since(started)
                 tokens = exc.prompt_tokens
                 if tokens:
-                    self.calibration = self.calibration.observe(len(prompt.text), tokens)
+                    self._observe(prompt.text, tokens)
                     if attempt < MAX_SIZING_ATTEMPTS:
                         continue
                 return UseOutcome(False, prompt_tokens=tokens, error=str(exc), seconds=seconds)
@@ -332,7 +314,7 @@ class HttpProbe:
             )
             tokens = chat.prompt_tokens
             if tokens:
-                self.calibration = self.calibration.observe(len(prompt.text), tokens)
+                self._observe(prompt.text, tokens)
             passed = prompt.passed(chat.content)
             short = tokens is not None and tokens < target - slack
             long = tokens is not None and tokens > target + slack
@@ -342,6 +324,11 @@ class HttpProbe:
             self.last_speed = Speed(chat.time_to_first_token, chat.tokens_per_second)
             return UseOutcome(passed, prompt_tokens=tokens, answer=chat.content, seconds=seconds)
         raise AssertionError("unreachable")
+
+    def _observe(self, text: str, tokens: int) -> None:
+        # The latest count alone: the next prompt is a longer or shorter cut of the same text,
+        # so its ratio is the best predictor, and one odd observation cannot linger.
+        self.calibration = TokenCalibration(prior_weight=1).observe(len(text), tokens)
 
 
 def _since(started: float) -> float:
@@ -408,7 +395,7 @@ def _probe_row(r: ContextTestProbe) -> ProbeRow:
 
 def read_probes(database_url: str, job_id: str | uuid.UUID) -> list[ProbeRow]:
     """The probe rows of one job, in the order they were started."""
-    jid = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
+    jid = parse_job_id(job_id)
     with read_session(database_url) as s:
         rows = s.scalars(
             select(ContextTestProbe)
@@ -420,7 +407,7 @@ def read_probes(database_url: str, job_id: str | uuid.UUID) -> list[ProbeRow]:
 
 def read_progress(database_url: str, job_id: str | uuid.UUID) -> dict[str, Any] | None:
     """The progress JSON the worker writes on the job row after every probe."""
-    jid = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
+    jid = parse_job_id(job_id)
     with read_session(database_url) as s:
         return s.scalar(select(Job.progress).where(Job.id == jid))
 
@@ -519,6 +506,7 @@ class Resume:
     history: tuple[TestPoint, ...] = ()  # this job's completed probes
     in_flight: tuple[int, ...] = ()  # this job's probes that never finished
     others_in_flight: tuple[int, ...] = ()  # other jobs' probes that never finished
+    speeds: tuple[tuple[int, Speed], ...] = ()  # what this job's passing use probes measured
 
     @property
     def job_probes(self) -> int:
@@ -550,6 +538,7 @@ def start_test(database_url: str, host: str, key: str, job_id: uuid.UUID) -> Res
         history: list[TestPoint] = []
         own: list[int] = []
         others: list[int] = []
+        speeds: list[tuple[int, Speed]] = []
         for r in rows:
             if r.outcome == RowOutcome.IN_FLIGHT.value:
                 (own if r.job_id == job_id else others).append(r.context_size)
@@ -558,8 +547,12 @@ def start_test(database_url: str, host: str, key: str, job_id: uuid.UUID) -> Res
                 r.finished_at = now
             else:
                 history.append(_point_of(_probe_row(r)))
+                if r.phase == ProbePhase.USE.value and r.outcome == RowOutcome.OK.value:
+                    speeds.append(
+                        (r.context_size, Speed(r.time_to_first_token, r.tokens_per_second))
+                    )
         row.test_status = TestStatus.TESTING.value
-    return Resume(known, tuple(history), tuple(own), tuple(others))
+    return Resume(known, tuple(history), tuple(own), tuple(others), tuple(speeds))
 
 
 def insert_probe(
@@ -819,6 +812,7 @@ def _summary(
     stopped: str | None = None,
 ) -> dict[str, Any]:
     res = result(state)
+    fresh = req.reset or req.ctx is not None
     return {
         "model_id": job.model,
         "host": job.host,
@@ -839,8 +833,8 @@ def _summary(
         "tokens_per_second": None if speed is None else speed.tokens_per_second,
         "test_points": [_point_dict(p) for p in res.points],
         "resumed": {
-            "known_good": None if req.reset else resume.known.good,
-            "known_bad": None if req.reset else resume.known.bad,
+            "known_good": None if fresh else resume.known.good,
+            "known_bad": None if fresh else resume.known.bad,
             "in_flight": list(resume.in_flight),
             "history": len(resume.history),
         },
@@ -951,7 +945,7 @@ def run_context_test(
     req = parse_request(job.request)
     resume = start_test(url, job.host, job.model, job.id)
     known = resume.known
-    run = _Run(_initial_state(req, resume), {})
+    run = _Run(_initial_state(req, resume), dict(resume.speeds))
     stop = should_stop or (lambda: runner.keeper.should_stop or runner.store.cancel_requested(job))
     probe = HttpProbe(
         runner.client,
@@ -977,7 +971,8 @@ def run_context_test(
     speed = run.speeds.get(res.optimal) if res.optimal is not None else None
     if req.ctx is not None:
         passed = res.optimal == req.ctx
-        columns = single_verdict(req.ctx, passed, run.last_failure, known, speed)
+        before = Known(known.row_id) if req.reset else known
+        columns = single_verdict(req.ctx, passed, run.last_failure, before, speed)
     else:
         columns = search_verdict(res, known, speed, reset=req.reset)
     write_registry(url, known.row_id, columns)
