@@ -355,3 +355,22 @@ def test_worker_reloads_after_a_test(make_emulator: Factory, db_url: str) -> Non
     assert emu.loaded_instances() == {MODEL.key: 8192}
     manager.close()
     tester.close()
+
+
+def test_same_model_on_two_hosts_needs_a_host(make_emulator: Factory, db_url: str) -> None:
+    e1, e2 = make_emulator([MODEL]), make_emulator([MODEL])
+    tester = ContextTester(
+        config=config_for(("h1", e1.url), ("h2", e2.url)),
+        database_url=db_url,
+        output_tokens=BUDGET,
+    )
+    tester.service.rescan()
+    with pytest.raises(ValidationError) as err:
+        tester.test_model_context(MODEL.key, threshold=4096)
+    assert f"h1/{MODEL.key}" in str(err.value) and f"h2/{MODEL.key}" in str(err.value)
+    result = tester.test_model_context(f"h2/{MODEL.key}", threshold=4096)
+    assert result["test_successful"] and result["optimal_context"] == 4096
+    assert e1.counters.load_count == 0 and e2.counters.load_count > 0
+    registry = ModelRegistry(db_url)
+    assert registry.get_model(MODEL.key, host="h2").tested_context == 4096
+    assert registry.get_model(MODEL.key, host="h1").test_status == "untested"
