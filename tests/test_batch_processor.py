@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from sqlalchemy import select, update
 
 from lmstrix.api.exceptions import ModelNotFoundError, ValidationError
@@ -343,3 +349,85 @@ def test_expired_batch_and_unknown_ids(
 
 def test_default_models_are_what_the_tests_assume() -> None:
     assert MODEL in {m.key for m in DEFAULT_MODELS}
+
+
+# -- distributed mode: dramatiq worker processes, Redis, PostgreSQL ----------------------------
+
+REDIS_URL = os.environ.get("LMSTRIX_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+# as `lmstrix worker` runs it: one process, one thread per host
+WORKER_ARGV = [sys.executable, "-m", "dramatiq", "lmstrix.workers"]
+WORKER_ARGV += ["--processes", "1", "--threads", "1"]
+
+
+@pytest.fixture
+def cluster(
+    make_emulator: Callable[..., LMStudioEmulator],
+    postgres_database_factory: Callable[[], str],
+    tmp_path: Path,
+) -> Iterator[Config]:
+    """Two emulated hosts, each served by a real `dramatiq lmstrix.workers` process."""
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis at {REDIS_URL} does not answer ({exc}); CI must run this")
+        pytest.skip(f"Redis at {REDIS_URL} does not answer ({exc})")
+    db_url = postgres_database_factory()
+    tag = uuid.uuid4().hex[:6]
+    hosts = {f"ba{tag}": make_emulator(), f"bb{tag}": make_emulator()}
+    env = {
+        **os.environ,
+        "LMSTRIX_HOSTS": ",".join(f"{name}={emu.url}" for name, emu in hosts.items()),
+        "LMSTRIX_DATABASE_URL": db_url,
+        "LMSTRIX_REDIS_URL": REDIS_URL,
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+    }
+    env.pop("LMSTRIX_CONFIG", None)
+    procs = []
+    for name in hosts:
+        log = (tmp_path / f"worker-{name}.log").open("ab")
+        procs.append(
+            subprocess.Popen(
+                [*WORKER_ARGV, "--queues", f"lmstudio.{name}"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+        log.close()
+    try:
+        yield Config(
+            {
+                "hosts": [{"name": n, "url": e.url} for n, e in hosts.items()],
+                "database": {"url": db_url},
+                "redis": {"url": REDIS_URL},
+            }
+        )
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_batches_on_dramatiq_workers(cluster: Config) -> None:
+    with BatchProcessor(MODEL, max_workers=2, batch_size=6, config=cluster, timeout=120) as bp:
+        assert bp.service.distributed
+        results = bp.process_batch([f"say d{i}" for i in range(12)], max_tokens=8)
+        assert [r["response"] for r in results] == [f"d{i}" for i in range(12)]
+        assert len({r["model_info"]["host"] for r in results}) == 2
+        batch_id = bp.submit_jsonl([request_line(f"j{i}", f"say j{i}") for i in range(6)])
+        final = bp.wait_batch(batch_id, timeout=120)
+        lines = list(bp.batch_results(batch_id))
+    assert final["status"] == "completed"
+    assert final["request_counts"] == {"total": 6, "completed": 6, "failed": 0}
+    contents = [x["response"]["body"]["choices"][0]["message"]["content"] for x in lines]
+    assert contents == [f"j{i}" for i in range(6)]

@@ -329,8 +329,10 @@ class BatchProcessor:
             on_progress(record.to_openai())
         while not record.finished:
             ids = self.batches.unfinished_job_ids(batch_id)
-            if not ids:  # items still to come (a process_batch window): nothing to wait on
-                break
+            if not ids:
+                # All items ended since the last look; or, in a process_batch window, some are
+                # still to be queued, and there is nothing to wait on.
+                return self._progress(batch_id, record, on_progress).to_openai()
             for job_id in ids:
                 remaining = deadline - time.monotonic()
                 try:
