@@ -22,7 +22,7 @@ from lmstrix.api.exceptions import ModelNotFoundError, ValidationError
 from lmstrix.core.batch_processor import BatchNotFound, BatchProcessor, BatchValidationError
 from lmstrix.core.inference_manager import RESULT_KEYS, InferenceManager
 from lmstrix.db import Batch, Job, read_session, utcnow, write_session
-from lmstrix.jobs import embedded
+from lmstrix.jobs import batch_store, embedded
 from lmstrix.jobs.scheduler import PRIORITY_BATCH
 from lmstrix.testing import DEFAULT_MODELS, EmulatedModel, LMStudioEmulator
 from lmstrix.utils.config import Config
@@ -319,8 +319,9 @@ def test_cancel_batch(make_emulator: Callable[..., LMStudioEmulator], database_u
 
 
 def test_expired_batch_and_unknown_ids(
-    lmstudio_emulator: LMStudioEmulator, database_url: str
+    lmstudio_emulator: LMStudioEmulator, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(batch_store, "PAGE", 2)  # results are read in pages: cross a boundary
     with BatchProcessor(config=config_for(lmstudio_emulator), database_url=database_url) as bp:
         # no worker runs these (as after `lmstrix submit batch` in embedded mode)
         batch_id = bp.submit_jsonl(
@@ -338,6 +339,7 @@ def test_expired_batch_and_unknown_ids(
         assert status["request_counts"] == {"total": 3, "completed": 0, "failed": 3}
         results = list(bp.batch_results(batch_id))
         assert [r["error"]["code"] for r in results] == ["batch_expired"] * 3
+        assert [r["custom_id"] for r in results] == ["e0", "e1", "e2"]
         with pytest.raises(ValidationError, match="is expired"):
             bp.cancel_batch(batch_id)
         for call in (bp.batch_status, bp.batch_results, bp.cancel_batch):

@@ -405,9 +405,7 @@ def output_line(item: BatchItem) -> dict[str, Any]:
         word = "cancelled" if item.status == JobStatus.CANCELLED.value else "expired"
         line["error"] = {
             "code": f"batch_{word}",
-            "message": f"This request was {word} before it could run."
-            if item.status == JobStatus.EXPIRED.value or item.error_message is None
-            else item.error_message,
+            "message": f"This request was {word} before it finished.",
         }
     else:
         message = item.error_message or item.error_type or "the request failed"
