@@ -18,9 +18,10 @@ import pytest
 import redis
 from sqlalchemy import select, update
 
-from lmstrix.api.exceptions import ModelNotFoundError, ValidationError
+from lmstrix.api.exceptions import InferenceTimeoutError, ModelNotFoundError, ValidationError
 from lmstrix.core.batch_processor import BatchNotFound, BatchProcessor, BatchValidationError
 from lmstrix.core.inference_manager import RESULT_KEYS, InferenceManager
+from lmstrix.core.openai_batch import Counts, next_status, parse_lines
 from lmstrix.db import Batch, Job, read_session, utcnow, write_session
 from lmstrix.jobs import batch_store, embedded
 from lmstrix.jobs.scheduler import PRIORITY_BATCH
@@ -162,6 +163,27 @@ def test_max_workers_is_how_many_hosts_a_batch_uses(
             assert len(used) == 1
         else:
             assert used == hosts
+
+
+def test_process_batch_timeout_cancels_the_rest(
+    make_emulator: Callable[..., LMStudioEmulator], tmp_path: Path
+) -> None:
+    emu = make_emulator()
+    db_url = f"sqlite:///{tmp_path / 'b.db'}"
+    with BatchProcessor(MODEL, config=config_for(emu), database_url=db_url, timeout=0.5) as bp:
+        bp.service.rescan()
+        emu.configure(hang_requests=True)
+        try:
+            with pytest.raises(InferenceTimeoutError) as err:
+                bp.process_batch(["say a", "say b", "say c"])
+            assert "was cancelled" in str(err.value)
+            (batch,) = bp.list_batches()
+            assert batch["status"] in ("cancelling", "cancelled")
+            assert {r.status for r in jobs_of(db_url, batch["id"])[1:]} == {"cancelled"}
+        finally:
+            emu.configure(hang_requests=False)
+            emu.release_hangs()
+        assert bp.wait_batch(batch["id"], timeout=30)["status"] == "cancelled"
 
 
 # -- priority ---------------------------------------------------------------------------------
@@ -351,6 +373,62 @@ def test_expired_batch_and_unknown_ids(
 
 def test_default_models_are_what_the_tests_assume() -> None:
     assert MODEL in {m.key for m in DEFAULT_MODELS}
+
+
+# -- the format, without a queue --------------------------------------------------------------
+
+
+def test_parse_lines_accepts_openai_variants() -> None:
+    raw = {
+        "custom_id": "x",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "messages": [
+                {"role": "developer", "content": [{"type": "text", "text": "Be "}]},
+                {"role": "system", "content": "brief."},
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}],
+                },
+            ],
+            "max_completion_tokens": 5,
+            "stream": False,
+            "n": 1,
+            "user": "someone",
+        },
+    }
+    (bl,) = parse_lines([raw], default_model="m")
+    assert (bl.model, bl.prompt, bl.system_prompt) == ("m", "hi there", "Be \n\nbrief.")
+    assert bl.params() == {"max_tokens": 5}
+    bad = json.loads(json.dumps(raw))
+    bad["body"].update(stream=True, n=2, model="")
+    bad["body"]["messages"][2]["content"] = [{"type": "image_url", "image_url": {}}]
+    with pytest.raises(BatchValidationError) as err:
+        parse_lines([bad, "[1]"])
+    assert [(e.line, e.param) for e in err.value.errors] == [
+        (1, "stream"),
+        (1, "n"),
+        (1, "model"),
+        (1, "body.messages[2].content"),
+        (2, None),
+    ]
+    assert err.value.details["errors"][0]["code"] == "unsupported_value"
+
+
+def test_next_status_transitions() -> None:
+    now = utcnow()
+    later = now + timedelta(hours=1)
+    running = Counts(running=1, succeeded=2)
+    done = Counts(succeeded=2, failed=1)
+    assert next_status("in_progress", 3, running, now, later) == "in_progress"
+    assert next_status("in_progress", 3, done, now, later) == "completed"
+    assert next_status("in_progress", 4, done, now, later) == "in_progress"  # items to come
+    assert next_status("in_progress", 3, running, later, now) == "expired"
+    assert next_status("cancelling", 3, running, now, later) == "cancelling"
+    assert next_status("cancelling", 3, Counts(cancelled=3), now, later) == "cancelled"
+    assert next_status("completed", 3, running, later, now) == "completed"
+    assert (done.completed, done.not_succeeded) == (2, 1)
 
 
 # -- distributed mode: dramatiq worker processes, Redis, PostgreSQL ----------------------------

@@ -89,11 +89,16 @@ def result_of(job: JobView) -> InferenceResult:
         return failed_result(str(exc), job.model, job)
 
 
-def _batch_timeout(batch_id: str, waited: float) -> InferenceTimeoutError:
+def _batch_timeout(batch_id: str, waited: float, *, cancelled: bool) -> InferenceTimeoutError:
     exc = InferenceTimeoutError(None, waited)
+    then = (
+        "it was cancelled"
+        if cancelled
+        else f"it was not cancelled (`lmstrix batch cancel {batch_id}`)"
+    )
     exc.message = (
-        f"batch {batch_id} did not finish within {waited:.1f}s; it keeps running "
-        f"(`lmstrix batch status {batch_id}`, `lmstrix batch cancel {batch_id}`)"
+        f"batch {batch_id} did not finish within {waited:.1f}s; {then}; "
+        f"`lmstrix batch status {batch_id}` shows how far it got"
     )
     exc.args = (exc.message,)
     exc.details["batch_id"] = batch_id
@@ -202,7 +207,8 @@ class BatchProcessor:
                 try:
                     job = self.service.wait(job_id, max(remaining, 0.0), cancel_on_timeout=False)
                 except InferenceTimeoutError:
-                    raise _batch_timeout(batch_id, time.monotonic() - started) from None
+                    waited = time.monotonic() - started
+                    raise _batch_timeout(batch_id, waited, cancelled=True) from None
                 results[index] = result_of(job)
             finished = True
         finally:
@@ -320,7 +326,7 @@ class BatchProcessor:
 
         Waits on each item's done-notification in run order (no polling of the batch), calling
         ``on_progress`` with the refreshed batch object after each. Past ``timeout`` it raises
-        ``InferenceTimeoutError``; the batch keeps running.
+        ``InferenceTimeoutError`` and leaves the batch alone.
         """
         started = time.monotonic()
         deadline = started + (timeout if timeout is not None else FOREVER)
@@ -338,7 +344,8 @@ class BatchProcessor:
                 try:
                     self.service.wait(job_id, max(remaining, 0.0), cancel_on_timeout=False)
                 except InferenceTimeoutError:
-                    raise _batch_timeout(batch_id, time.monotonic() - started) from None
+                    waited = time.monotonic() - started
+                    raise _batch_timeout(batch_id, waited, cancelled=False) from None
                 record = self._progress(batch_id, record, on_progress)
             record = self.batches.refresh(batch_id)
         return record.to_openai()
