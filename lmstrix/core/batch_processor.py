@@ -124,7 +124,6 @@ class BatchProcessor:
         config: Config | None = None,
         database_url: str | None = None,
         timeout: float | None = None,
-        verbose: bool = False,
     ) -> None:
         for name, value in (("max_workers", max_workers), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -135,7 +134,6 @@ class BatchProcessor:
         self.max_workers = max_workers
         self.batch_size = batch_size
         self.timeout = timeout
-        self.verbose = verbose
         self.service = JobService(config, database_url=database_url)
         self.batches = BatchStore(self.service.database_url, self.service.store)
 

@@ -23,17 +23,6 @@ from lmstrix.jobs.requests import inference_request
 from lmstrix.jobs.service import JobService
 from lmstrix.jobs.sizing import DEFAULT_CONTEXT, choose_load_context
 
-# infer()'s sampling options, which a batch applies to each of its prompts.
-OPTION_NAMES = (
-    "out_ctx",
-    "temperature",
-    "top_p",
-    "top_k",
-    "max_tokens",
-    "system_prompt",
-    "context_data",
-)
-
 
 @dataclass(slots=True)
 class RequestPlanner:
