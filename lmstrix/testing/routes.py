@@ -3,16 +3,27 @@
 Three API families share the state but differ in shapes and error bodies:
 ``openai`` (``/v1/*``), ``v0`` (``/api/v0/*``: adds stats, model_info, runtime) and ``v1``
 (``/api/v1/*``: native objects and ``{"error":{"type","message"}}`` errors).
+
+Streams relay a streaming backend (the real model) live, piece by piece, so a streamed call sees
+the model's real time to first token and a hang-up stops the generation; other backends answer
+at once and their pieces are paced by the emulator's clock (see ``Routes._generate``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
 from lmstrix.testing import bodies
-from lmstrix.testing.backend import ContextOverflow, LoadFailure, Message
+from lmstrix.testing.backend import (
+    Completion,
+    ContextOverflow,
+    LoadFailure,
+    Message,
+    StreamingInstance,
+    streaming,
+)
 from lmstrix.testing.protocol import (
     BadRequest,
     JsonReply,
@@ -31,6 +42,7 @@ from lmstrix.testing.state import (
     Instance,
     MultipleModelsLoaded,
     NoModelsLoaded,
+    Stopped,
     UnknownInstance,
     UnknownModel,
     WrongModelType,
@@ -38,6 +50,8 @@ from lmstrix.testing.state import (
 from lmstrix.testing.tokenizer import count_tokens, message_text, pieces
 
 JsonObj = dict[str, Any]
+# A streamed answer as the stream routes consume it: text pieces, then the Inference.
+Generated = Generator[str | Inference, None, None]
 _SAMPLING = ("temperature", "top_p", "top_k", "seed")
 
 
@@ -347,52 +361,144 @@ class Routes:
     ) -> Iterator[bytes]:
         state = self.state
         with state.counters.model_call():
+            generated = self._generate(inst, messages, max_tokens, options)
             try:
-                result = state.infer(
-                    inst, messages, max_tokens=max_tokens, options=options, pace=False
-                )
-            except ContextOverflow as exc:
-                yield self._overflow_frame(exc)
-                return
-            except LoadFailure as exc:
-                message = bodies.failed_to_load(inst.id, exc.reason)
-                yield sse_event("error", bodies.stream_error(message))
-                return
-            c = result.completion
-            ident = bodies.completion_id("cmpl-" if text else "chatcmpl-")
-            head: JsonObj = {
-                "id": ident,
-                "object": "text_completion" if text else "chat.completion.chunk",
-                "created": int(time.time()),
-                "model": inst.id,
-                "system_fingerprint": inst.id,
-            }
-
-            def chunk(content: str | None, finish: str | None, first: bool) -> JsonObj:
-                if text:
-                    choice: JsonObj = {"index": 0, "text": content or "", "logprobs": None}
-                else:
-                    delta: JsonObj = {}
-                    if first:
-                        delta["role"] = "assistant"
-                    if content is not None:
-                        delta["content"] = content
-                    choice = {"index": 0, "delta": delta, "logprobs": None}
-                choice["finish_reason"] = finish
-                return {**head, "choices": [choice]}
-
-            state.clock.pause(result.prompt_seconds)
-            parts = pieces(c.text) or [""]
-            per_token = result.generation_seconds / max(len(parts), 1)
-            for index, part in enumerate(parts):
-                yield sse_data(chunk(part, None, index == 0))
-                if state.settings.truncate_streams:
+                try:
+                    item = next(generated)
+                except ContextOverflow as exc:
+                    yield self._overflow_frame(exc)
                     return
+                except LoadFailure as exc:
+                    message = bodies.failed_to_load(inst.id, exc.reason)
+                    yield sse_event("error", bodies.stream_error(message))
+                    return
+                ident = bodies.completion_id("cmpl-" if text else "chatcmpl-")
+                head: JsonObj = {
+                    "id": ident,
+                    "object": "text_completion" if text else "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": inst.id,
+                    "system_fingerprint": inst.id,
+                }
+
+                def chunk(content: str | None, finish: str | None, first: bool) -> JsonObj:
+                    if text:
+                        choice: JsonObj = {"index": 0, "text": content or "", "logprobs": None}
+                    else:
+                        delta: JsonObj = {}
+                        if first:
+                            delta["role"] = "assistant"
+                        if content is not None:
+                            delta["content"] = content
+                        choice = {"index": 0, "delta": delta, "logprobs": None}
+                    choice["finish_reason"] = finish
+                    return {**head, "choices": [choice]}
+
+                sent = 0
+                while not isinstance(item, Inference):
+                    yield sse_data(chunk(item, None, sent == 0))
+                    sent += 1
+                    if state.settings.truncate_streams:
+                        return
+                    item = next(generated)
+                result = item
+                if sent == 0:  # an empty answer still opens the message (role, empty content)
+                    yield sse_data(chunk("", None, True))
+                    if state.settings.truncate_streams:
+                        return
+                yield sse_data(chunk(None, result.completion.finish_reason, False))
+                if include_usage:
+                    yield sse_data({**head, "choices": [], "usage": _usage(result)})
+                yield sse_data("[DONE]")
+            finally:
+                generated.close()
+
+    def _generate(
+        self,
+        inst: Instance,
+        messages: Sequence[Message],
+        max_tokens: int | None,
+        options: JsonObj,
+    ) -> Generated:
+        """The answer of a streamed request: its text pieces, then its :class:`Inference`.
+
+        Raises ``ContextOverflow`` / ``LoadFailure`` before the first piece. A backend that can
+        stream (the real model) is streamed live: each piece is passed on as the model makes it,
+        and closing this generator (the client hung up) closes the backend's stream, which stops
+        the generation. Other backends answer at once and the pieces are paced by the emulator's
+        clock (simulated: no wait), as before streaming backends existed.
+        """
+        state = self.state
+        live = streaming(inst.backend) if inst.backend is not None else None
+        if live is None:
+            result = state.infer(inst, messages, max_tokens=max_tokens, options=options, pace=False)
+            state.clock.pause(result.prompt_seconds)
+            parts = pieces(result.completion.text)
+            per_token = result.generation_seconds / max(len(parts), 1)
+            for part in parts:
+                yield part
                 state.clock.pause(per_token)
-            yield sse_data(chunk(None, c.finish_reason, False))
-            if include_usage:
-                yield sse_data({**head, "choices": [], "usage": _usage(result)})
-            yield sse_data("[DONE]")
+            yield result
+            return
+        yield from self._generate_live(inst, messages, max_tokens, options)
+
+    def _generate_live(
+        self,
+        inst: Instance,
+        messages: Sequence[Message],
+        max_tokens: int | None,
+        options: JsonObj,
+    ) -> Generated:
+        """:meth:`_generate` for a streaming backend: the instance's lock is held for the whole
+        stream (as ``EmulatorState.infer`` holds it for a whole answer), so an unload waits for
+        the stream to end instead of freeing the model under it."""
+        state = self.state
+        state.touch(inst)
+        with inst.lock:
+            backend = inst.backend
+            live: StreamingInstance | None = streaming(backend) if backend is not None else None
+            if backend is None or live is None:
+                raise LoadFailure("Model was unloaded.")
+            context = backend.applied_context
+            items = live.stream(
+                messages,
+                max_tokens=max_tokens,
+                temperature=options.get("temperature"),
+                top_p=options.get("top_p"),
+                top_k=options.get("top_k"),
+                stop=options.get("stop"),
+                seed=options.get("seed"),
+            )
+            final: Completion | None = None
+            try:
+                for item in items:
+                    if isinstance(item, Completion):
+                        final = item
+                        break
+                    yield item
+                    if state.stopping:  # the emulator stops: end the stream, drop the client
+                        raise Stopped()
+            finally:
+                close = getattr(items, "close", None)
+                if close is not None:
+                    close()
+        if final is None:
+            raise RuntimeError(f"the backend of {inst.id} ended its stream without a completion")
+        s = state.settings
+        prompt_s = (
+            final.prompt_seconds
+            if final.prompt_seconds is not None
+            else final.prompt_tokens / s.prompt_tokens_per_second
+        )
+        gen_s = (
+            final.generation_seconds
+            if final.generation_seconds is not None
+            else final.completion_tokens / s.tokens_per_second
+        )
+        state.clock.spend(prompt_s + gen_s, pace=False)  # already taken, for real
+        state.touch(inst)
+        state.counters.inferred()
+        yield Inference(final, prompt_s, gen_s, context)
 
     # --- embeddings -----------------------------------------------------------------------
 
@@ -564,33 +670,39 @@ class Routes:
             return
         with state.counters.model_call():
             yield event("prompt_processing.start")
+            generated = self._generate(inst, messages, max_tokens, options)
             try:
-                result = state.infer(
-                    inst, messages, max_tokens=max_tokens, options=options, pace=False
-                )
-            except ContextOverflow as exc:
-                _, text = self._overflow_text(exc, streaming=True)
-                yield event("error", error={"type": "invalid_request", "message": text})
-                yield event("chat.end", result=self._v1_result(inst, False, messages, None, False))
-                return
-            except LoadFailure as exc:
-                message = bodies.failed_to_load(inst.id, exc.reason)
-                yield event("error", error={"type": "model_load_failed", "message": message})
-                yield event("chat.end", result=self._v1_result(inst, False, messages, None, False))
-                return
-            state.clock.pause(result.prompt_seconds)
-            yield event("prompt_processing.progress", progress=1.0)
-            yield event("prompt_processing.end")
-            yield event("message.start")
-            parts = pieces(result.completion.text)
-            per_token = result.generation_seconds / max(len(parts), 1)
-            for part in parts:
-                yield event("message.delta", content=part)
-                if state.settings.truncate_streams:
+                try:
+                    item = next(generated)
+                except ContextOverflow as exc:
+                    _, text = self._overflow_text(exc, streaming=True)
+                    yield event("error", error={"type": "invalid_request", "message": text})
+                    yield event(
+                        "chat.end", result=self._v1_result(inst, False, messages, None, False)
+                    )
                     return
-                state.clock.pause(per_token)
-            yield event("message.end")
-            yield event("chat.end", result=self._v1_result(inst, pending, messages, result, store))
+                except LoadFailure as exc:
+                    message = bodies.failed_to_load(inst.id, exc.reason)
+                    yield event("error", error={"type": "model_load_failed", "message": message})
+                    yield event(
+                        "chat.end", result=self._v1_result(inst, False, messages, None, False)
+                    )
+                    return
+                # The first piece (or the whole answer) is here: the prompt has been processed.
+                yield event("prompt_processing.progress", progress=1.0)
+                yield event("prompt_processing.end")
+                yield event("message.start")
+                while not isinstance(item, Inference):
+                    yield event("message.delta", content=item)
+                    if state.settings.truncate_streams:
+                        return
+                    item = next(generated)
+                yield event("message.end")
+                yield event(
+                    "chat.end", result=self._v1_result(inst, pending, messages, item, store)
+                )
+            finally:
+                generated.close()
 
 
 def _usage(result: Inference) -> JsonObj:
