@@ -28,6 +28,7 @@ import redis
 from real_model_timing import TimedBackend, TimedInstance
 
 from lmstrix.api.exceptions import ContextLimitExceededError
+from lmstrix.core.context_tester import ContextTester
 from lmstrix.core.inference_manager import InferenceManager, InferenceResult
 from lmstrix.jobs import embedded
 from lmstrix.testing.emulator import LMStudioEmulator
@@ -181,6 +182,43 @@ def test_cancel_stops_a_streaming_real_generation(
         f"{(instance.closed_at - cancelled) * 1000:.0f} ms after the cancel "
         f"({instance.pieces_after(cancelled)} pieces later)"
     )
+
+
+def test_context_test_job_on_the_real_model(emulator: LMStudioEmulator, tmp_path: Path) -> None:
+    """Context tests of SmolLM2 as jobs: the search at the tester's smallest threshold (2048),
+    then a single-size test at the smallest size it accepts (512). Which sizes recall the fact
+    is the model's business (a 135M model forgets early); asserted is that the jobs ran real
+    probes (llama.cpp's applied contexts, real prompt token counts) and gave a verdict."""
+    config = Config(
+        {
+            "hosts": [{"name": "emu", "url": emulator.url}],
+            "database": {"url": f"sqlite:///{tmp_path / 'lmstrix.db'}"},
+        }
+    )
+    with ContextTester(config=config) as tester:
+        search = tester.test_model_context(SMOLLM2_KEY, threshold=2048)
+        job = tester.submit(SMOLLM2_KEY, ctx=512)
+        single = tester.result(tester.watch(job.id), 0.0)
+    recalled: list[int] = []
+    for result, size in ((search, 2048), (single, 512)):
+        points = result["test_points"]
+        loads = [p for p in points if p["phase"] == "load"]
+        uses = [p for p in points if p["phase"] == "use"]
+        assert loads and loads[0]["outcome"] == "ok" and loads[0]["applied_context"] == size
+        assert uses and all(p["outcome"] in ("ok", "failed") for p in uses)
+        assert all(0 < p["prompt_tokens"] <= size for p in uses)
+        assert result["test_successful"] == (result["optimal_context"] > 0)
+        recalled += [p["context_size"] for p in uses if p["outcome"] == "ok"]
+        for p in uses:
+            print(
+                f"\nSmolLM2 use probe at {p['context_size']} ({p['prompt_tokens']} prompt "
+                f"tokens): {p['outcome']} {p['error'] or ''}"[:160]
+            )
+    largest = max(recalled, default=None)
+    if largest is None:
+        print("SmolLM2 recalled the fact at none of the sizes tested (search at 2048, 512 alone)")
+    else:
+        print(f"SmolLM2 recalls a fact placed at the start up to a context of {largest}")
 
 
 # --- a real dramatiq worker, Redis and PostgreSQL -----------------------------------------------
