@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import httpx
@@ -331,15 +330,21 @@ def test_malformed_urls(url: str) -> None:
 def test_hanging_server_times_out_within_the_limit(emu: LMStudioEmulator) -> None:
     with client_for(emu, timeout=0.5) as c:
         assert c.api_generation is ApiGeneration.V1
+        emu.reset_counters()
         emu.configure(hang_requests=True)
-        started = time.perf_counter()
         try:
             with pytest.raises(LMStudioConnectionError) as exc:
                 c.chat_completion("acme/small-7b", "hi")
+            # The call came back while the server still held its one request (released only
+            # below): the client's own timeout ended it, not an answer or a dropped connection.
+            emu.wait_for(lambda: emu.hanging == 1, timeout=30)
+            assert emu.counters.requests_by_endpoint == {"POST /api/v0/chat/completions": 1}
         finally:
             emu.configure(hang_requests=False)
             emu.release_hangs()
-    assert time.perf_counter() - started < 5
+    emu.wait_for(lambda: emu.hanging == 0, timeout=30)
+    assert exc.value.host_url == emu.url
+    assert exc.value.reason == "no answer within the timeout"
     assert "timeout" in str(exc.value)
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -187,12 +186,12 @@ def test_unreachable_host_reports_an_error_and_keeps_its_models(
     scanner.scan_hosts()
     b.stop()
 
-    started = time.perf_counter()
     ra, rb = scanner.scan_hosts()
-    assert time.perf_counter() - started < 5
     assert ra.ok and ra.summary is not None and ra.summary.unchanged == SORTED_A
     assert not rb.ok and rb.summary is None and rb.api_generation is None
     assert rb.error is not None and b.url in rb.error
+    # Reported on the refusal itself, not after waiting out a timeout.
+    assert "connection refused" in rb.error and "timeout" not in rb.error
     d = rb.to_dict()
     assert d["ok"] is False and d["error"] == rb.error
     assert d["counts"] == {"added": 0, "updated": 0, "missing": 0, "unchanged": 0}
@@ -283,7 +282,7 @@ def test_check_health_reports_every_host(database_url: str, make_emulator: Emula
     )
     for h in (n, o):
         assert h["is_lmstudio"] is True and h["error"] is None
-        assert isinstance(h["latency_ms"], float) and 0 <= h["latency_ms"] < 5000
+        assert isinstance(h["latency_ms"], float) and h["latency_ms"] > 0  # measured
     assert (d["reachable"], d["api_generation"], d["models"], d["latency_ms"]) == (
         False,
         None,
