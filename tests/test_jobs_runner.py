@@ -3,6 +3,7 @@ round-trips; model-side failures become failed jobs, only connection failures ar
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -56,19 +57,28 @@ def test_check_fits() -> None:
 def test_wait_until_final_wakes_on_notification_and_times_out() -> None:
     notifier = LocalNotifier()
     state = {"final": False}
+    waiting = threading.Event()
+    slices: list[tuple[float, bool]] = []
+
+    def wait_slice(timeout: float) -> bool:
+        waiting.set()
+        notified = notifier.wait_done("j", timeout)
+        slices.append((timeout, notified))
+        return notified
 
     def finish() -> None:
+        waiting.wait(60)
         state["final"] = True
         notifier.notify_done("j")
 
-    import threading
-
-    threading.Timer(0.05, finish).start()
-    t0 = time.monotonic()
+    finisher = threading.Thread(target=finish)
+    finisher.start()
+    # One long slice: only the notification can end it with True (unnotified, it ends False).
     ok = wait_until_final(
-        lambda: state["final"], lambda t: notifier.wait_done("j", t), time.monotonic() + 5
+        lambda: state["final"], wait_slice, time.monotonic() + 120, first_slice=60, max_slice=60
     )
-    assert ok and time.monotonic() - t0 < 2
+    finisher.join()
+    assert ok and slices == [(60, True)]
     assert not wait_until_final(lambda: False, lambda t: False, time.monotonic() + 0.05)
 
 
