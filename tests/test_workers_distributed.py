@@ -209,17 +209,24 @@ def test_cancel_running_job(cluster: Cluster) -> None:
     manager = cluster.manager()
     manager.service.rescan(names["slow"])
     store = manager.service.store
+    emu = cluster.emulators["slow"]
+    made = emu.counters.inferences
     job = manager.submit(
         "llama-3.2-1b-instruct", "count to 4000", max_tokens=4000, host=names["slow"]
     )
-    emu = cluster.emulators["slow"]
-    wait_for(lambda: store.get(job.id).status == "running" and emu.counters.in_flight == 1)
-    t0 = time.monotonic()
+    # Streaming: the answer is made (an inference counted) and its pieces are going out.
+    wait_for(lambda: emu.counters.inferences == made + 1 and emu.counters.in_flight == 1)
     store.cancel(job.id)
-    result = manager.wait(job.id, timeout=10)
-    assert time.monotonic() - t0 < 2.0
+    result = manager.wait(job.id, timeout=60)
     assert not result.succeeded
     assert store.get(job.id).status == "cancelled"
+    # Stopped between chunks: the worker got the start of "1 2 ... 4000", at least one piece and
+    # far from all 4000 (100 s at 40 tokens/s), and the host's stream was closed under it.
+    counted = result.response.split()
+    assert counted == [str(i) for i in range(1, len(counted) + 1)]
+    assert 0 < len(counted) < 4000
+    emu.wait_for(lambda: emu.counters.in_flight == 0, timeout=30)
+    assert emu.counters.inferences == made + 1
     manager.close()
 
 
