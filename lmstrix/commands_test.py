@@ -26,7 +26,7 @@ from lmstrix.cli_support import echo_json, handle_errors
 from lmstrix.core.context_search import DEFAULT_THRESHOLD
 from lmstrix.core.context_tester import ContextTester, size_order
 from lmstrix.core.models import Model
-from lmstrix.jobs.context_test_job import ContextTestRequest, ProbeRow, plan_context_test
+from lmstrix.jobs.context_test import ContextTestRequest, ProbeRow, plan_context_test
 from lmstrix.jobs.store import JobView
 from lmstrix.utils.config import Config
 

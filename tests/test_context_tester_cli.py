@@ -14,7 +14,7 @@ from lmstrix.cli import cli
 from lmstrix.core.context_tester import RESULT_KEYS
 from lmstrix.core.models import ModelRegistry
 from lmstrix.jobs import embedded
-from lmstrix.jobs.context_test_job import read_probes
+from lmstrix.jobs.context_test import read_probes
 from lmstrix.jobs.store import JobStore
 from lmstrix.testing import EMBEDDING_KEY, EmulatedModel, LMStudioEmulator
 

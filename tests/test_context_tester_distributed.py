@@ -21,7 +21,7 @@ import redis
 
 from lmstrix.core.context_tester import ContextTester
 from lmstrix.core.models import ModelRegistry
-from lmstrix.jobs.context_test_job import INTERRUPTED_ERROR, read_probes
+from lmstrix.jobs.context_test import INTERRUPTED_ERROR, read_probes
 from lmstrix.testing import EmulatedModel, LMStudioEmulator
 from lmstrix.utils.config import Config
 

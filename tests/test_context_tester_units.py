@@ -18,7 +18,7 @@ from lmstrix.api.exceptions import (
 from lmstrix.api.types import ChatResult, LoadResult
 from lmstrix.core.context_search import SearchConfig, SearchResult, SearchState, StopReason
 from lmstrix.core.models import Model
-from lmstrix.jobs.context_test_job import (
+from lmstrix.jobs.context_test import (
     DEFAULT_OUTPUT_TOKENS,
     REASONING_OUTPUT_TOKENS,
     HttpProbe,

@@ -1,7 +1,7 @@
 """``ContextTester``: find the largest context a model both loads and really uses, on its host.
 
 A facade over ``context_test`` jobs (rule 1: everything is a job row): each test is validated
-here, queued for the model's host, run by that host's worker (:mod:`lmstrix.jobs.context_test_job`
+here, queued for the model's host, run by that host's worker (:mod:`lmstrix.jobs.context_test`
 drives the search of :mod:`lmstrix.core.context_search` with real load and use probes) and
 waited for. The registry is updated by the worker, so a test that outlives its caller still
 records its verdict, and one interrupted by a crash resumes where it stopped.
@@ -23,7 +23,7 @@ from typing import Any
 from lmstrix.api.exceptions import InferenceTimeoutError, LMStrixError, ValidationError
 from lmstrix.core.context_search import DEFAULT_MAX_ITERATIONS, DEFAULT_THRESHOLD
 from lmstrix.core.models import Model
-from lmstrix.jobs.context_test_job import ProbeRow, read_probes
+from lmstrix.jobs.context_test import ProbeRow, read_probes
 from lmstrix.jobs.notify import LocalNotifier
 from lmstrix.jobs.service import JobService, SubmittedJob
 from lmstrix.jobs.store import JobView

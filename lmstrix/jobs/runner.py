@@ -260,7 +260,7 @@ class JobRunner:
     def _context_test(self, job: ClaimedJob) -> dict[str, Any]:
         """A context test loads and unloads at will: afterwards nothing is known to be loaded
         (the next job loads what it needs), though the model it tested is the likeliest."""
-        from lmstrix.jobs.context_test_job import run_context_test
+        from lmstrix.jobs.context_test.driver import run_context_test
 
         try:
             return run_context_test(self, job)

@@ -265,10 +265,10 @@ class JobService:
     ) -> SubmittedJob:
         """Validate and queue a context test of one model on its host; returns the job at once.
 
-        Bad input (see :func:`~lmstrix.jobs.context_test_job.plan_context_test`) raises before
+        Bad input (see :func:`~lmstrix.jobs.context_test.request.plan_context_test`) raises before
         any row is written, so nothing is ever probed for it.
         """
-        from lmstrix.jobs.context_test_job import plan_context_test
+        from lmstrix.jobs.context_test.request import plan_context_test
 
         model = self.context_test_model(model_id, host)
         request = plan_context_test(

@@ -1,0 +1,150 @@
+"""What a ``context_test`` job asks for, and the validation that refuses bad input before a row
+is written (pure: no I/O).
+
+Why here and not in the worker: a job row may run hours later on another machine, so anything
+that cannot be tested (an embedding model, a size above what the model declares, a budget that
+leaves no room for a prompt) must be refused at submit time, with the field named, and no probe
+ever run for it. The worker validates the row again (:func:`parse_request`), since rows can be
+written by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lmstrix.api.exceptions import ValidationError
+from lmstrix.core.context_search import (
+    DEFAULT_MAX_ITERATIONS,
+    DEFAULT_MIN_CONTEXT,
+    DEFAULT_THRESHOLD,
+    SearchConfig,
+)
+from lmstrix.core.models import Model
+from lmstrix.jobs.requests import validate_request
+
+#: Tokens kept for the answer of a use probe. The needle answer is about 15 tokens; the rest is
+#: slack for models that add a sentence. Small on purpose: the answer's positions are part of
+#: what the probe proves, so a large unused budget would overstate the tested size.
+DEFAULT_OUTPUT_TOKENS = 64
+#: Reasoning models think before answering, and the thinking counts against ``max_tokens``.
+REASONING_OUTPUT_TOKENS = 1024
+#: The smallest size ``--ctx`` accepts: a needle prompt plus an answer must fit.
+MIN_SINGLE_CONTEXT = 512
+
+
+class ContextTestRequest(BaseModel):
+    """What a ``context_test`` job row asks for. ``ctx`` set: test exactly that one size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    declared: int = Field(ge=1)
+    threshold: int = Field(DEFAULT_THRESHOLD, ge=1)
+    min_context: int = Field(DEFAULT_MIN_CONTEXT, ge=1)
+    max_iterations: int = Field(DEFAULT_MAX_ITERATIONS, ge=1)
+    granularity: int | None = Field(None, ge=1)
+    reset: bool = False
+    ctx: int | None = Field(None, ge=1)
+    question: str | None = Field(None, min_length=1)
+    output_tokens: int = Field(DEFAULT_OUTPUT_TOKENS, ge=1)
+    seed: int = 0
+
+    def search_config(self) -> SearchConfig:
+        """The search's parameters. A single size is a search whose range is that size."""
+        if self.ctx is not None:
+            return SearchConfig(
+                declared=self.ctx,
+                threshold=self.ctx,
+                min_context=self.ctx,
+                max_iterations=3,  # load, use, and one reload if the use lost its instance
+                granularity=self.granularity,
+            )
+        return SearchConfig(
+            declared=self.declared,
+            threshold=self.threshold,
+            min_context=self.min_context,
+            max_iterations=self.max_iterations,
+            granularity=self.granularity,
+        )
+
+
+def plan_context_test(
+    model: Model,
+    *,
+    threshold: int = DEFAULT_THRESHOLD,
+    ctx: int | None = None,
+    reset: bool = False,
+    force: bool = False,
+    question: str | None = None,
+    output_tokens: int | None = None,
+    max_iterations: int = DEFAULT_MAX_ITERATIONS,
+    min_context: int = DEFAULT_MIN_CONTEXT,
+) -> ContextTestRequest:
+    """The request for testing ``model``, or a ``ValidationError`` saying why it cannot be tested.
+
+    Refused: an embedding model (no chat, nothing to recall), a threshold below the minimum
+    context, ``ctx`` above the declared size or at/above the last known bad size (that size
+    already failed; ``force=True`` tests it anyway, ``reset=True`` forgets it), and an answer
+    budget that leaves no room for a prompt.
+    """
+    if model.type.startswith("embedding"):
+        raise ValidationError(
+            "model_id", model.id, "is an embedding model; context tests need a chat model"
+        )
+    if question is not None and not question.strip():
+        raise ValidationError("prompt", question, "must not be empty")
+    budget = output_tokens
+    if budget is None:
+        reasons = "reasoning" in model.capabilities
+        budget = REASONING_OUTPUT_TOKENS if reasons else DEFAULT_OUTPUT_TOKENS
+    if ctx is not None:
+        if isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < MIN_SINGLE_CONTEXT:
+            raise ValidationError("ctx", ctx, f"must be an integer >= {MIN_SINGLE_CONTEXT}")
+        if model.declared_context and ctx > model.declared_context:
+            raise ValidationError(
+                "ctx", ctx, f"is above the {model.declared_context} tokens {model.id} declares"
+            )
+        bad = model.last_known_bad_context
+        if bad is not None and ctx >= bad and not (force or reset):
+            raise ValidationError(
+                "ctx",
+                ctx,
+                f"is at or above {bad}, where {model.id} already failed on {model.host}; "
+                "use --force to test it anyway (or --reset to forget earlier results)",
+            )
+    fields = {
+        "declared": model.declared_context or threshold,
+        "threshold": threshold,
+        "min_context": min_context,
+        "max_iterations": max_iterations,
+        "reset": reset,
+        "ctx": ctx,
+        "question": question,
+        "output_tokens": budget,
+    }
+    request = validate_request(ContextTestRequest, fields)
+    assert isinstance(request, ContextTestRequest)
+    lower = request.search_config().lower  # SearchConfig refuses a threshold below the minimum
+    if lower - budget < MIN_SINGLE_CONTEXT // 2:
+        raise ValidationError(
+            "output_tokens", budget, f"leaves too little room for a prompt at {lower} tokens"
+        )
+    return request
+
+
+def parse_request(data: dict[str, Any]) -> ContextTestRequest:
+    """The job row's request, validated again on the worker (rows can be written by hand)."""
+    req = validate_request(ContextTestRequest, data)
+    assert isinstance(req, ContextTestRequest)
+    return req
+
+
+__all__ = [
+    "DEFAULT_OUTPUT_TOKENS",
+    "MIN_SINGLE_CONTEXT",
+    "REASONING_OUTPUT_TOKENS",
+    "ContextTestRequest",
+    "parse_request",
+    "plan_context_test",
+]
