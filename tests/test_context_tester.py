@@ -2,9 +2,10 @@
 thread, or a ``lmstrix worker`` process that gets killed), over HTTP against the emulator.
 
 The emulator's rule model forgets a fact once it lies more than ``usable_limit`` prompt tokens
-before the end of the prompt, so a use probe at N passes up to about
-``usable + output budget + 17`` (the fact sits 17 tokens into the prompt) plus the sizing slack
-of 16 tokens; these tests use a 32-token answer budget and allow exactly that.
+before the end of the prompt. A use probe at N holds ``N - output budget`` less one to two
+sizing margins (``PromptBudget``), with the fact 17 tokens in, so it passes up to about
+``usable + output budget + 17 + 2 margins``; these tests use a 32-token answer budget and allow
+exactly that.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from lmstrix.core.inference_manager import InferenceManager
 from lmstrix.core.models import ModelRegistry
 from lmstrix.jobs import embedded
 from lmstrix.jobs.context_test import INTERRUPTED_ERROR, read_probes, read_progress
+from lmstrix.jobs.context_test.sizing import PromptBudget
 from lmstrix.testing import EMBEDDING_KEY, EmulatedModel, LMStudioEmulator
 from lmstrix.utils.config import Config
 
@@ -54,7 +56,8 @@ def granularity(size: int) -> int:
 
 def assert_near(optimal: int, usable: int) -> None:
     """Never above what the emulator's tolerance allows, within the granularity below."""
-    assert usable - granularity(usable) <= optimal <= usable + BUDGET + 17 + 16, optimal
+    slack = BUDGET + 17 + 2 * PromptBudget(usable, BUDGET).margin
+    assert usable - granularity(usable) <= optimal <= usable + slack, optimal
 
 
 @pytest.fixture(autouse=True)
@@ -112,7 +115,8 @@ def test_result_keys_registry_and_probe_rows(make_emulator: Factory, database_ur
     assert loads[0].size == DECLARED and loads[0].outcome == "failed"
     assert "insufficient" in (loads[0].error or "")
     assert max(r.size for r in loads if r.outcome == "ok") <= LOADABLE
-    assert uses and all(r.prompt_tokens for r in uses)
+    # every use probe really held its size, less the answer's room and a small margin
+    assert uses and all(PromptBudget(r.size, BUDGET).accepts(r.prompt_tokens or 0) for r in uses)
     assert any(r.outcome == "failed" and "wrong answer" in (r.error or "") for r in uses)
     # the job's result knows the loadable limit, found by load probes before any use probe
     job = tester.service.store.get(job_id)

@@ -29,6 +29,8 @@ from lmstrix.jobs.context_test import (
     search_verdict,
     single_verdict,
 )
+from lmstrix.jobs.context_test.http_probe import MAX_SIZING_ATTEMPTS
+from lmstrix.jobs.context_test.sizing import FitCache, PromptBudget, TokenFit
 from lmstrix.testing.tokenizer import count_chat_tokens
 
 
@@ -211,7 +213,42 @@ class StubClient:
 
 
 def probe_for(client: StubClient, budget: int = 32) -> HttpProbe:
-    return HttpProbe(cast(LMStudioClient, client), "acme/m", output_tokens=budget)
+    return HttpProbe(cast(LMStudioClient, client), "acme/m", output_tokens=budget, fits=FitCache())
+
+
+def test_budget_keeps_the_answer_room_and_a_small_margin() -> None:
+    small = PromptBudget(256, 64)
+    assert (small.limit, small.margin, small.target, small.low) == (192, 8, 184, 176)
+    big = PromptBudget(65536, 64)
+    assert (big.limit, big.margin, big.target) == (65472, 327, 65145)
+    assert big.accepts(big.limit) and big.accepts(big.low)
+    assert not big.accepts(big.limit + 1) and not big.accepts(big.low - 1)
+
+
+def test_fit_interpolates_between_counts_and_scales_outside_them() -> None:
+    fit = TokenFit()
+    assert fit.estimate_chars(350) == 100  # the shared default, 3.5 characters per token
+    fit = fit.observe(1000, 210).observe(3000, 610)  # 10 tokens of overhead, 5 chars a token
+    assert fit.estimate_chars(2000) == 410  # exact between two counts
+    assert fit.estimate_chars(6000) == 1210  # on their line beyond them (far enough apart)
+    assert fit.estimate_chars(500) == 110
+    close = TokenFit().observe(3000, 610).observe(2900, 589)  # too close to extend as a line
+    assert close.estimate_chars(6000) == 1220  # the nearest count's ratio
+    assert fit.observe(0, 5) == fit and fit.observe(3000, 600).points[-1] == (3000, 600)
+    assert len(fit.observe(3000, 600).points) == 2  # a newer count of the same text replaces
+
+
+@pytest.mark.parametrize("size", [256, 512, 2048, 8192, 32768, 262_144])
+def test_a_fresh_probe_lands_within_the_budget(size: int) -> None:
+    client = StubClient(window=10**9)
+    outcome = probe_for(client, budget=64).use(size, size)
+    budget = PromptBudget(size, 64)
+    assert outcome.ok and outcome.prompt_tokens == client.prompts[-1]
+    assert budget.accepts(client.prompts[-1])
+    assert abs(client.prompts[-1] - budget.target) <= budget.margin
+    # the default ratio under-fills; the second send scales by the real ratio (short by the
+    # template's share at small sizes), a third lies on the line through two real counts
+    assert 2 <= len(client.prompts) <= 3
 
 
 def test_first_use_probe_is_resent_once_calibrated() -> None:
@@ -219,30 +256,56 @@ def test_first_use_probe_is_resent_once_calibrated() -> None:
     probe = probe_for(client)
     outcome = probe.use(8192, 8192)
     assert outcome.ok and outcome.prompt_tokens is not None
-    target = 8192 - 32
-    assert len(client.prompts) == 2  # the default estimate under-fills; one re-send fixes it
-    assert client.prompts[0] < target - 16 <= client.prompts[1] <= target + 16
-    assert outcome.seconds == pytest.approx(2 * 0.9)
+    budget = PromptBudget(8192, 32)
+    sends = probe.last_sends
+    assert len(client.prompts) == sends and 2 <= sends <= 3
+    assert client.prompts[0] < budget.low and budget.accepts(client.prompts[-1])
+    assert outcome.seconds == pytest.approx(sends * 0.9)  # every send counts
     assert probe.last_speed == Speed(0.5, 25.0)
-    # calibrated now: the next probe is sized right the first time
-    assert probe.use(6144, 8192).ok and len(client.prompts) == 3
-    assert abs(client.prompts[2] - (6144 - 32)) <= 16
+    # calibrated now: later probes, above or below, land within a send or two (a line through
+    # real counts is off only by how unevenly the filler packs into tokens)
+    sends = []
+    for size in (6144, 2048, 8100, 512, 30000, 4096):
+        assert probe.use(size, 32768).ok and PromptBudget(size, 32).accepts(client.prompts[-1])
+        sends.append(probe.last_sends)
+    assert max(sends) <= 2 and sends.count(1) >= 4, sends
 
 
-def test_a_wrong_answer_from_a_short_prompt_decides_at_once() -> None:
+def test_the_fit_is_shared_by_later_probes_of_the_model_on_the_host() -> None:
+    fits = FitCache()
+    client = StubClient(window=100_000)
+    first = HttpProbe(cast(LMStudioClient, client), "acme/m", fits=fits)
+    assert first.use(4096, 4096).ok and first.last_sends > 1
+    again = HttpProbe(cast(LMStudioClient, client), "acme/m", fits=fits)
+    assert again.use(3000, 4096).ok and again.last_sends == 1
+    other = HttpProbe(cast(LMStudioClient, client), "acme/other", fits=fits)
+    assert not other.fit.observed
+
+
+def test_a_wrong_answer_from_a_short_prompt_is_resent_at_the_size() -> None:
     client = StubClient(window=1000)
-    outcome = probe_for(client).use(8192, 8192)
+    probe = probe_for(client)
+    outcome = probe.use(8192, 8192)
     assert not outcome.ok and outcome.error is None  # a wrong answer, not an error
-    assert len(client.prompts) == 1 and outcome.answer == "I don't know."
+    assert outcome.answer == "I don't know." and len(client.prompts) == 2
+    assert PromptBudget(8192, 32).accepts(outcome.prompt_tokens or 0)
 
 
 def test_overflow_recalibrates_and_resends() -> None:
     client = StubClient(window=100_000, overflow_above=4032)  # the loaded context
     probe = probe_for(client)
-    probe.calibration = probe.calibration.observe(40_000, 1000)  # far off: over-fills
+    dense = TokenFit(default_chars_per_token=40.0)  # a far-off default: over-fills
+    probe.fits.put(probe.host, "acme/m", dense)
     outcome = probe.use(4032, 4032)
     assert outcome.ok and len(client.prompts) == 2
-    assert client.prompts[0] > 4032 and abs(client.prompts[1] - 4000) <= 16
+    assert client.prompts[0] > 4032 and PromptBudget(4032, 32).accepts(client.prompts[1])
+
+
+def test_sizing_gives_up_after_the_last_send() -> None:
+    client = StubClient(window=100_000, overflow_above=100)  # the loaded instance holds less
+    outcome = probe_for(client).use(4096, 4096)
+    assert not outcome.ok and "context" in (outcome.error or "").lower()
+    assert len(client.prompts) == MAX_SIZING_ATTEMPTS
 
 
 def test_instance_errors_are_failures_at_the_size() -> None:

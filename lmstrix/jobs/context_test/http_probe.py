@@ -16,15 +16,16 @@ from lmstrix.api.exceptions import (
     ModelLoadError,
     ModelNotFoundError,
 )
-from lmstrix.core.context import TokenCalibration
 from lmstrix.core.context_search import LoadOutcome, UseOutcome
 from lmstrix.core.needle import build_needle_prompt
 from lmstrix.jobs.context_test.request import DEFAULT_OUTPUT_TOKENS
+from lmstrix.jobs.context_test.sizing import SHARED_FITS, FitCache, PromptBudget, TokenFit
 from lmstrix.jobs.context_test.verdicts import Speed
 
-#: A use probe whose prompt came out this far from its target is re-sent with the calibration
-#: it just improved (the first probe of a run starts from an uncalibrated estimate).
-MAX_SIZING_ATTEMPTS = 3
+#: Sends of one use probe at most. The first probe of a process starts from a default ratio
+#: (one send to learn the model's, one to land within the margin, a third if the first
+#: overflowed); later probes are sized from the fit and land on the first send.
+MAX_SIZING_ATTEMPTS = 4
 
 
 class HttpProbe:
@@ -32,8 +33,10 @@ class HttpProbe:
 
     ``load``: every instance of the model is unloaded (and every other model: one model per
     host), then the model is loaded at N and the applied size read back. ``use``: a needle prompt
-    of about ``N - output_tokens`` tokens on the instance of the last load; its size is learnt
-    from the server's own ``usage.prompt_tokens`` (see :meth:`use`).
+    of about ``N - output_tokens`` tokens (less a small margin, see :mod:`.sizing`) on the
+    instance of the last load, sized from the server's own ``usage.prompt_tokens``. What the
+    counts teach is kept in ``fits`` (the process's shared cache unless given) for later tests
+    of the same model on the same host.
     """
 
     def __init__(
@@ -44,18 +47,24 @@ class HttpProbe:
         output_tokens: int = DEFAULT_OUTPUT_TOKENS,
         question: str | None = None,
         seed: int = 0,
+        fits: FitCache | None = None,
     ) -> None:
         self.client = client
         self.model = model
         self.output_tokens = output_tokens
         self.question = question
         self.seed = seed
-        # Until the first real count: the shared default (pessimistic, so the first prompt
-        # rather falls short than overflows).
-        self.calibration = TokenCalibration(prior_weight=1)
+        self.fits = SHARED_FITS if fits is None else fits
+        self.host = str(getattr(client, "base_url", ""))
         self.instance_id: str | None = None
         self.last_speed: Speed | None = None
         self.last_answer: str | None = None
+        self.last_sends = 0
+
+    @property
+    def fit(self) -> TokenFit:
+        """What this model's real token counts have taught so far."""
+        return self.fits.get(self.host, self.model)
 
     def ready(self) -> None:
         """Raise ``LMStudioConnectionError`` unless the host answers (a cheap model list)."""
@@ -79,23 +88,25 @@ class HttpProbe:
     def use(self, size: int, context: int) -> UseOutcome:
         """Ask the needle question with the context filled to about ``size`` tokens.
 
-        Token counts are only known after the fact, so the prompt is re-sent (at most
-        ``MAX_SIZING_ATTEMPTS`` times in all) when its real size makes the answer
-        inconclusive: a pass with a prompt clearly shorter than the target, or a failure with one
-        clearly longer. A failure with a short prompt, or a pass with a long one, already
-        decides the probe. Prompts are nested, so a re-send mostly hits the server's cache.
+        Token counts are only known after the fact, so a prompt whose real count falls outside
+        the budget (see :class:`~lmstrix.jobs.context_test.sizing.PromptBudget`) is re-sent,
+        sized from the count it just got, up to ``MAX_SIZING_ATTEMPTS`` sends in all; so is one
+        the server refused as too long, when it said how long. The answer of the last send is
+        the probe's: whatever it says, it was said about a prompt of the size probed (an answer
+        to a prompt far shorter than N proves nothing about N). Prompts are nested, so a re-send
+        mostly hits the server's prompt cache.
         """
         self.last_speed = None
         self.last_answer = None
+        self.last_sends = 0
         instance = self.instance_id or self.model
-        target = size - self.output_tokens
-        slack = max(16, target // 1000)
+        budget = PromptBudget(size, self.output_tokens)
         seconds = 0.0
-        tokens: int | None = None
         for attempt in range(1, MAX_SIZING_ATTEMPTS + 1):
             prompt = build_needle_prompt(
-                target, self.calibration.estimate, seed=self.seed, question=self.question
+                budget.target, self.fit.estimate, seed=self.seed, question=self.question
             )
+            self.last_sends = attempt
             started = time.perf_counter()
             try:
                 chat = self.client.chat_completion(
@@ -124,20 +135,16 @@ class HttpProbe:
             tokens = chat.prompt_tokens
             if tokens:
                 self._observe(prompt.text, tokens)
-            passed = prompt.passed(chat.content)
-            short = tokens is not None and tokens < target - slack
-            long = tokens is not None and tokens > target + slack
-            if attempt < MAX_SIZING_ATTEMPTS and ((passed and short) or (not passed and long)):
-                continue
+                if not budget.accepts(tokens) and attempt < MAX_SIZING_ATTEMPTS:
+                    continue
             self.last_answer = chat.content
             self.last_speed = Speed(chat.time_to_first_token, chat.tokens_per_second)
+            passed = prompt.passed(chat.content)
             return UseOutcome(passed, prompt_tokens=tokens, answer=chat.content, seconds=seconds)
         raise AssertionError("unreachable")
 
     def _observe(self, text: str, tokens: int) -> None:
-        # The latest count alone: the next prompt is a longer or shorter cut of the same text,
-        # so its ratio is the best predictor, and one odd observation cannot linger.
-        self.calibration = TokenCalibration(prior_weight=1).observe(len(text), tokens)
+        self.fits.put(self.host, self.model, self.fit.observe(len(text), tokens))
 
 
 def _since(started: float) -> float:
