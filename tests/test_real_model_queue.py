@@ -1,10 +1,11 @@
 """The real model through lmstrix's queue (issue 6 item 4): embedded mode, a real dramatiq worker.
 
 SmolLM2-135M on llama.cpp sits behind the LM Studio emulator, so everything the queue reports
-(token counts, time to first token, tokens/s, overflow, how fast a cancel stops generation) is
-the real model's. The queue streams every job (to cancel between chunks), so these tests also
-prove the emulator streams the real model live: a time to first token equal to the whole
-generation, or tokens/s in the tens of thousands, would mean it does not.
+(token counts, time to first token, tokens/s, overflow, where a cancel stops generation) is the
+real model's. The queue streams every job (to cancel between chunks), so these tests also prove
+the emulator streams the real model live: a cancel stops the model's own generation a few pieces
+after the worker sees it, which an answer taken whole before sending could not do. Speed itself
+is measured by bench/real_model_queue.py, not asserted here.
 
 Skipped with the install hint when the wheels are missing (``real_model_path``); the dramatiq
 test skips when Redis or PostgreSQL do not answer, except under CI=true, where it fails.
@@ -22,12 +23,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
-from real_model_timing import TimedBackend, TimedInstance
+from real_model_timing import CLOSED, TimedBackend, generating, tokens_in_slot
 
+from lmstrix.api.client import LMStudioClient
 from lmstrix.api.exceptions import ContextLimitExceededError
+from lmstrix.api.types import ChatResult
 from lmstrix.core.context_tester import ContextTester
 from lmstrix.core.inference_manager import InferenceManager, InferenceResult
 from lmstrix.jobs import embedded
@@ -36,7 +38,6 @@ from lmstrix.testing.pytest_plugin import EmulatorFactory
 from lmstrix.testing.real_model import (
     SMOLLM2_KEY,
     RealModelBackend,
-    RealModelInstance,
     smollm2_model,
 )
 from lmstrix.utils.config import Config
@@ -46,7 +47,6 @@ pytestmark = pytest.mark.real_model
 REDIS_URL = os.environ.get("LMSTRIX_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 HAIKU = "Write a haiku about the sea."
 STORY = "Write a long story about a dragon."  # SmolLM2 goes on for hundreds of tokens
-KEEPER_TICK = 0.2  # how often the worker's lease keeper looks at the cancel flag (jobs.runner)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
@@ -57,12 +57,6 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "
         time.sleep(0.01)
 
 
-def generating(instance: TimedInstance | RealModelInstance) -> bool:
-    """Whether llama.cpp's only slot is generating right now (its own ``/slots`` route)."""
-    slots = httpx.get(f"{instance.url}/slots", timeout=5, trust_env=False).json()
-    return bool(slots[0]["is_processing"])
-
-
 def assert_real_figures(result: InferenceResult, wall_time: float) -> None:
     """What a real, live-streamed generation reports (see the module docstring)."""
     assert result.succeeded, result.error
@@ -71,9 +65,11 @@ def assert_real_figures(result: InferenceResult, wall_time: float) -> None:
     assert result.tokens_used == result.prompt_tokens + result.response_tokens
     ttft, tps = result.time_to_first_token, result.tokens_per_second
     assert ttft is not None and tps is not None
+    # Measured (the first piece came before the answer's end), and tokens/s is the real count
+    # over the measured generation time. How fast is bench/'s business.
     assert 0 < ttft < wall_time
     assert result.inference_time > 0
-    assert 1 < tps < 10_000
+    assert tps == pytest.approx(result.response_tokens / result.inference_time)
     print(
         f"\nSmolLM2 through the queue: ttft {ttft * 1000:.0f} ms, {tps:.0f} tok/s, "
         f"{result.response_tokens} tokens in {wall_time:.2f} s: {result.response[:60]!r}"
@@ -106,7 +102,8 @@ def manager(emulator: LMStudioEmulator, tmp_path: Path) -> Iterator[InferenceMan
             "database": {"url": f"sqlite:///{tmp_path / 'lmstrix.db'}"},
         }
     )
-    with InferenceManager(timeout=60, config=config) as m:
+    # The timeout only keeps a stuck job from hanging the test: a loaded machine is slow.
+    with InferenceManager(timeout=240, config=config) as m:
         yield m
 
 
@@ -152,35 +149,55 @@ def test_real_overflow_through_the_queue(
 
 
 def test_cancel_stops_a_streaming_real_generation(
-    manager: InferenceManager, timed: TimedBackend
+    manager: InferenceManager, timed: TimedBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Mark, among the model's pieces, the chunk at which the worker's client sees the cancel
+    # flag (it stops reading there).
+    chat_completion = LMStudioClient.chat_completion
+
+    def watched(
+        client: LMStudioClient,
+        *args: Any,
+        should_stop: Callable[[], bool] | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        def stop() -> bool:
+            if should_stop is None or not should_stop():
+                return False
+            timed.instances[-1].mark("cancel seen")
+            return True
+
+        return chat_completion(client, *args, should_stop=stop, **kwargs)
+
+    monkeypatch.setattr(LMStudioClient, "chat_completion", watched)
     store = manager.service.store
-    job = manager.submit(SMOLLM2_KEY, STORY, max_tokens=1000, temperature=0)
-
-    def streaming_for_a_tick() -> bool:
-        # past one tick the lease keeper looks at the flag on every tick
-        times = timed.instances[0].piece_times if timed.instances else []
-        return len(times) > 1 and times[-1] - times[0] > KEEPER_TICK
-
-    wait_for(streaming_for_a_tick, what="the real model to stream")
+    max_tokens = 1000
+    job = manager.submit(SMOLLM2_KEY, STORY, max_tokens=max_tokens, temperature=0)
+    wait_for(lambda: bool(timed.instances) and timed.instances[0].pieces > 0, what="a piece")
     (instance,) = timed.instances
-    cancelled = time.monotonic()
+    instance.mark("cancel")
     store.cancel(job.id)
-    result = manager.wait(job.id, timeout=30)
-    final = time.monotonic()
+    result = manager.wait(job.id, timeout=120)
     assert not result.succeeded and store.get(job.id).status == "cancelled"
-    assert instance.closed.wait(10) and not instance.finished
-    assert instance.closed_at is not None
-    # The worker sees the flag within a tick and stops at the next chunk; the emulator then
-    # closes llama.cpp's stream at its next write. A thousand tokens would take over 10 s.
-    next_chunk = instance.first_piece_after(cancelled + KEEPER_TICK) or cancelled + KEEPER_TICK
-    assert final - next_chunk < 1.0
-    assert instance.closed_at - next_chunk < 1.0
-    wait_for(lambda: not generating(instance), timeout=2.0, what="llama.cpp to stop")
+    assert result.response  # what the worker had received when it stopped
+    # The model's stream was closed before its answer ended, after the worker saw the flag
+    # and stopped; only the pieces already on their way were made after that.
+    assert instance.closed.wait(60) and not instance.finished
+    log = instance.log()
+    assert log.count("cancel seen") == 1 and log[-1] == CLOSED
+    assert instance.pieces_after("cancel seen") <= 5
+    # llama.cpp itself stopped: it generated hardly more tokens than the pieces made.
+    wait_for(lambda: not generating(instance), timeout=60, what="llama.cpp to stop")
+    generated = tokens_in_slot(instance) - instance.count_prompt_tokens(
+        [{"role": "user", "content": STORY}]
+    )
+    assert generated <= instance.pieces + 3 < max_tokens
+    after_cancel, after_seen = instance.pieces_after("cancel"), instance.pieces_after("cancel seen")
     print(
-        f"\ncancel -> job cancelled in {(final - cancelled) * 1000:.0f} ms, real stream closed "
-        f"{(instance.closed_at - cancelled) * 1000:.0f} ms after the cancel "
-        f"({instance.pieces_after(cancelled)} pieces later)"
+        f"\ncancel -> the worker saw it {after_cancel - after_seen} pieces "
+        f"({instance.ms_between('cancel', 'cancel seen'):.0f} ms) later, the real stream closed "
+        f"{after_seen} pieces after that; llama.cpp generated {generated} tokens for "
+        f"{instance.pieces} pieces"
     )
 
 
@@ -285,7 +302,7 @@ def test_dramatiq_worker_runs_the_real_model(
             start_new_session=True,  # its own process group: the signal reaches the fork
         )
     try:
-        with InferenceManager(timeout=60, config=config) as manager:
+        with InferenceManager(timeout=240, config=config) as manager:
             result = manager.infer(SMOLLM2_KEY, HAIKU, max_tokens=32, temperature=0)
             assert_real_figures(result, wall_time_of(manager, result))
             assert result.model_info["host"] == host
