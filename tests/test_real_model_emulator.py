@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from real_model_timing import TimedBackend
 
 from lmstrix.testing.emulator import LMStudioEmulator
 from lmstrix.testing.pytest_plugin import EmulatorFactory
@@ -50,9 +51,11 @@ def emulator(make_emulator: EmulatorFactory, real_backend: RealModelBackend) -> 
 
 
 def test_load_then_v0_chat_gives_real_usage_and_stats(
-    emulator: LMStudioEmulator, real_backend: RealModelBackend
+    make_emulator: EmulatorFactory, real_backend: RealModelBackend
 ) -> None:
-    # A simulated pace of 1 token/s: stats that come out faster can only be measured ones.
+    timed = TimedBackend(real_backend)  # keeps the answers llama.cpp gave, with its timings
+    emulator = make_emulator([smollm2_model()], backend=timed, jit=False)
+    # A simulated pace of 1 token/s: stats from it would read 1 s per token.
     emulator.configure(tokens_per_second=1.0, prompt_tokens_per_second=1.0)
     with httpx.Client(base_url=emulator.url, trust_env=False, timeout=60) as http:
         loaded = load(http, 2048)
@@ -79,10 +82,14 @@ def test_load_then_v0_chat_gives_real_usage_and_stats(
     assert usage["prompt_tokens"] == expected_prompt > 0
     assert 0 < usage["completion_tokens"] < 32
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    # The stats are llama.cpp's own timings of this answer, not the simulated pace.
+    (answer,) = timed.instances[0].answers
+    assert answer.prompt_seconds is not None and answer.generation_seconds is not None
+    assert answer.completion_tokens == usage["completion_tokens"]
     stats = body["stats"]
-    assert stats["generation_time"] > 0 and stats["tokens_per_second"] > 2
-    assert 0 < stats["time_to_first_token"] < usage["prompt_tokens"] / 2
-    assert stats["generation_time"] < usage["completion_tokens"] / 2
+    assert stats["time_to_first_token"] == round(answer.prompt_seconds, 3)
+    assert stats["generation_time"] == round(answer.generation_seconds, 3) > 0
+    assert stats["tokens_per_second"] == answer.completion_tokens / answer.generation_seconds
     assert body["model_info"]["context_length"] == 2048
     assert body["model_info"]["quant"] == "Q4_1"
 
