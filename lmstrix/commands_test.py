@@ -48,6 +48,11 @@ def _test_options(fn: Any) -> Any:
                 f"[default: safety.max_context_threshold, {DEFAULT_THRESHOLD}].",
             ),
             click.option("--ctx", type=int, help="Test exactly this context size."),
+            click.option(
+                "--min-context",
+                type=int,
+                help="Search no lower than this many tokens (at least 256) [default: 2048].",
+            ),
             click.option("--reset", is_flag=True, help="Forget earlier results first."),
             click.option(
                 "--force", is_flag=True, help="Test a --ctx at or above the last known bad size."
@@ -229,6 +234,7 @@ def _run_one(
         request.reset,
         ctx=request.ctx,
         force=force,
+        min_context=None if request.ctx is not None else request.min_context,
     )
     try:
         if console is None:
@@ -272,6 +278,7 @@ def test(
     test_all: bool,
     threshold: int | None,
     ctx: int | None,
+    min_context: int | None,
     reset: bool,
     force: bool,
     prompt: str | None,
@@ -302,7 +309,13 @@ def test(
         for m in models:
             try:
                 request = plan_context_test(
-                    m, threshold=threshold, ctx=ctx, reset=reset, force=force, question=question
+                    m,
+                    threshold=threshold,
+                    ctx=ctx,
+                    reset=reset,
+                    force=force,
+                    question=question,
+                    min_context=min_context,
                 )
             except ValidationError as exc:
                 if not test_all:
@@ -382,6 +395,7 @@ def submit_test(
     model_id: str,
     threshold: int | None,
     ctx: int | None,
+    min_context: int | None,
     reset: bool,
     force: bool,
     prompt: str | None,
@@ -396,7 +410,14 @@ def submit_test(
     tester = ContextTester(config=config, safety_threshold=threshold)
     try:
         job = tester.submit(
-            model_id, threshold, question, reset, ctx=ctx, force=force, start_worker=False
+            model_id,
+            threshold,
+            question,
+            reset,
+            ctx=ctx,
+            force=force,
+            start_worker=False,
+            min_context=min_context,
         )
         distributed = tester.service.distributed
     finally:

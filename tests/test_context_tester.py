@@ -210,6 +210,26 @@ def test_bad_input_is_refused_before_queueing(make_emulator: Factory, db_url: st
     assert emu.counters.load_count == 0
 
 
+def test_min_context_searches_below_2048(make_emulator: Factory, db_url: str) -> None:
+    """A small model that forgets before 2048 tokens: the default range only says so; a lower
+    ``min_context`` finds its limit."""
+    small = EmulatedModel(key="acme/small", max_context_length=8192, usable_limit=1000)
+    emu = make_emulator([small])
+    tester = make_tester(emu.url, db_url)
+    default = tester.test_model_context(small.key)
+    assert not default["test_successful"] and "2048 already fails" in default["error"]
+    lowered = tester.test_model_context(small.key, reset=True, min_context=256)
+    assert lowered["test_successful"]
+    assert_near(lowered["optimal_context"], 1000)
+    assert min(p["context_size"] for p in lowered["test_points"]) >= 256
+    with pytest.raises(ValidationError) as err:
+        make_tester(emu.url, db_url, min_context=128)
+    assert err.value.field == "min_context" and ">= 256" in str(err.value)
+    with pytest.raises(ValidationError) as err:
+        tester.test_model_context(small.key, threshold=4096, min_context=8192)
+    assert err.value.field == "min_context" and "threshold" in str(err.value)
+
+
 def test_cancel_stops_between_probes(make_emulator: Factory, db_url: str) -> None:
     emu = make_emulator([MODEL], hang_loads_above=DECLARED - 1)  # the first probe blocks
     tester = make_tester(emu.url, db_url)

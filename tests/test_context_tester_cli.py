@@ -15,6 +15,7 @@ from lmstrix.core.context_tester import RESULT_KEYS
 from lmstrix.core.models import ModelRegistry
 from lmstrix.jobs import embedded
 from lmstrix.jobs.context_test import read_probes
+from lmstrix.jobs.context_test.sizing import PromptBudget
 from lmstrix.jobs.store import JobStore
 from lmstrix.testing import EMBEDDING_KEY, EmulatedModel, LMStudioEmulator
 
@@ -79,6 +80,8 @@ def test_dry_run_says_what_and_where_without_probing(
     assert all(p["host"] == "h1" for p in plans)
     code, out, _ = run("test", MODEL.key, "--ctx", "4096", "--dry-run")
     assert code == 0 and "at exactly 4096 tokens" in out
+    code, out, _ = run("test", MODEL.key, "--min-context", "256", "--dry-run")
+    assert code == 0 and f"sizes 256 to {DECLARED} tokens" in out
     assert jobs(env) == 0 and emu.counters.load_count == 0
 
 
@@ -93,7 +96,8 @@ def test_live_rows_then_verdict(env: dict[str, str], emu: LMStudioEmulator) -> N
     assert lines[-1].startswith(f"✓ {MODEL.key} on h1: uses up to ")
     model = ModelRegistry(env["LMSTRIX_DATABASE_URL"]).get_model(MODEL.key)
     assert model.test_status == "tested" and model.tested_context
-    assert USABLE - 256 <= model.tested_context <= USABLE + BUDGET + 33
+    slack = BUDGET + 17 + 2 * PromptBudget(USABLE, BUDGET).margin  # the fact is 17 tokens in
+    assert USABLE - 256 <= model.tested_context <= USABLE + slack
     assert f"uses up to {model.tested_context} tokens" in lines[-1]
     (job,) = JobStore(env["LMSTRIX_DATABASE_URL"]).list_jobs()
     rows = read_probes(env["LMSTRIX_DATABASE_URL"], job.id)
@@ -142,6 +146,10 @@ def test_bad_input_clear_message_no_probe(
     assert code == 2 and "threshold" in err and "2048" in err
     code, _, err = run("test", EMBEDDING_KEY)
     assert code == 2 and "embedding model" in err
+    code, _, err = run("test", MODEL.key, "--min-context", "100")
+    assert code == 2 and "min_context" in err and ">= 256" in err
+    code, _, err = run("submit", "test", MODEL.key, "--min-context", "9000", "--threshold", "8192")
+    assert code == 2 and "above the threshold 8192" in err
     code, _, err = run("test", MODEL.key, "--all")
     assert code == 2 and "MODEL_ID or --all" in err
     code, _, err = run("test")
@@ -191,6 +199,11 @@ def test_submit_test_then_worker(env: dict[str, str], emu: LMStudioEmulator) -> 
     job = json.loads(out)
     assert job["kind"] == "context_test" and job["status"] == "succeeded"
     assert job["result"]["optimal_context"] == 4096
+    # --min-context reaches the queued request
+    code, out, err = run("submit", "test", MODEL.key, "--min-context", "512", "--json")
+    assert code == 0, err
+    queued = JobStore(env["LMSTRIX_DATABASE_URL"]).get(json.loads(out)["job_id"])
+    assert queued.request["min_context"] == 512
 
 
 def test_exit_code_when_the_test_cannot_run(env: dict[str, str], emu: LMStudioEmulator) -> None:

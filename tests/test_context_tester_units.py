@@ -54,6 +54,10 @@ def test_plan_budget_and_range() -> None:
     # a model that declares less than the minimum is tested at what it declares
     tiny = plan_context_test(model(declared_context=1024)).search_config()
     assert (tiny.lower, tiny.upper) == (1024, 1024)
+    # ... unless the search is asked to go lower
+    small = plan_context_test(model(declared_context=1024), min_context=256).search_config()
+    assert (small.lower, small.upper) == (256, 1024)
+    assert plan_context_test(model(), ctx=256).ctx == 256
 
 
 @pytest.mark.parametrize(
@@ -62,7 +66,11 @@ def test_plan_budget_and_range() -> None:
         ({"type": "embedding"}, {}, "model_id", "embedding model"),
         ({}, {"threshold": 1000}, "threshold", "minimum context size 2048"),
         ({}, {"threshold": 0}, "threshold", "greater than or equal to 1"),
-        ({}, {"ctx": 100}, "ctx", ">= 512"),
+        ({}, {"ctx": 100}, "ctx", ">= 256"),
+        ({}, {"min_context": 255}, "min_context", ">= 256"),
+        ({}, {"min_context": 4096, "threshold": 2048}, "min_context", "above the threshold"),
+        ({}, {"min_context": 512, "ctx": 4096}, "min_context", "exactly one size"),
+        ({}, {"min_context": 256, "output_tokens": 150}, "output_tokens", "too little room"),
         ({}, {"ctx": 65536}, "ctx", "declares"),
         ({"last_known_bad_context": 8192}, {"ctx": 8192}, "ctx", "--force"),
         ({}, {"question": "  "}, "prompt", "empty"),

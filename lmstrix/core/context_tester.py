@@ -23,7 +23,7 @@ from typing import Any
 from lmstrix.api.exceptions import InferenceTimeoutError, LMStrixError, ValidationError
 from lmstrix.core.context_search import DEFAULT_MAX_ITERATIONS, DEFAULT_THRESHOLD
 from lmstrix.core.models import Model
-from lmstrix.jobs.context_test import ProbeRow, read_probes
+from lmstrix.jobs.context_test import ProbeRow, check_min_context, read_probes
 from lmstrix.jobs.notify import LocalNotifier
 from lmstrix.jobs.service import JobService, SubmittedJob
 from lmstrix.jobs.store import JobView
@@ -102,7 +102,8 @@ class ContextTester:
     runs as long as its probes need. ``safety_threshold`` caps every test: the size tested is
     at most ``min(threshold, safety_threshold, declared)``, so a caller raises both to go
     higher. ``output_tokens`` is the answer budget of a use probe (None: 64, or 1024 for
-    reasoning models that think first).
+    reasoning models that think first). ``min_context`` is the smallest size a search goes down
+    to (None: 2048; at least 256): lower it for small models that may fail even at 2048.
     """
 
     def __init__(
@@ -115,11 +116,14 @@ class ContextTester:
         config: Config | None = None,
         database_url: str | None = None,
         output_tokens: int | None = None,
+        min_context: int | None = None,
     ) -> None:
         self.timeout = timeout
         self.max_iterations = max_iterations
         self.safety_threshold = safety_threshold
         self.output_tokens = output_tokens
+        # Refused here, before any host is asked; the threshold is checked per test.
+        self.min_context = None if min_context is None else check_min_context(min_context)
         self.service = JobService(
             config, database_url=database_url, base_url=base_url, request_timeout=timeout
         )
@@ -161,8 +165,10 @@ class ContextTester:
         ctx: int | None = None,
         force: bool = False,
         start_worker: bool = True,
+        min_context: int | None = None,
     ) -> SubmittedJob:
-        """Validate and queue one test; returns at once (``wait`` gets the result)."""
+        """Validate and queue one test; returns at once (``wait`` gets the result).
+        ``min_context`` None is the tester's own (see the class docstring)."""
         job = self.service.submit_context_test(
             model_id,
             threshold=self.cap(threshold),
@@ -172,6 +178,7 @@ class ContextTester:
             question=prompt,
             output_tokens=self.output_tokens,
             max_iterations=self.max_iterations,
+            min_context=self.min_context if min_context is None else min_context,
             start_worker=start_worker,
         )
         self.last_job_id = job.id
@@ -230,14 +237,16 @@ class ContextTester:
         prompt: str | None = None,
         reset: bool = False,
         verbose: bool = False,
+        min_context: int | None = None,
     ) -> dict[str, Any]:
         """Find the largest context ``model_id`` loads and uses, up to ``threshold`` tokens.
 
         ``prompt`` replaces the needle question (any non-empty answer then passes); ``reset``
-        forgets earlier results (known good and bad sizes) first; ``verbose`` logs every probe.
+        forgets earlier results (known good and bad sizes) first; ``verbose`` logs every probe;
+        ``min_context`` is the smallest size searched (None: the tester's).
         """
         started = time.monotonic()
-        job = self.submit(model_id, threshold, prompt, reset)
+        job = self.submit(model_id, threshold, prompt, reset, min_context=min_context)
         on_probe = _log_probe(job.model) if verbose else None
         view = self.watch(job.id, on_probe)
         return self.result(view, time.monotonic() - started)

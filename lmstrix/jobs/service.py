@@ -259,6 +259,7 @@ class JobService:
         question: str | None = None,
         output_tokens: int | None = None,
         max_iterations: int = DEFAULT_MAX_ITERATIONS,
+        min_context: int | None = None,
         host: str | None = None,
         priority: int = PRIORITY_CONTEXT_TEST,
         start_worker: bool = True,
@@ -280,6 +281,7 @@ class JobService:
             question=question,
             output_tokens=output_tokens,
             max_iterations=max_iterations,
+            min_context=min_context,
         )
         hc = self.host_config(model.host)
         job_id = self.store.submit(

@@ -17,6 +17,7 @@ of the same job are replayed as facts, so a re-queued job does not repeat its wo
 The modules, pure ones first:
 
 - :mod:`.request`: what a job asks for, and the planning that refuses bad input;
+- :mod:`.sizing`: how many tokens a use probe's prompt holds, fitted from the server's counts;
 - :mod:`.verdicts`: the registry columns a finished or stopped test writes;
 - :mod:`.resume`: the search's first state from what earlier runs left;
 - :mod:`.report`: the job row's progress and result dicts;
@@ -32,9 +33,10 @@ from lmstrix.jobs.context_test.probe_rows import INTERRUPTED_ERROR, ProbeRow, re
 from lmstrix.jobs.context_test.records import read_progress
 from lmstrix.jobs.context_test.request import (
     DEFAULT_OUTPUT_TOKENS,
-    MIN_SINGLE_CONTEXT,
+    MIN_PROBE_CONTEXT,
     REASONING_OUTPUT_TOKENS,
     ContextTestRequest,
+    check_min_context,
     parse_request,
     plan_context_test,
 )
@@ -49,13 +51,14 @@ from lmstrix.jobs.context_test.verdicts import (
 __all__ = [
     "DEFAULT_OUTPUT_TOKENS",
     "INTERRUPTED_ERROR",
-    "MIN_SINGLE_CONTEXT",
+    "MIN_PROBE_CONTEXT",
     "REASONING_OUTPUT_TOKENS",
     "ContextTestRequest",
     "HttpProbe",
     "Known",
     "ProbeRow",
     "Speed",
+    "check_min_context",
     "parse_request",
     "partial_columns",
     "plan_context_test",

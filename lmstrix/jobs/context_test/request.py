@@ -22,6 +22,7 @@ from lmstrix.core.context_search import (
     SearchConfig,
 )
 from lmstrix.core.models import Model
+from lmstrix.jobs.context_test.sizing import PromptBudget
 from lmstrix.jobs.requests import validate_request
 
 #: Tokens kept for the answer of a use probe. The needle answer is about 15 tokens; the rest is
@@ -30,8 +31,13 @@ from lmstrix.jobs.requests import validate_request
 DEFAULT_OUTPUT_TOKENS = 64
 #: Reasoning models think before answering, and the thinking counts against ``max_tokens``.
 REASONING_OUTPUT_TOKENS = 1024
-#: The smallest size ``--ctx`` accepts: a needle prompt plus an answer must fit.
-MIN_SINGLE_CONTEXT = 512
+#: The smallest context any probe uses (``--ctx`` and ``--min-context``): llama.cpp and LM Studio
+#: allocate contexts in steps of 256, and a needle prompt plus an answer fit in one step.
+MIN_PROBE_CONTEXT = 256
+#: The least room a use probe's prompt must have: the needle's instruction, fact and question
+#: take about 60 tokens, and at least as much filler must separate the fact from the question,
+#: or the probe tests nothing about reading the start of a long context.
+MIN_PROMPT_TOKENS = 128
 
 
 class ContextTestRequest(BaseModel):
@@ -79,14 +85,17 @@ def plan_context_test(
     question: str | None = None,
     output_tokens: int | None = None,
     max_iterations: int = DEFAULT_MAX_ITERATIONS,
-    min_context: int = DEFAULT_MIN_CONTEXT,
+    min_context: int | None = None,
 ) -> ContextTestRequest:
     """The request for testing ``model``, or a ``ValidationError`` saying why it cannot be tested.
 
     Refused: an embedding model (no chat, nothing to recall), a threshold below the minimum
-    context, ``ctx`` above the declared size or at/above the last known bad size (that size
-    already failed; ``force=True`` tests it anyway, ``reset=True`` forgets it), and an answer
-    budget that leaves no room for a prompt.
+    context, a ``min_context`` below ``MIN_PROBE_CONTEXT`` or above the threshold (or given
+    with ``ctx``, which tests one size), ``ctx`` below ``MIN_PROBE_CONTEXT``, above the
+    declared size or at/above the last known bad size (that size already failed;
+    ``force=True`` tests it anyway, ``reset=True`` forgets it), and an answer budget that leaves
+    no room for a prompt. ``min_context`` None is the search's default (2048): most models
+    load far more, and a lower bound only costs probes when a model fails even there.
     """
     if model.type.startswith("embedding"):
         raise ValidationError(
@@ -98,9 +107,15 @@ def plan_context_test(
     if budget is None:
         reasons = "reasoning" in model.capabilities
         budget = REASONING_OUTPUT_TOKENS if reasons else DEFAULT_OUTPUT_TOKENS
+    if min_context is not None:
+        check_min_context(min_context, threshold)
+        if ctx is not None:
+            raise ValidationError(
+                "min_context", min_context, "applies to a search; --ctx tests exactly one size"
+            )
     if ctx is not None:
-        if isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < MIN_SINGLE_CONTEXT:
-            raise ValidationError("ctx", ctx, f"must be an integer >= {MIN_SINGLE_CONTEXT}")
+        if isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < MIN_PROBE_CONTEXT:
+            raise ValidationError("ctx", ctx, f"must be an integer >= {MIN_PROBE_CONTEXT}")
         if model.declared_context and ctx > model.declared_context:
             raise ValidationError(
                 "ctx", ctx, f"is above the {model.declared_context} tokens {model.id} declares"
@@ -116,7 +131,7 @@ def plan_context_test(
     fields = {
         "declared": model.declared_context or threshold,
         "threshold": threshold,
-        "min_context": min_context,
+        "min_context": DEFAULT_MIN_CONTEXT if min_context is None else min_context,
         "max_iterations": max_iterations,
         "reset": reset,
         "ctx": ctx,
@@ -126,11 +141,32 @@ def plan_context_test(
     request = validate_request(ContextTestRequest, fields)
     assert isinstance(request, ContextTestRequest)
     lower = request.search_config().lower  # SearchConfig refuses a threshold below the minimum
-    if lower - budget < MIN_SINGLE_CONTEXT // 2:
+    if PromptBudget(lower, budget).low < MIN_PROMPT_TOKENS:
         raise ValidationError(
             "output_tokens", budget, f"leaves too little room for a prompt at {lower} tokens"
         )
     return request
+
+
+def check_min_context(min_context: object, threshold: int | None = None) -> int:
+    """``min_context`` if it is a usable lower bound of a search, else a ``ValidationError``:
+    at least ``MIN_PROBE_CONTEXT`` (a smaller context holds no useful probe) and at most the
+    threshold (the range would be empty)."""
+    if (
+        isinstance(min_context, bool)
+        or not isinstance(min_context, int)
+        or min_context < MIN_PROBE_CONTEXT
+    ):
+        raise ValidationError(
+            "min_context", min_context, f"must be an integer >= {MIN_PROBE_CONTEXT}"
+        )
+    if threshold is not None and min_context > threshold:
+        raise ValidationError(
+            "min_context",
+            min_context,
+            f"is above the threshold {threshold}; lower the minimum or raise the threshold",
+        )
+    return min_context
 
 
 def parse_request(data: dict[str, Any]) -> ContextTestRequest:
@@ -142,9 +178,11 @@ def parse_request(data: dict[str, Any]) -> ContextTestRequest:
 
 __all__ = [
     "DEFAULT_OUTPUT_TOKENS",
-    "MIN_SINGLE_CONTEXT",
+    "MIN_PROBE_CONTEXT",
+    "MIN_PROMPT_TOKENS",
     "REASONING_OUTPUT_TOKENS",
     "ContextTestRequest",
+    "check_min_context",
     "parse_request",
     "plan_context_test",
 ]
