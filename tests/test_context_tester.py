@@ -218,10 +218,14 @@ def test_min_context_searches_below_2048(make_emulator: Factory, db_url: str) ->
     tester = make_tester(emu.url, db_url)
     default = tester.test_model_context(small.key)
     assert not default["test_successful"] and "2048 already fails" in default["error"]
-    lowered = tester.test_model_context(small.key, reset=True, min_context=256)
+    low = make_tester(emu.url, db_url, min_context=256)
+    lowered = low.test_model_context(small.key, reset=True)
     assert lowered["test_successful"]
     assert_near(lowered["optimal_context"], 1000)
     assert min(p["context_size"] for p in lowered["test_points"]) >= 256
+    # a single size needs no range: the tester's minimum does not get in its way
+    single = low.result(low.watch(low.submit(small.key, ctx=512).id), 0.0)
+    assert single["optimal_context"] == 512
     with pytest.raises(ValidationError) as err:
         make_tester(emu.url, db_url, min_context=128)
     assert err.value.field == "min_context" and ">= 256" in str(err.value)

@@ -168,7 +168,10 @@ class ContextTester:
         min_context: int | None = None,
     ) -> SubmittedJob:
         """Validate and queue one test; returns at once (``wait`` gets the result).
-        ``min_context`` None is the tester's own (see the class docstring)."""
+        ``min_context`` None is the tester's own (see the class docstring), which a single-size
+        test (``ctx``) has no use for."""
+        if min_context is None and ctx is None:
+            min_context = self.min_context
         job = self.service.submit_context_test(
             model_id,
             threshold=self.cap(threshold),
@@ -178,7 +181,7 @@ class ContextTester:
             question=prompt,
             output_tokens=self.output_tokens,
             max_iterations=self.max_iterations,
-            min_context=self.min_context if min_context is None else min_context,
+            min_context=min_context,
             start_worker=start_worker,
         )
         self.last_job_id = job.id
