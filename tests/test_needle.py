@@ -27,7 +27,7 @@ def test_needle_is_deterministic_and_in_the_emulator_grammar() -> None:
     assert needle.fact == rules.fact_sentence(needle.subject, needle.value)
     assert needle.question == rules.question(needle.subject)
     assert rules.recall(needle.fact, needle.subject) == needle.value
-    assert re.fullmatch(r"[a-z]+-\d{4}", needle.value)
+    assert re.fullmatch(r"\d{4}", needle.value)
 
 
 def test_filler_never_reads_as_a_fact_or_a_question() -> None:
@@ -48,8 +48,8 @@ def test_sized_to_the_target_with_an_exact_counter(target: int) -> None:
     assert prompt.tokens == count_tokens(prompt.text)
     assert target - 2 <= prompt.tokens <= target  # at most a "word." pair short
     assert prompt.text.index(prompt.needle.fact) < 100  # the fact is near the start
-    assert prompt.text.rstrip().endswith("Answer with the value only.")
-    assert prompt.text.rfind(prompt.needle.question) > len(prompt.text) - 120
+    # the question comes last, right after the instruction how to answer it
+    assert prompt.text.endswith(f"\n\nAnswer with the code only. {prompt.needle.question}")
 
 
 def test_a_256k_prompt_is_built_in_a_few_counter_calls() -> None:
@@ -70,7 +70,7 @@ def test_a_256k_prompt_is_built_in_a_few_counter_calls() -> None:
 def test_prompts_of_one_seed_are_nested() -> None:
     small = build_needle_prompt(3000, count_tokens, seed=4)
     large = build_needle_prompt(9000, count_tokens, seed=4)
-    tail = "\n\n" + small.question + " Answer with the value only."
+    tail = "\n\nAnswer with the code only. " + small.question
     assert small.text.endswith(tail) and large.text.endswith(tail)
     assert large.text.startswith(small.text[: -len(tail)])
     assert small.needle == large.needle

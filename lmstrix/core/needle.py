@@ -9,9 +9,23 @@ The grammar is the emulator's needle grammar (``lmstrix.testing.rules``) and pla
 same prompt probes the rule-based emulator and a real model:
 
 - fact: ``The <subject> is <value>.``, in the first sentence after a one-line instruction;
-- filler: simple sentences that never contain the words "the", "is" or "what", so filler can
-  never read as a fact or a question;
-- question: ``What is the <subject>?`` at the very end.
+  the value is four digits;
+- filler: simple sentences that never contain the words "the", "is" or "what", nor digits, so
+  filler can never read as a fact, a question or an answer;
+- question: an instruction ("Answer with the code only.") and then ``What is the <subject>?``
+  at the very end.
+
+Why this shape (measured on SmolLM2-135M-Instruct, the real model the tests run, at temperature
+0 with prompts sized by its own tokenizer): with the earlier probe (a word-and-digits value such
+as ``kestrel-2904``, the question followed by "Answer with the value only.") it recalled 1 of 6
+needles at 256 tokens and 1 of 6 at 1024. It copied the digits and garbled or replaced the word
+("pelican-1924"), or began an essay on "a code of honor". Moving the instruction before the
+question helped (2-4 of 5 up to 1024, 1 of 5 at 2048); a value of digits alone did most (with
+the question last: 5 of 5 at 256, 512, 1024 and 2048, 4 of 5 at 3072, 5 of 5 at 4096; with the
+question first: 0 of 4 at 3072). Natural sentences as filler and a system message changed
+nothing measurable, so the filler keeps its vocabulary (which can never collide with the
+needle grammar) and the probe stays one user message. A model that fails this probe fails at
+reading the start of its context, not at spelling a made-up word.
 
 Prompts are nested: for one seed, the prompt for a smaller size is the prompt for a larger size
 with filler cut off at a word boundary (same head, same filler prefix, same tail). Consecutive
@@ -20,7 +34,8 @@ server's prompt cache only processes what was not already seen. This is what mak
 search of use probes on one instance cheap.
 
 Sizing uses a ``count_tokens(text) -> int`` function: the exact tokenizer when one exists (the
-emulator's), else :class:`TokenCalibration` estimates calibrated from ``usage.prompt_tokens``.
+emulator's), else an estimate fitted to the server's ``usage.prompt_tokens`` (the context tester
+uses :mod:`lmstrix.jobs.context_test.sizing`).
 """
 
 from __future__ import annotations
@@ -47,10 +62,6 @@ _SUBJECT_ADJECTIVES = _words(
 _SUBJECT_NOUNS = _words(
     "anchor beacon compass falcon harbor lantern lighthouse orchard quarry signal tower vault"
 )
-_VALUE_WORDS = _words(
-    "kestrel juniper marlin otter pelican quartz raven saffron tamarind walrus yucca zinnia"
-)
-
 # Filler vocabulary: no "the", "is", "what" (see the module docstring), no digits, no "?"/"!".
 _F_ADJECTIVES = _words(
     "quiet distant gentle narrow ancient bright silent shallow golden hidden northern "
@@ -65,7 +76,7 @@ _F_PREPOSITIONS = _words("past near beyond beside under across along toward behi
 
 _INSTRUCTION = "Remember this fact, you will be asked about it at the end."
 _FILLER_INTRO = "Some unrelated notes follow."
-_ANSWER_HINT = "Answer with the value only."
+_ANSWER_HINT = "Answer with the code only."
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,15 +98,15 @@ class Needle:
 
 
 def make_needle(seed: int = 0) -> Needle:
-    """A deterministic needle for ``seed``: e.g. ``The violet lantern code is kestrel-4729.``
+    """A deterministic needle for ``seed``: e.g. ``The violet lantern code is 4729.``
 
-    The value mixes a word and four digits so that a model cannot guess it and a check on it
-    cannot match by accident.
+    Four digits: a model cannot guess them (one chance in 9000), the filler never contains
+    digits, and small models copy digits faithfully where they garble made-up words (see the
+    module docstring), so a wrong answer means the fact was not read.
     """
     rng = random.Random(f"needle:{seed}")
     subject = f"{rng.choice(_SUBJECT_ADJECTIVES)} {rng.choice(_SUBJECT_NOUNS)} code"
-    value = f"{rng.choice(_VALUE_WORDS)}-{rng.randint(1000, 9999)}"
-    return Needle(subject, value)
+    return Needle(subject, str(rng.randint(1000, 9999)))
 
 
 def filler_words(seed: int = 0) -> Iterator[str]:
@@ -153,9 +164,9 @@ def _normalise(text: str) -> str:
 def answer_recalls(answer: str | None, needle: Needle) -> bool:
     """True when ``answer`` contains the needle's value, ignoring case, spaces and punctuation.
 
-    ``kestrel-4729``, ``KESTREL 4729`` and ``The ... code is kestrel-4729.`` all pass; ``I don't
-    know.``, an empty answer or a different code do not. Loose on form, strict on content: the
-    probe asks whether the model read the fact, not whether it follows formatting instructions.
+    ``4729``, ``4,729`` and ``The ... code is 4729.`` all pass; ``I don't know.``, an empty
+    answer or other digits do not. Loose on form, strict on content: the probe asks whether the
+    model read the fact, not whether it follows formatting instructions.
     """
     if not answer:
         return False
@@ -168,7 +179,7 @@ def _head(needle: Needle) -> str:
 
 
 def _tail(question: str, *, custom: bool) -> str:
-    return f"\n\n{question}" if custom else f"\n\n{question} {_ANSWER_HINT}"
+    return f"\n\n{question}" if custom else f"\n\n{_ANSWER_HINT} {question}"
 
 
 def build_needle_prompt(
