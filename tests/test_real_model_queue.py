@@ -208,6 +208,8 @@ def test_cancel_stops_a_streaming_real_generation(
 REAL_THRESHOLD = 8192
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # about 110 s alone on two cores; a busy machine may triple it
 def test_context_test_job_on_the_real_model(emulator: LMStudioEmulator, tmp_path: Path) -> None:
     """A context test of SmolLM2 as a job, searched down to 256 tokens, then single sizes at 256
     and 1024. Asserted: real probes ran (llama.cpp's applied contexts) and every use probe's
