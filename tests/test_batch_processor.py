@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
+from dramatiq_worker import DramatiqWorkers, require_redis, worker_env
 from sqlalchemy import select, update
 
 from lmstrix.api.exceptions import InferenceTimeoutError, ModelNotFoundError, ValidationError
@@ -433,11 +429,6 @@ def test_next_status_transitions() -> None:
 
 # -- distributed mode: dramatiq worker processes, Redis, PostgreSQL ----------------------------
 
-REDIS_URL = os.environ.get("LMSTRIX_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
-# as `lmstrix worker` runs it: one process, one thread per host
-WORKER_ARGV = [sys.executable, "-m", "dramatiq", "lmstrix.workers"]
-WORKER_ARGV += ["--processes", "1", "--threads", "1"]
-
 
 @pytest.fixture
 def cluster(
@@ -446,53 +437,21 @@ def cluster(
     tmp_path: Path,
 ) -> Iterator[Config]:
     """Two emulated hosts, each served by a real `dramatiq lmstrix.workers` process."""
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis at {REDIS_URL} does not answer ({exc}); CI must run this")
-        pytest.skip(f"Redis at {REDIS_URL} does not answer ({exc})")
+    redis_url = require_redis()
     db_url = postgres_database_factory()
     tag = uuid.uuid4().hex[:6]
     hosts = {f"ba{tag}": make_emulator(), f"bb{tag}": make_emulator()}
-    env = {
-        **os.environ,
-        "LMSTRIX_HOSTS": ",".join(f"{name}={emu.url}" for name, emu in hosts.items()),
-        "LMSTRIX_DATABASE_URL": db_url,
-        "LMSTRIX_REDIS_URL": REDIS_URL,
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-    }
-    env.pop("LMSTRIX_CONFIG", None)
-    procs = []
-    for name in hosts:
-        log = (tmp_path / f"worker-{name}.log").open("ab")
-        procs.append(
-            subprocess.Popen(
-                [*WORKER_ARGV, "--queues", f"lmstudio.{name}"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-        log.close()
-    try:
+    hosts_env = ",".join(f"{name}={emu.url}" for name, emu in hosts.items())
+    with DramatiqWorkers(tmp_path, worker_env(hosts_env, db_url, redis_url, tmp_path)) as workers:
+        for name in hosts:
+            workers.start(name, f"worker-{name}.log")
         yield Config(
             {
                 "hosts": [{"name": n, "url": e.url} for n, e in hosts.items()],
                 "database": {"url": db_url},
-                "redis": {"url": REDIS_URL},
+                "redis": {"url": redis_url},
             }
         )
-    finally:
-        for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
 
 
 @pytest.mark.redis

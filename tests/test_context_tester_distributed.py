@@ -7,17 +7,14 @@ Skips when Redis or PostgreSQL do not answer, except under CI=true, where it fai
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
+from dramatiq_worker import DramatiqWorkers, require_redis, worker_env
 
 from lmstrix.core.context_tester import ContextTester
 from lmstrix.core.models import ModelRegistry
@@ -27,7 +24,6 @@ from lmstrix.utils.config import Config
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
-REDIS_URL = os.environ.get("LMSTRIX_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 DECLARED, LOADABLE, USABLE = 32768, 24576, 16384
 BUDGET = 32
 MODEL = EmulatedModel(
@@ -48,61 +44,20 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "
 
 @pytest.fixture(scope="module")
 def redis_url() -> str:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        reason = f"Redis at {REDIS_URL} does not answer ({exc})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason} (CI=true: the Redis tests must run, not skip)")
-        pytest.skip(reason)
-    return REDIS_URL
+    return require_redis()
 
 
-class Workers:
-    """`dramatiq lmstrix.workers` processes for one host, each in its own process group."""
+class HostWorkers(DramatiqWorkers):
+    """Workers for the one emulated host, logged as worker-0.log, worker-1.log, ..."""
 
     def __init__(self, tmp: Path, env: dict[str, str], host: str) -> None:
-        self.tmp, self.env, self.host = tmp, env, host
-        self.procs: list[subprocess.Popen[bytes]] = []
+        super().__init__(tmp, env)
+        self.host = host
 
-    def start(self) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"worker-{len(self.procs)}.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dramatiq",
-                "lmstrix.workers",
-                "--processes",
-                "1",
-                "--threads",
-                "1",
-                "--queues",
-                f"lmstudio.{self.host}",
-            ],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # SIGKILL to the group reaches dramatiq's forked child
-        )
-        log.close()
-        self.procs.append(proc)
-        return proc
-
-    def kill(self, proc: subprocess.Popen[bytes]) -> None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+    def start(
+        self, host: str | None = None, log_name: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        return super().start(host or self.host, log_name or f"worker-{len(self.procs)}.log")
 
 
 @pytest.fixture
@@ -110,23 +65,22 @@ def setup(
     redis_url: str,
     postgres_database_factory: Callable[[], str],
     tmp_path: Path,
-) -> Iterator[tuple[LMStudioEmulator, Workers, ContextTester, str]]:
+) -> Iterator[tuple[LMStudioEmulator, HostWorkers, ContextTester, str]]:
     emu = LMStudioEmulator([MODEL], hang_loads_above=DECLARED - 1).start()
     db_url = postgres_database_factory()
     host = f"ct{uuid.uuid4().hex[:6]}"
-    env = {
-        **os.environ,
-        "LMSTRIX_HOSTS": f"{host}={emu.url}",
-        "LMSTRIX_DATABASE_URL": db_url,
-        "LMSTRIX_REDIS_URL": redis_url,
-        "LMSTRIX_JOB_LEASE_SECONDS": "2",
-        "LMSTRIX_REAPER_INTERVAL": "0.5",
-        "LMSTRIX_WORKER_LINGER": "2",
-        "LMSTRIX_LMSTUDIO__MAX_RETRIES": "0",
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("LMSTRIX_CONFIG", None)
+    env = worker_env(
+        f"{host}={emu.url}",
+        db_url,
+        redis_url,
+        tmp_path,
+        {
+            "LMSTRIX_JOB_LEASE_SECONDS": "2",
+            "LMSTRIX_REAPER_INTERVAL": "0.5",
+            "LMSTRIX_WORKER_LINGER": "2",
+            "LMSTRIX_LMSTUDIO__MAX_RETRIES": "0",
+        },
+    )
     config = Config(
         {
             "hosts": [{"name": host, "url": emu.url}],
@@ -134,7 +88,7 @@ def setup(
             "redis": {"url": redis_url},
         }
     )
-    workers = Workers(tmp_path, env, host)
+    workers = HostWorkers(tmp_path, env, host)
     tester = ContextTester(config=config, output_tokens=BUDGET)
     try:
         yield emu, workers, tester, db_url
@@ -145,7 +99,7 @@ def setup(
 
 
 def test_killed_worker_resumes_the_job_on_postgres(
-    setup: tuple[LMStudioEmulator, Workers, ContextTester, str],
+    setup: tuple[LMStudioEmulator, HostWorkers, ContextTester, str],
 ) -> None:
     emu, workers, tester, db_url = setup
     first = workers.start()

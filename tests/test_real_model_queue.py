@@ -13,10 +13,6 @@ test skips when Redis or PostgreSQL do not answer, except under CI=true, where i
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
+from dramatiq_worker import DramatiqWorkers, require_redis, worker_env
 from real_model_timing import CLOSED, TimedBackend, generating, tokens_in_slot
 
 from lmstrix.api.client import LMStudioClient
@@ -46,7 +42,6 @@ from lmstrix.utils.config import Config
 
 pytestmark = pytest.mark.real_model
 
-REDIS_URL = os.environ.get("LMSTRIX_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 HAIKU = "Write a haiku about the sea."
 STORY = "Write a long story about a dragon."  # SmolLM2 goes on for hundreds of tokens
 
@@ -257,14 +252,7 @@ def test_context_test_job_on_the_real_model(emulator: LMStudioEmulator, tmp_path
 
 @pytest.fixture(scope="module")
 def redis_url() -> str:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        reason = f"Redis at {REDIS_URL} does not answer ({exc})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason} (CI=true: the Redis tests must run, not skip)")
-        pytest.skip(reason)
-    return REDIS_URL
+    return require_redis()
 
 
 @pytest.mark.redis
@@ -278,16 +266,9 @@ def test_dramatiq_worker_runs_the_real_model(
 ) -> None:
     db_url = postgres_database_factory()
     host = f"real{uuid.uuid4().hex[:6]}"
-    env = {
-        **os.environ,
-        "LMSTRIX_HOSTS": f"{host}={emulator.url}",
-        "LMSTRIX_DATABASE_URL": db_url,
-        "LMSTRIX_REDIS_URL": redis_url,
-        "LMSTRIX_WORKER_LINGER": "2",
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("LMSTRIX_CONFIG", None)
+    env = worker_env(
+        f"{host}={emulator.url}", db_url, redis_url, tmp_path, {"LMSTRIX_WORKER_LINGER": "2"}
+    )
     config = Config(
         {
             "hosts": [{"name": host, "url": emulator.url}],
@@ -296,25 +277,8 @@ def test_dramatiq_worker_runs_the_real_model(
         }
     )
     log = tmp_path / "worker.log"
-    with log.open("ab") as out:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dramatiq",
-                "lmstrix.workers",
-                "--processes",
-                "1",
-                "--threads",
-                "1",
-                "--queues",
-                f"lmstudio.{host}",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the signal reaches the fork
-        )
+    workers = DramatiqWorkers(tmp_path, env)
+    workers.start(host, log.name)
     try:
         with InferenceManager(timeout=240, config=config) as manager:
             result = manager.infer(SMOLLM2_KEY, HAIKU, max_tokens=32, temperature=0)
@@ -329,9 +293,4 @@ def test_dramatiq_worker_runs_the_real_model(
         print(log.read_text(errors="replace")[-4000:])
         raise
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(5)
+        workers.stop_all()

@@ -6,10 +6,7 @@ Skips when Redis or PostgreSQL do not answer, except under CI=true, where it fai
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import redis
+from dramatiq_worker import DramatiqWorkers, require_redis, worker_env
 
 from lmstrix.api.exceptions import InferenceTimeoutError
 from lmstrix.core.inference_manager import InferenceManager
@@ -27,7 +24,6 @@ from lmstrix.utils.config import Config
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
-REDIS_URL = os.environ.get("LMSTRIX_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 MODELS = ("qwen/qwen3-4b", "google/gemma-3-4b", "llama-3.2-1b-instruct")
 
 
@@ -41,60 +37,26 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "
 
 @pytest.fixture(scope="module")
 def redis_url() -> str:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        reason = f"Redis at {REDIS_URL} does not answer ({exc})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason} (CI=true: the Redis tests must run, not skip)")
-        pytest.skip(reason)
-    return REDIS_URL
+    return require_redis()
 
 
 @dataclass
 class Cluster:
-    tmp: Path
-    env: dict[str, str]
+    workers: DramatiqWorkers
     emulators: dict[str, LMStudioEmulator]
     config: Config
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start_worker(self, host: str) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"worker-{host}-{len(self.procs)}.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dramatiq",
-                "lmstrix.workers",
-                "--processes",
-                "1",
-                "--threads",
-                "1",
-                "--queues",
-                f"lmstudio.{host}",
-            ],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: SIGKILL reaches the forked child
-        )
+        proc = self.workers.start(host)
         self.procs[host] = proc
         return proc
 
     def kill_worker(self, host: str) -> None:
-        proc = self.procs.pop(host)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        self.workers.kill(self.procs.pop(host))
 
     def stop_all(self) -> None:
-        for proc in self.procs.values():
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        self.workers.stop_all()
         self.procs.clear()
 
     def manager(self, timeout: float = 60) -> InferenceManager:
@@ -119,18 +81,17 @@ def cluster(
         "kill": LMStudioEmulator(clock="real", tokens_per_second=40.0, load_seconds=0.0).start(),
     }
     hosts = ",".join(f"{names[k]}={emu.url}" for k, emu in emulators.items())
-    env = {
-        **os.environ,
-        "LMSTRIX_HOSTS": hosts,
-        "LMSTRIX_DATABASE_URL": db_url,
-        "LMSTRIX_REDIS_URL": redis_url,
-        "LMSTRIX_JOB_LEASE_SECONDS": "2",
-        "LMSTRIX_REAPER_INTERVAL": "0.5",
-        "LMSTRIX_WORKER_LINGER": "2",
-        "XDG_CONFIG_HOME": str(tmp / "config"),
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("LMSTRIX_CONFIG", None)
+    env = worker_env(
+        hosts,
+        db_url,
+        redis_url,
+        tmp,
+        {
+            "LMSTRIX_JOB_LEASE_SECONDS": "2",
+            "LMSTRIX_REAPER_INTERVAL": "0.5",
+            "LMSTRIX_WORKER_LINGER": "2",
+        },
+    )
     config = Config(
         {
             "hosts": [{"name": names[k], "url": emu.url} for k, emu in emulators.items()],
@@ -138,7 +99,7 @@ def cluster(
             "redis": {"url": redis_url},
         }
     )
-    c = Cluster(tmp, env, emulators, config)
+    c = Cluster(DramatiqWorkers(tmp, env), emulators, config)
     c.names = names  # type: ignore[attr-defined]
     for key in ("a", "b", "slow"):
         c.start_worker(names[key])
