@@ -15,13 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmstrix.api.exceptions import LMStrixError, ModelNotFoundError, ValidationError
-from lmstrix.core.context import resolve_out_ctx
 from lmstrix.core.models import Model
 from lmstrix.jobs.batch_store import NewItem
-from lmstrix.jobs.budget import check_fits
-from lmstrix.jobs.requests import inference_request
 from lmstrix.jobs.service import JobService
-from lmstrix.jobs.sizing import DEFAULT_CONTEXT, choose_load_context
 
 
 @dataclass(slots=True)
@@ -82,27 +78,16 @@ class RequestPlanner:
         if not isinstance(prompt, str) or not prompt:
             raise ValidationError("prompt", prompt, "must be a non-empty string")
         chosen = self._pick(self.models(model_id))
-        estimate = self.service.context.estimate_tokens
-        prompt_tokens = estimate(prompt, chosen.id) + estimate(system_prompt or "", chosen.id)
-        limit = chosen.tested_context or chosen.declared_context or DEFAULT_CONTEXT
-        budget = resolve_out_ctx(
-            out_ctx, max_tokens=max_tokens, prompt_tokens=prompt_tokens, context_limit=limit
-        )
-        check_fits(chosen.id, prompt_tokens, budget, limit)
-        ctx = choose_load_context(
-            chosen.tested_context,
-            chosen.declared_context,
-            prompt_tokens + (budget if budget > 0 else 0) + 64,
-        )
-        request = inference_request(
-            prompt=prompt,
-            system_prompt=system_prompt,
+        request = self.service.prepare_request(
+            chosen,
+            prompt,
+            out_ctx=out_ctx,
             temperature=temperature,
             top_p=top_p,
             top_k=top_k,
-            max_tokens=budget,
-            context_length=ctx,
+            max_tokens=max_tokens,
+            system_prompt=system_prompt,
             context_data=context_data,
-        ).model_dump(mode="json")
+        )
         url = self.service.host_config(chosen.host).url
         return NewItem(chosen.host, url, chosen.id, request, custom_id)

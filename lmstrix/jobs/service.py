@@ -174,6 +174,44 @@ class JobService:
 
     # -- submit ---------------------------------------------------------------------------
 
+    def prepare_request(
+        self,
+        chosen: Model,
+        prompt: str,
+        *,
+        out_ctx: int | str = "auto",
+        temperature: float = 0.7,
+        top_p: float = 1.0,
+        top_k: int = -1,
+        max_tokens: int | None = None,
+        system_prompt: str | None = None,
+        context_data: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The inference request for ``prompt`` on the ``chosen`` model, as queued: the output
+        budget resolved and checked against the model's context, the load size chosen to fit."""
+        estimate = self.context.estimate_tokens
+        prompt_tokens = estimate(prompt, chosen.id) + estimate(system_prompt or "", chosen.id)
+        limit = chosen.tested_context or chosen.declared_context or DEFAULT_CONTEXT
+        budget = resolve_out_ctx(
+            out_ctx, max_tokens=max_tokens, prompt_tokens=prompt_tokens, context_limit=limit
+        )
+        check_fits(chosen.id, prompt_tokens, budget, limit)
+        ctx = choose_load_context(
+            chosen.tested_context,
+            chosen.declared_context,
+            prompt_tokens + (budget if budget > 0 else 0) + 64,
+        )
+        return inference_request(
+            prompt=prompt,
+            system_prompt=system_prompt,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            max_tokens=budget,
+            context_length=ctx,
+            context_data=context_data,
+        ).model_dump(mode="json")
+
     def submit_inference(
         self,
         model_id: str,
@@ -198,29 +236,17 @@ class JobService:
         if len(models) > 1:
             name = choose_host([m.host for m in models], self.store.queue_depths())
             chosen = next(m for m in models if m.host == name)
-        prompt_tokens = self.context.estimate_tokens(
-            prompt, chosen.id
-        ) + self.context.estimate_tokens(system_prompt or "", chosen.id)
-        limit = chosen.tested_context or chosen.declared_context or DEFAULT_CONTEXT
-        budget = resolve_out_ctx(
-            out_ctx, max_tokens=max_tokens, prompt_tokens=prompt_tokens, context_limit=limit
-        )
-        check_fits(chosen.id, prompt_tokens, budget, limit)
-        ctx = choose_load_context(
-            chosen.tested_context,
-            chosen.declared_context,
-            prompt_tokens + (budget if budget > 0 else 0) + 64,
-        )
-        request = inference_request(
-            prompt=prompt,
-            system_prompt=system_prompt,
+        request = self.prepare_request(
+            chosen,
+            prompt,
+            out_ctx=out_ctx,
             temperature=temperature,
             top_p=top_p,
             top_k=top_k,
-            max_tokens=budget,
-            context_length=ctx,
+            max_tokens=max_tokens,
+            system_prompt=system_prompt,
             context_data=context_data,
-        ).model_dump(mode="json")
+        )
         hc = self.host_config(chosen.host)
         job_id = self.store.submit(
             host=chosen.host,
