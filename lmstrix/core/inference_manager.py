@@ -13,8 +13,8 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, Never, TypeVar, overload
 
 from lmstrix.api.exceptions import InferenceTimeoutError
 from lmstrix.jobs import errors
@@ -49,61 +49,52 @@ RESULT_KEYS = (
 log = logging.getLogger(__name__)
 
 
+T = TypeVar("T")
+
+
+def _optional(convert: Callable[[Any], T]) -> Callable[[Any], T | None]:
+    return lambda v: None if v is None else convert(v)
+
+
+class _Field(Generic[T]):
+    """A read-only typed attribute of an :class:`InferenceResult`: its key, converted."""
+
+    def __init__(self, convert: Callable[[Any], T]) -> None:
+        self.convert = convert
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _Field[T]: ...
+    @overload
+    def __get__(self, obj: InferenceResult, owner: type | None = None) -> T: ...
+    def __get__(self, obj: InferenceResult | None, owner: type | None = None) -> T | _Field[T]:
+        if obj is None:
+            return self
+        return self.convert(obj[self.name])
+
+    def __set__(self, obj: InferenceResult, value: Never) -> None:
+        raise AttributeError(f"property {self.name!r} of 'InferenceResult' object has no setter")
+
+
 class InferenceResult(dict[str, Any]):
     """The result of ``infer()``: a plain dict (``result["response"]``, JSON-serializable) that
     also reads as a typed object (``result.response``)."""
 
-    @property
-    def succeeded(self) -> bool:
-        return bool(self["succeeded"])
-
-    @property
-    def response(self) -> str:
-        return str(self["response"])
-
-    @property
-    def tokens_used(self) -> int:
-        return int(self["tokens_used"])
-
-    @property
-    def prompt_tokens(self) -> int:
-        return int(self["prompt_tokens"])
-
-    @property
-    def response_tokens(self) -> int:
-        return int(self["response_tokens"])
-
-    @property
-    def inference_time(self) -> float:
-        return float(self["inference_time"])
-
-    @property
-    def time_to_first_token(self) -> float | None:
-        v = self["time_to_first_token"]
-        return None if v is None else float(v)
-
-    @property
-    def tokens_per_second(self) -> float | None:
-        v = self["tokens_per_second"]
-        return None if v is None else float(v)
-
-    @property
-    def stop_reason(self) -> str | None:
-        v = self["stop_reason"]
-        return None if v is None else str(v)
-
-    @property
-    def error(self) -> str | None:
-        v = self["error"]
-        return None if v is None else str(v)
-
-    @property
-    def model_info(self) -> dict[str, Any]:
-        return dict(self["model_info"])
-
-    @property
-    def job_id(self) -> str:
-        return str(self["job_id"])
+    succeeded = _Field(bool)
+    response = _Field(str)
+    tokens_used = _Field(int)
+    prompt_tokens = _Field(int)
+    response_tokens = _Field(int)
+    inference_time = _Field(float)
+    time_to_first_token = _Field(_optional(float))
+    tokens_per_second = _Field(_optional(float))
+    stop_reason = _Field(_optional(str))
+    error = _Field(_optional(str))
+    model_info: _Field[dict[str, Any]] = _Field(dict)
+    job_id = _Field(str)
 
     @classmethod
     def from_job(cls, job: JobView) -> InferenceResult:
