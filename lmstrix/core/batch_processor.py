@@ -46,6 +46,7 @@ from lmstrix.core.openai_batch import (
 )
 from lmstrix.jobs.batch_store import BatchNotFound, BatchStore, NewItem
 from lmstrix.jobs.doorbell import BrokerUnavailableError
+from lmstrix.jobs.requests import InferenceOptions
 from lmstrix.jobs.service import JobService
 from lmstrix.jobs.store import JobView
 from lmstrix.utils.config import Config
@@ -162,13 +163,14 @@ class BatchProcessor:
         if not items:
             return []
         # Options and the model are the same for every prompt: if they are wrong, say so once.
-        RequestPlanner(self.service, self.max_workers).prepare(model_id, ".", "-", **options)
+        opts = InferenceOptions(**options)
+        RequestPlanner(self.service, self.max_workers).prepare(model_id, ".", "-", opts)
         planner = RequestPlanner(self.service, self.max_workers)
         results: list[InferenceResult | None] = [None] * len(items)
         ready: list[tuple[int, NewItem]] = []
         for i, prompt in enumerate(items):
             try:
-                ready.append((i, planner.prepare(model_id, prompt, f"prompt-{i}", **options)))
+                ready.append((i, planner.prepare(model_id, prompt, f"prompt-{i}", opts)))
             except (ValidationError, ContextLimitExceededError) as exc:
                 results[i] = failed_result(str(exc), model_id)
         if ready:
@@ -258,8 +260,7 @@ class BatchProcessor:
                         bl.model,
                         bl.prompt,
                         bl.custom_id,
-                        system_prompt=bl.system_prompt,
-                        **bl.params(),
+                        InferenceOptions(system_prompt=bl.system_prompt, **bl.params()),
                     )
                 )
             except ModelNotFoundError as exc:

@@ -17,7 +17,8 @@ from typing import Any
 from lmstrix.api.exceptions import LMStrixError, ModelNotFoundError, ValidationError
 from lmstrix.core.models import Model
 from lmstrix.jobs.batch_store import NewItem
-from lmstrix.jobs.service import JobService
+from lmstrix.jobs.requests import InferenceOptions
+from lmstrix.jobs.service import DEFAULT_OPTIONS, JobService
 
 
 @dataclass(slots=True)
@@ -65,29 +66,12 @@ class RequestPlanner:
         model_id: str,
         prompt: Any,
         custom_id: str,
-        *,
-        out_ctx: int | str = "auto",
-        temperature: float = 0.7,
-        top_p: float = 1.0,
-        top_k: int = -1,
-        max_tokens: int | None = None,
-        system_prompt: str | None = None,
-        context_data: dict[str, Any] | None = None,
+        options: InferenceOptions = DEFAULT_OPTIONS,
     ) -> NewItem:
         """A queued-to-be request for ``prompt``; raises what ``infer()`` would raise for it."""
         if not isinstance(prompt, str) or not prompt:
             raise ValidationError("prompt", prompt, "must be a non-empty string")
         chosen = self._pick(self.models(model_id))
-        request = self.service.prepare_request(
-            chosen,
-            prompt,
-            out_ctx=out_ctx,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            max_tokens=max_tokens,
-            system_prompt=system_prompt,
-            context_data=context_data,
-        )
+        request = self.service.prepare_request(chosen, prompt, options)
         url = self.service.host_config(chosen.host).url
         return NewItem(chosen.host, url, chosen.id, request, custom_id)

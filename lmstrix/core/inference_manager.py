@@ -25,6 +25,7 @@ from lmstrix.jobs.notify import (
     LocalNotifier,
     RedisNotifier,
 )
+from lmstrix.jobs.requests import InferenceOptions
 from lmstrix.jobs.service import JobService, SubmittedJob
 from lmstrix.jobs.store import JobView
 from lmstrix.loaders.prompt_loader import PromptLoader
@@ -180,19 +181,10 @@ class InferenceManager:
         """Queue an inference and return at once (``wait()`` gets its result)."""
         extra: dict[str, Any] = {} if priority is None else {"priority": priority}
         extra["start_worker"] = start_worker
-        return self.service.submit_inference(
-            model_id,
-            prompt,
-            out_ctx=out_ctx,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            max_tokens=max_tokens,
-            system_prompt=system_prompt,
-            context_data=context_data,
-            host=host,
-            **extra,
+        options = InferenceOptions(
+            out_ctx, temperature, top_p, top_k, max_tokens, system_prompt, context_data
         )
+        return self.service.submit_inference(model_id, prompt, options, host=host, **extra)
 
     def wait(self, job_id: str, timeout: float | None = None) -> InferenceResult:
         """The result of a submitted job, waiting for it up to ``timeout`` (default: the

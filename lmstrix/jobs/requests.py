@@ -6,12 +6,27 @@ bad values must be refused at submit time, with the field named, not discovered 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from lmstrix.api.exceptions import ValidationError
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceOptions:
+    """What a caller sets for one inference besides the model and the prompt, as ``infer()``
+    takes it (``out_ctx`` still unresolved). Passed whole from the facades to the request."""
+
+    out_ctx: int | str = "auto"
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = -1
+    max_tokens: int | None = None
+    system_prompt: str | None = None
+    context_data: dict[str, Any] | None = None
 
 
 class InferenceRequest(BaseModel):

@@ -33,7 +33,7 @@ from lmstrix.jobs.notify import (
     local_notifier,
     wait_until_final,
 )
-from lmstrix.jobs.requests import inference_request
+from lmstrix.jobs.requests import InferenceOptions, inference_request
 from lmstrix.jobs.routing import choose_host
 from lmstrix.jobs.scheduler import PRIORITY_CONTEXT_TEST, PRIORITY_INTERACTIVE
 from lmstrix.jobs.settings import QueueSettings
@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 # keep lookups off the hot path of a loop of infer() calls, short enough that a finished context
 # test is used within seconds.
 MODEL_CACHE_SECONDS = 5.0
+
+
+DEFAULT_OPTIONS = InferenceOptions()
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,22 +181,16 @@ class JobService:
         self,
         chosen: Model,
         prompt: str,
-        *,
-        out_ctx: int | str = "auto",
-        temperature: float = 0.7,
-        top_p: float = 1.0,
-        top_k: int = -1,
-        max_tokens: int | None = None,
-        system_prompt: str | None = None,
-        context_data: dict[str, Any] | None = None,
+        options: InferenceOptions = DEFAULT_OPTIONS,
     ) -> dict[str, Any]:
         """The inference request for ``prompt`` on the ``chosen`` model, as queued: the output
         budget resolved and checked against the model's context, the load size chosen to fit."""
+        o = options
         estimate = self.context.estimate_tokens
-        prompt_tokens = estimate(prompt, chosen.id) + estimate(system_prompt or "", chosen.id)
+        prompt_tokens = estimate(prompt, chosen.id) + estimate(o.system_prompt or "", chosen.id)
         limit = chosen.tested_context or chosen.declared_context or DEFAULT_CONTEXT
         budget = resolve_out_ctx(
-            out_ctx, max_tokens=max_tokens, prompt_tokens=prompt_tokens, context_limit=limit
+            o.out_ctx, max_tokens=o.max_tokens, prompt_tokens=prompt_tokens, context_limit=limit
         )
         check_fits(chosen.id, prompt_tokens, budget, limit)
         ctx = choose_load_context(
@@ -203,27 +200,21 @@ class JobService:
         )
         return inference_request(
             prompt=prompt,
-            system_prompt=system_prompt,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
+            system_prompt=o.system_prompt,
+            temperature=o.temperature,
+            top_p=o.top_p,
+            top_k=o.top_k,
             max_tokens=budget,
             context_length=ctx,
-            context_data=context_data,
+            context_data=o.context_data,
         ).model_dump(mode="json")
 
     def submit_inference(
         self,
         model_id: str,
         prompt: str,
+        options: InferenceOptions = DEFAULT_OPTIONS,
         *,
-        out_ctx: int | str = "auto",
-        temperature: float = 0.7,
-        top_p: float = 1.0,
-        top_k: int = -1,
-        max_tokens: int | None = None,
-        system_prompt: str | None = None,
-        context_data: dict[str, Any] | None = None,
         host: str | None = None,
         priority: int = PRIORITY_INTERACTIVE,
         start_worker: bool = True,
@@ -236,17 +227,7 @@ class JobService:
         if len(models) > 1:
             name = choose_host([m.host for m in models], self.store.queue_depths())
             chosen = next(m for m in models if m.host == name)
-        request = self.prepare_request(
-            chosen,
-            prompt,
-            out_ctx=out_ctx,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            max_tokens=max_tokens,
-            system_prompt=system_prompt,
-            context_data=context_data,
-        )
+        request = self.prepare_request(chosen, prompt, options)
         hc = self.host_config(chosen.host)
         job_id = self.store.submit(
             host=chosen.host,
