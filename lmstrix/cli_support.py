@@ -68,3 +68,17 @@ def handle_errors(fn: F) -> F:
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+def echo_submitted(job: Any, *, distributed: bool, as_json: bool, also: str = "") -> None:
+    """Print a queued job's id (or JSON) and, in embedded mode, who will run it."""
+    if as_json:
+        echo_json({"job_id": job.id, "host": job.host, "model": job.model})
+    else:
+        click.echo(job.id)
+    if not distributed:
+        click.echo(
+            f"queued for host {job.host}; it runs when a worker does: "
+            f"`lmstrix worker --host {job.host}`{also}",
+            err=True,
+        )

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from lmstrix.cli_support import echo_json, handle_errors
+from lmstrix.cli_support import echo_json, echo_submitted, handle_errors
 from lmstrix.commands_test import submit_test
 from lmstrix.core.inference_manager import InferenceManager
 from lmstrix.jobs.doorbell import queue_name
@@ -187,16 +187,9 @@ def submit_infer(
         distributed = manager.service.distributed
     finally:
         manager.close()
-    if as_json:
-        echo_json({"job_id": job.id, "host": job.host, "model": job.model})
-    else:
-        click.echo(job.id)
-    if not distributed:
-        click.echo(
-            f"queued for host {job.host}; it runs when a worker does: "
-            f"`lmstrix worker --host {job.host}` (or any infer() call to that host)",
-            err=True,
-        )
+    echo_submitted(
+        job, distributed=distributed, as_json=as_json, also=" (or any infer() call to that host)"
+    )
 
 
 submit.add_command(submit_test)

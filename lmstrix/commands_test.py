@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lmstrix.api.exceptions import LMStrixError, ValidationError
-from lmstrix.cli_support import echo_json, handle_errors
+from lmstrix.cli_support import echo_json, echo_submitted, handle_errors
 from lmstrix.core.context_search import DEFAULT_THRESHOLD
 from lmstrix.core.context_tester import ContextTester, size_order
 from lmstrix.core.models import Model
@@ -422,16 +422,7 @@ def submit_test(
         distributed = tester.service.distributed
     finally:
         tester.close()
-    if as_json:
-        echo_json({"job_id": job.id, "host": job.host, "model": job.model})
-    else:
-        click.echo(job.id)
-    if not distributed:
-        click.echo(
-            f"queued for host {job.host}; it runs when a worker does: "
-            f"`lmstrix worker --host {job.host}`",
-            err=True,
-        )
+    echo_submitted(job, distributed=distributed, as_json=as_json)
 
 
 __all__ = ["plan_line", "probe_cells", "submit_test", "test", "verdict_line"]
