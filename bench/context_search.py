@@ -14,7 +14,7 @@ Cost model (seconds, stated so the figures can be judged):
   plus KV-cache allocation);
 - use probe: ``new_prompt_tokens / PP_SPEED + GENERATION`` where new tokens are the prompt tokens
   the server has not cached yet. A load clears the cache. lmstrix's needle prompts are nested
-  (see ``lmstrix.core.needle``), so a probe on the instance that ran the previous probe only pays
+  (see ``lmstrix.domain.needle``), so a probe on the instance that ran the previous probe only pays
   for tokens beyond the common prefix. The plain search reloads at every step, so it always pays
   for the whole prompt. The "no prompt cache" row charges lmstrix full prompts too.
 
@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lmstrix.core.context_search import (
+from lmstrix.domain.context_search import (
     LoadOutcome,
     ProbeKind,
     SearchConfig,

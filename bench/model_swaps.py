@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 from lmstrix.api.client import LMStudioClient
+from lmstrix.domain.scheduler import PRIORITY_BATCH, SchedulerPolicy
 from lmstrix.jobs.embedded import EmbeddedWorker
 from lmstrix.jobs.notify import LocalNotifier
-from lmstrix.jobs.scheduler import PRIORITY_BATCH, SchedulerPolicy
 from lmstrix.jobs.settings import QueueSettings
 from lmstrix.jobs.store import JobStore
 from lmstrix.testing import LMStudioEmulator

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from lmstrix.api.exceptions import (
+from lmstrix.domain.errors import (
     ConfigurationError,
     ContextLimitExceededError,
     InferenceTimeoutError,

@@ -22,10 +22,10 @@ from typing import IO, Any
 
 import click
 
-from lmstrix.api.exceptions import ValidationError
 from lmstrix.cli_support import echo_json, handle_errors
 from lmstrix.core.batch_processor import BatchProcessor
-from lmstrix.core.openai_batch import succeeded
+from lmstrix.domain.errors import ValidationError
+from lmstrix.domain.openai_batch import succeeded
 
 
 class _BatchGroup(click.Group):

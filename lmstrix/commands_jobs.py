@@ -17,8 +17,8 @@ import click
 from lmstrix.cli_support import echo_json, echo_submitted, handle_errors
 from lmstrix.commands_test import submit_test
 from lmstrix.core.inference_manager import InferenceManager
+from lmstrix.domain.scheduler import PRIORITY_BATCH
 from lmstrix.jobs.doorbell import queue_name
-from lmstrix.jobs.scheduler import PRIORITY_BATCH
 from lmstrix.jobs.service import JobService
 from lmstrix.jobs.store import JobView
 from lmstrix.utils.config import Config

@@ -11,11 +11,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lmstrix.api.exceptions import ValidationError
 from lmstrix.cli_support import echo_json, handle_errors
-from lmstrix.core.models import Model
 from lmstrix.core.scanner import HostScan, Scanner
-from lmstrix.db.enums import TestStatus
+from lmstrix.domain.enums import TestStatus
+from lmstrix.domain.errors import ValidationError
+from lmstrix.domain.model import Model
 from lmstrix.utils.config import Config
 
 STATUS_LABELS = {

@@ -1,6 +1,6 @@
 """CLI groups ``lmstrix registry`` (import/export) and ``lmstrix db`` (upgrade/current).
 
-Thin wrappers over :mod:`lmstrix.registry_io` and :mod:`lmstrix.db.migrate`; ``lmstrix.cli``
+Thin wrappers over :mod:`lmstrix.loaders.registry_io` and :mod:`lmstrix.db.migrate`; ``lmstrix.cli``
 registers them with ``cli.add_command(registry)`` and ``cli.add_command(db)``.
 """
 
@@ -28,7 +28,7 @@ def import_command(file: Path, host: str | None, as_json: bool) -> None:
 
     All or nothing: a malformed file changes nothing and the error names the line and field.
     """
-    from lmstrix.registry_io import import_upstream
+    from lmstrix.loaders.registry_io import import_upstream
 
     summary = import_upstream(file, host=host)
     if as_json:
@@ -52,7 +52,7 @@ def export_command(as_json: bool, host: str | None, output: Path | None) -> None
     """Print every model in the registry as a JSON list."""
     import json
 
-    from lmstrix.registry_io import export_registry
+    from lmstrix.loaders.registry_io import export_registry
 
     data = export_registry(host=host)
     if output is None:

@@ -21,11 +21,11 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from lmstrix.api.exceptions import LMStrixError, ValidationError
 from lmstrix.cli_support import echo_json, echo_submitted, handle_errors
-from lmstrix.core.context_search import DEFAULT_THRESHOLD
 from lmstrix.core.context_tester import ContextTester, size_order
-from lmstrix.core.models import Model
+from lmstrix.domain.context_search import DEFAULT_THRESHOLD
+from lmstrix.domain.errors import LMStrixError, ValidationError
+from lmstrix.domain.model import Model
 from lmstrix.jobs.context_test import ContextTestRequest, ProbeRow, plan_context_test
 from lmstrix.jobs.store import JobView
 from lmstrix.utils.config import Config

@@ -20,10 +20,10 @@ import click
 from rich.console import Console
 
 from lmstrix.api.client import LMStudioClient
-from lmstrix.api.exceptions import LMStrixError
 from lmstrix.commands_models import models_table, run_scan
 from lmstrix.core.inference_manager import InferenceManager
 from lmstrix.core.scanner import Scanner
+from lmstrix.domain.errors import LMStrixError
 from lmstrix.utils.config import Config, default_data_dir
 
 DEMO_PROMPT = "What is the capital of France? Answer in one sentence."

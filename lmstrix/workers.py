@@ -25,7 +25,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware, TimeLimit, default_middleware
 
-from lmstrix.api.exceptions import ConfigurationError
+from lmstrix.domain.errors import ConfigurationError
 from lmstrix.jobs.distributed import HostServer
 from lmstrix.jobs.doorbell import ACTOR_NAME, RedisDoorbell, queue_name
 from lmstrix.jobs.reaper import ReaperThread

@@ -17,10 +17,10 @@ from sqlalchemy import select, update
 from lmstrix.api.exceptions import InferenceTimeoutError, ModelNotFoundError, ValidationError
 from lmstrix.core.batch_processor import BatchNotFound, BatchProcessor, BatchValidationError
 from lmstrix.core.inference_manager import RESULT_KEYS, InferenceManager
-from lmstrix.core.openai_batch import Counts, next_status, parse_lines
 from lmstrix.db import Batch, Job, read_session, utcnow, write_session
+from lmstrix.domain.openai_batch import Counts, next_status, parse_lines
+from lmstrix.domain.scheduler import PRIORITY_BATCH
 from lmstrix.jobs import batch_store, embedded
-from lmstrix.jobs.scheduler import PRIORITY_BATCH
 from lmstrix.testing import DEFAULT_MODELS, EmulatedModel, LMStudioEmulator
 from lmstrix.utils.config import Config
 

@@ -19,7 +19,7 @@ from lmstrix.api.exceptions import (
     UnsupportedEndpointError,
     ValidationError,
 )
-from lmstrix.api.types import ApiGeneration
+from lmstrix.domain.host_types import ApiGeneration
 from lmstrix.testing.backend import EmulatedModel
 from lmstrix.testing.emulator import LMStudioEmulator
 from lmstrix.testing.pytest_plugin import EmulatorFactory

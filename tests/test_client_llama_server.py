@@ -8,7 +8,7 @@ import pytest
 
 from lmstrix.api.client import LMStudioClient
 from lmstrix.api.exceptions import ContextLimitExceededError, UnsupportedEndpointError
-from lmstrix.api.types import ApiGeneration
+from lmstrix.domain.host_types import ApiGeneration
 from lmstrix.testing.real_model import real_model_unavailable_reason
 
 pytestmark = pytest.mark.real_model

@@ -1,4 +1,4 @@
-"""The pure context-limit search (lmstrix.core.context_search) over simulated models."""
+"""The pure context-limit search (lmstrix.domain.context_search) over simulated models."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from lmstrix.api.exceptions import ValidationError
-from lmstrix.core.context_search import (
+from lmstrix.domain.context_search import (
     LoadOutcome,
     Outcome,
     ProbeKind,

@@ -24,9 +24,9 @@ from lmstrix.api.exceptions import ModelNotFoundError, ValidationError
 from lmstrix.core.context_tester import RESULT_KEYS, ContextTester
 from lmstrix.core.inference_manager import InferenceManager
 from lmstrix.core.models import ModelRegistry
+from lmstrix.domain.probe_sizing import PromptBudget
 from lmstrix.jobs import embedded
 from lmstrix.jobs.context_test import INTERRUPTED_ERROR, read_probes, read_progress
-from lmstrix.jobs.context_test.sizing import PromptBudget
 from lmstrix.testing import EMBEDDING_KEY, EmulatedModel, LMStudioEmulator
 from lmstrix.utils.config import Config
 

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from lmstrix.cli import cli
 from lmstrix.core.context_tester import RESULT_KEYS
 from lmstrix.core.models import ModelRegistry
+from lmstrix.domain.probe_sizing import PromptBudget
 from lmstrix.jobs import embedded
 from lmstrix.jobs.context_test import read_probes
-from lmstrix.jobs.context_test.sizing import PromptBudget
 from lmstrix.jobs.store import JobStore
 from lmstrix.testing import EMBEDDING_KEY, EmulatedModel, LMStudioEmulator
 

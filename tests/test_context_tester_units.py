@@ -15,9 +15,10 @@ from lmstrix.api.exceptions import (
     ModelLoadError,
     ValidationError,
 )
-from lmstrix.api.types import ChatResult, LoadResult
-from lmstrix.core.context_search import SearchConfig, SearchResult, SearchState, StopReason
 from lmstrix.core.models import Model
+from lmstrix.domain.context_search import SearchConfig, SearchResult, SearchState, StopReason
+from lmstrix.domain.host_types import ChatResult, LoadResult
+from lmstrix.domain.probe_sizing import FitCache, PromptBudget, TokenFit
 from lmstrix.jobs.context_test import (
     DEFAULT_OUTPUT_TOKENS,
     REASONING_OUTPUT_TOKENS,
@@ -30,7 +31,6 @@ from lmstrix.jobs.context_test import (
     single_verdict,
 )
 from lmstrix.jobs.context_test.http_probe import MAX_SIZING_ATTEMPTS
-from lmstrix.jobs.context_test.sizing import FitCache, PromptBudget, TokenFit
 from lmstrix.testing.tokenizer import count_chat_tokens
 
 

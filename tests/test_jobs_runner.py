@@ -16,13 +16,13 @@ from lmstrix.api.exceptions import (
     LMStudioConnectionError,
     ModelNotFoundError,
 )
+from lmstrix.domain.budget import check_fits
+from lmstrix.domain.load_sizing import DEFAULT_CONTEXT, choose_load_context
+from lmstrix.domain.routing import choose_host
 from lmstrix.jobs import errors
-from lmstrix.jobs.budget import check_fits
 from lmstrix.jobs.notify import LocalNotifier, wait_until_final
-from lmstrix.jobs.routing import choose_host
 from lmstrix.jobs.runner import JobRunner
 from lmstrix.jobs.settings import QueueSettings
-from lmstrix.jobs.sizing import DEFAULT_CONTEXT, choose_load_context
 from lmstrix.jobs.store import JobStore
 from lmstrix.testing import LMStudioEmulator
 

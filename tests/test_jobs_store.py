@@ -10,9 +10,9 @@ import pytest
 
 from lmstrix.api.exceptions import JobNotFound, ValidationError
 from lmstrix.db import JobStatus
+from lmstrix.domain.requests import inference_request
+from lmstrix.domain.scheduler import HostState, SchedulerPolicy
 from lmstrix.jobs.reaper import reap
-from lmstrix.jobs.requests import inference_request
-from lmstrix.jobs.scheduler import HostState, SchedulerPolicy
 from lmstrix.jobs.store import ClaimedJob, JobStore
 
 POLICY = SchedulerPolicy(max_wait=300, max_run=100)

@@ -1,4 +1,4 @@
-"""Needle prompts (lmstrix.core.needle): sizing, nesting, the emulator's grammar, the checker."""
+"""Needle prompts (lmstrix.domain.needle): sizing, nesting, the emulator's grammar, the checker."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from lmstrix.api.exceptions import ValidationError
 from lmstrix.core.context import TokenCalibration
-from lmstrix.core.needle import (
+from lmstrix.domain.needle import (
     Needle,
     answer_recalls,
     build_needle_prompt,

@@ -25,12 +25,12 @@ from real_model_timing import CLOSED, TimedBackend, generating, tokens_in_slot
 
 from lmstrix.api.client import LMStudioClient
 from lmstrix.api.exceptions import ContextLimitExceededError
-from lmstrix.api.types import ChatResult
 from lmstrix.core.context_tester import ContextTester
 from lmstrix.core.inference_manager import InferenceManager, InferenceResult
+from lmstrix.domain.host_types import ChatResult
+from lmstrix.domain.probe_sizing import PromptBudget
 from lmstrix.jobs import embedded
 from lmstrix.jobs.context_test import DEFAULT_OUTPUT_TOKENS
-from lmstrix.jobs.context_test.sizing import PromptBudget
 from lmstrix.testing.emulator import LMStudioEmulator
 from lmstrix.testing.pytest_plugin import EmulatorFactory
 from lmstrix.testing.real_model import (

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 from lmstrix.api.exceptions import ModelNotFoundError, ValidationError
-from lmstrix.api.types import Capabilities, ModelRecord
-from lmstrix.core import models as models_mod
 from lmstrix.core.models import Model, ModelRegistry
+from lmstrix.db import model_store as models_mod
+from lmstrix.domain.host_types import Capabilities, ModelRecord
 from lmstrix.loaders.model_loader import load_model_registry
 
 MIB = 1024 * 1024

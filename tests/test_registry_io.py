@@ -11,7 +11,7 @@ import pytest
 
 from lmstrix.api.exceptions import ValidationError
 from lmstrix.core.models import ModelRegistry
-from lmstrix.registry_io import export_registry, import_upstream
+from lmstrix.loaders.registry_io import export_registry, import_upstream
 
 UPSTREAM: dict[str, Any] = {
     "llms": {

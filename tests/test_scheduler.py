@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmstrix.jobs.scheduler import (
+from lmstrix.domain.scheduler import (
     PRIORITY_BATCH,
     PRIORITY_INTERACTIVE,
     HostState,

@@ -24,14 +24,6 @@ import httpx
 from pydantic import SecretStr
 
 from lmstrix.api.error_mapping import extract_error, to_exception
-from lmstrix.api.exceptions import (
-    InferenceError,
-    LMStrixError,
-    LMStudioConnectionError,
-    ModelNotFoundError,
-    UnsupportedEndpointError,
-    ValidationError,
-)
 from lmstrix.api.parsing import (
     Message,
     check_url,
@@ -44,7 +36,15 @@ from lmstrix.api.parsing import (
     to_float,
     to_int,
 )
-from lmstrix.api.types import (
+from lmstrix.domain.errors import (
+    InferenceError,
+    LMStrixError,
+    LMStudioConnectionError,
+    ModelNotFoundError,
+    UnsupportedEndpointError,
+    ValidationError,
+)
+from lmstrix.domain.host_types import (
     ApiGeneration,
     ChatResult,
     HostHealth,

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from lmstrix.api.exceptions import (
+from lmstrix.domain.errors import (
     ContextLimitExceededError,
     InferenceError,
     LMStrixError,

@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from lmstrix.api.exceptions import ValidationError
-from lmstrix.api.types import ApiGeneration, Capabilities, LoadedInstance, ModelRecord
+from lmstrix.domain.errors import ValidationError
+from lmstrix.domain.host_types import ApiGeneration, Capabilities, LoadedInstance, ModelRecord
 
 Message = Mapping[str, Any]
 

@@ -25,7 +25,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from lmstrix.api.exceptions import (
+from lmstrix.core.batch_requests import RequestPlanner
+from lmstrix.core.inference_manager import InferenceResult
+from lmstrix.domain.errors import (
     ContextLimitExceededError,
     InferenceTimeoutError,
     LMStrixError,
@@ -34,9 +36,7 @@ from lmstrix.api.exceptions import (
     ModelNotFoundError,
     ValidationError,
 )
-from lmstrix.core.batch_requests import RequestPlanner
-from lmstrix.core.inference_manager import InferenceResult
-from lmstrix.core.openai_batch import (
+from lmstrix.domain.openai_batch import (
     MAX_FILE_BYTES,
     BatchRecord,
     BatchValidationError,
@@ -44,9 +44,9 @@ from lmstrix.core.openai_batch import (
     output_line,
     parse_lines,
 )
+from lmstrix.domain.requests import InferenceOptions
 from lmstrix.jobs.batch_store import BatchNotFound, BatchStore, NewItem
 from lmstrix.jobs.doorbell import BrokerUnavailableError
-from lmstrix.jobs.requests import InferenceOptions
 from lmstrix.jobs.service import JobService
 from lmstrix.jobs.store import JobView
 from lmstrix.utils.config import Config

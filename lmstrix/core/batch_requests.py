@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmstrix.api.exceptions import LMStrixError, ModelNotFoundError, ValidationError
-from lmstrix.core.models import Model
+from lmstrix.domain.errors import LMStrixError, ModelNotFoundError, ValidationError
+from lmstrix.domain.model import Model
+from lmstrix.domain.requests import InferenceOptions
 from lmstrix.jobs.batch_store import NewItem
-from lmstrix.jobs.requests import InferenceOptions
 from lmstrix.jobs.service import DEFAULT_OPTIONS, JobService
 
 

@@ -2,7 +2,7 @@
 
 A facade over ``context_test`` jobs (rule 1: everything is a job row): each test is validated
 here, queued for the model's host, run by that host's worker (:mod:`lmstrix.jobs.context_test`
-drives the search of :mod:`lmstrix.core.context_search` with real load and use probes) and
+drives the search of :mod:`lmstrix.domain.context_search` with real load and use probes) and
 waited for. The registry is updated by the worker, so a test that outlives its caller still
 records its verdict, and one interrupted by a crash resumes where it stopped.
 
@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from lmstrix.api.exceptions import InferenceTimeoutError, LMStrixError, ValidationError
-from lmstrix.core.context_search import DEFAULT_MAX_ITERATIONS, DEFAULT_THRESHOLD
-from lmstrix.core.models import Model
+from lmstrix.domain.context_search import DEFAULT_MAX_ITERATIONS, DEFAULT_THRESHOLD
+from lmstrix.domain.errors import InferenceTimeoutError, LMStrixError, ValidationError
+from lmstrix.domain.model import Model
 from lmstrix.jobs.context_test import ProbeRow, check_min_context, read_probes
 from lmstrix.jobs.notify import LocalNotifier
 from lmstrix.jobs.service import JobService, SubmittedJob

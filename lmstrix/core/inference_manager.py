@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, Never, TypeVar, overload
 
-from lmstrix.api.exceptions import InferenceTimeoutError
+from lmstrix.domain.errors import InferenceTimeoutError
+from lmstrix.domain.requests import InferenceOptions
 from lmstrix.jobs import errors
 from lmstrix.jobs.notify import (
     DONE_KEY,
@@ -25,7 +26,6 @@ from lmstrix.jobs.notify import (
     LocalNotifier,
     RedisNotifier,
 )
-from lmstrix.jobs.requests import InferenceOptions
 from lmstrix.jobs.service import JobService, SubmittedJob
 from lmstrix.jobs.store import JobView
 from lmstrix.loaders.prompt_loader import PromptLoader

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmstrix.api.client import LMStudioClient
-from lmstrix.api.exceptions import LMStrixError
-from lmstrix.api.types import ModelRecord
 from lmstrix.core.models import Model, ModelRegistry, ScanSummary
+from lmstrix.domain.errors import LMStrixError
+from lmstrix.domain.host_types import ModelRecord
 from lmstrix.utils.config import Config, HostConfig
 
 

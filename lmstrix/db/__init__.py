@@ -7,11 +7,18 @@ from lmstrix.db.engine import (
     normalize_url,
     resolve_database_url,
 )
-from lmstrix.db.enums import BatchStatus, JobKind, JobStatus, ProbeOutcome, ProbePhase, TestStatus
 from lmstrix.db.migrate import RevisionState, downgrade, ensure_schema, revision_state, upgrade
 from lmstrix.db.session import read_session, write_session
 from lmstrix.db.tables import Base, Batch, ContextTestProbe, Host, Job, ModelRow
 from lmstrix.db.types import utcnow
+from lmstrix.domain.enums import (
+    BatchStatus,
+    JobKind,
+    JobStatus,
+    ProbeOutcome,
+    ProbePhase,
+    TestStatus,
+)
 
 __all__ = [
     "Base",

@@ -26,7 +26,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.pool import StaticPool
 
-from lmstrix.api.exceptions import ConfigurationError
+from lmstrix.domain.errors import ConfigurationError
 
 # Execution option read by the ``begin`` hook: "IMMEDIATE" takes SQLite's write lock at BEGIN.
 SQLITE_BEGIN_OPTION = "lmstrix_sqlite_begin"

@@ -30,7 +30,6 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 import lmstrix
-from lmstrix.api.exceptions import LMStrixError, RegistryError
 from lmstrix.db.engine import (
     SQLITE_BEGIN_OPTION,
     get_engine,
@@ -38,6 +37,7 @@ from lmstrix.db.engine import (
     resolve_database_url,
     sqlite_path,
 )
+from lmstrix.domain.errors import LMStrixError, RegistryError
 
 # Arbitrary constant naming lmstrix's migration lock among all advisory locks on the server.
 PG_MIGRATION_LOCK_KEY = 0x6C6D_7374_7278  # "lmstrx"

@@ -16,7 +16,7 @@ Designed up front for the queue and the context tester so later work adds rows, 
   probe runs so a crash leaves a trace of the size that killed the host.
 
 Statuses are strings with CHECK constraints (portable, readable in raw SQL); the vocabularies are
-in :mod:`lmstrix.db.enums`. Every constraint is named through the naming convention, which
+in :mod:`lmstrix.domain.enums`. Every constraint is named through the naming convention, which
 SQLite batch migrations need to alter them later. JSON columns are not mutation-tracked: assign a
 new value instead of changing one in place.
 """
@@ -45,7 +45,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from lmstrix.db.enums import (
+from lmstrix.db.types import UTCDateTime, json_type, utcnow
+from lmstrix.domain.enums import (
     BatchStatus,
     JobKind,
     JobStatus,
@@ -54,7 +55,6 @@ from lmstrix.db.enums import (
     TestStatus,
     values,
 )
-from lmstrix.db.types import UTCDateTime, json_type, utcnow
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",

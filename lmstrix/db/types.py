@@ -17,9 +17,9 @@ from sqlalchemy import JSON, DateTime, Dialect
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from lmstrix.domain.clock import utcnow
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+__all__ = ["UTCDateTime", "json_type", "utcnow"]
 
 
 class UTCDateTime(TypeDecorator[datetime]):

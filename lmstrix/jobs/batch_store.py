@@ -19,15 +19,6 @@ from typing import Any
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from lmstrix.api.exceptions import JobNotFound, LMStrixError, ValidationError
-from lmstrix.core.openai_batch import (
-    COMPLETION_WINDOW_SECONDS,
-    FINAL,
-    BatchItem,
-    BatchRecord,
-    Counts,
-    next_status,
-)
 from lmstrix.db import (
     Batch,
     BatchStatus,
@@ -38,7 +29,16 @@ from lmstrix.db import (
     utcnow,
     write_session,
 )
-from lmstrix.jobs.scheduler import PRIORITY_BATCH
+from lmstrix.domain.errors import JobNotFound, LMStrixError, ValidationError
+from lmstrix.domain.openai_batch import (
+    COMPLETION_WINDOW_SECONDS,
+    FINAL,
+    BatchItem,
+    BatchRecord,
+    Counts,
+    next_status,
+)
+from lmstrix.domain.scheduler import PRIORITY_BATCH
 from lmstrix.jobs.store import JobStore
 
 PAGE = 500  # result rows read per query when streaming a batch's output

@@ -29,7 +29,7 @@ class HostServer:
     def __init__(self, config: Config, host: str, settings: QueueSettings | None = None) -> None:
         redis_url = config.redis_url
         if not redis_url:
-            from lmstrix.api.exceptions import ConfigurationError
+            from lmstrix.domain.errors import ConfigurationError
 
             raise ConfigurationError(
                 "dramatiq workers need Redis: set LMSTRIX_REDIS_URL (or run `lmstrix worker` "

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import redis
 
-from lmstrix.api.exceptions import LMStrixError
+from lmstrix.domain.errors import LMStrixError
 
 ACTOR_NAME = "doorbell"
 WAKE_KEY = "lmstrix:wake:{}"

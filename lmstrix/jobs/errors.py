@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmstrix.api.exceptions import (
+from lmstrix.domain.errors import (
     ContextLimitExceededError,
     LMStrixError,
     LMStudioAuthError,

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmstrix.api.client import LMStudioClient
-from lmstrix.api.exceptions import LMStrixError, LMStudioConnectionError
 from lmstrix.db import JobKind, JobStatus
+from lmstrix.domain.errors import LMStrixError, LMStudioConnectionError
+from lmstrix.domain.load_sizing import load_context_for
+from lmstrix.domain.scheduler import HostState, QueuedJob, next_state
 from lmstrix.jobs.notify import Notifier
-from lmstrix.jobs.scheduler import HostState, QueuedJob, next_state
 from lmstrix.jobs.settings import QueueSettings
-from lmstrix.jobs.sizing import load_context_for
 from lmstrix.jobs.store import Claim, ClaimedJob, JobStore, JobView
 
 log = logging.getLogger(__name__)

@@ -13,18 +13,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmstrix.api.client import LMStudioClient
-from lmstrix.api.exceptions import (
+from lmstrix.db import JobKind, JobStatus
+from lmstrix.db.model_store import ModelStore
+from lmstrix.domain.budget import check_fits
+from lmstrix.domain.context import ContextManager, resolve_out_ctx
+from lmstrix.domain.context_search import DEFAULT_MAX_ITERATIONS, DEFAULT_THRESHOLD
+from lmstrix.domain.errors import (
     InferenceTimeoutError,
     LMStudioConnectionError,
     ModelNotFoundError,
     ValidationError,
 )
-from lmstrix.core.context import ContextManager, resolve_out_ctx
-from lmstrix.core.context_search import DEFAULT_MAX_ITERATIONS, DEFAULT_THRESHOLD
-from lmstrix.core.models import Model, ModelRegistry
-from lmstrix.db import JobKind, JobStatus
+from lmstrix.domain.load_sizing import DEFAULT_CONTEXT, choose_load_context
+from lmstrix.domain.model import Model
+from lmstrix.domain.requests import InferenceOptions, inference_request
+from lmstrix.domain.routing import choose_host
+from lmstrix.domain.scheduler import PRIORITY_CONTEXT_TEST, PRIORITY_INTERACTIVE
 from lmstrix.jobs import embedded
-from lmstrix.jobs.budget import check_fits
 from lmstrix.jobs.doorbell import BrokerUnavailableError, Doorbell, RedisDoorbell, local_doorbell
 from lmstrix.jobs.notify import (
     LocalNotifier,
@@ -33,11 +38,7 @@ from lmstrix.jobs.notify import (
     local_notifier,
     wait_until_final,
 )
-from lmstrix.jobs.requests import InferenceOptions, inference_request
-from lmstrix.jobs.routing import choose_host
-from lmstrix.jobs.scheduler import PRIORITY_CONTEXT_TEST, PRIORITY_INTERACTIVE
 from lmstrix.jobs.settings import QueueSettings
-from lmstrix.jobs.sizing import DEFAULT_CONTEXT, choose_load_context
 from lmstrix.jobs.store import JobStore, JobView
 from lmstrix.utils.config import Config, HostConfig
 
@@ -92,14 +93,14 @@ class JobService:
         else:
             self.doorbell = local_doorbell()
             self.notifier = local_notifier()
-        self._registry: ModelRegistry | None = None
+        self._registry: ModelStore | None = None
         self.context = ContextManager()
         self._models: dict[tuple[str, str | None], tuple[float, list[Model]]] = {}
 
     @property
-    def registry(self) -> ModelRegistry:
+    def registry(self) -> ModelStore:
         if self._registry is None:
-            self._registry = ModelRegistry(self.database_url)
+            self._registry = ModelStore(self.database_url)
         return self._registry
 
     def close(self) -> None:
@@ -273,10 +274,10 @@ class JobService:
     ) -> SubmittedJob:
         """Validate and queue a context test of one model on its host; returns the job at once.
 
-        Bad input (see :func:`~lmstrix.jobs.context_test.request.plan_context_test`) raises before
+        Bad input (see :func:`~lmstrix.domain.context_test_request.plan_context_test`) raises before
         any row is written, so nothing is ever probed for it.
         """
-        from lmstrix.jobs.context_test.request import plan_context_test
+        from lmstrix.domain.context_test_request import plan_context_test
 
         model = self.context_test_model(model_id, host)
         request = plan_context_test(

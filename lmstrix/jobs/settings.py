@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from lmstrix.jobs.scheduler import SchedulerPolicy
+from lmstrix.domain.scheduler import SchedulerPolicy
 
 
 def _float(name: str, default: float) -> float:

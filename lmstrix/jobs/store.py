@@ -21,7 +21,6 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from lmstrix.api.exceptions import JobNotFound, ValidationError
 from lmstrix.db import (
     Host,
     Job,
@@ -35,7 +34,8 @@ from lmstrix.db import (
 )
 from lmstrix.db.engine import write_engine
 from lmstrix.db.types import UTCDateTime
-from lmstrix.jobs.scheduler import HostState, QueuedJob, SchedulerPolicy, choose_next
+from lmstrix.domain.errors import JobNotFound, ValidationError
+from lmstrix.domain.scheduler import HostState, QueuedJob, SchedulerPolicy, choose_next
 
 FINISHED = tuple(s.value for s in JobStatus if s.finished)
 

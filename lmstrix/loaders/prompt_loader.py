@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lmstrix.api.exceptions import ConfigurationError, ValidationError
+from lmstrix.domain.errors import ConfigurationError, ValidationError
 from lmstrix.loaders import templating
 
 MAX_FILE_BYTES = 8 * 1024 * 1024  # a prompt library, not a data set

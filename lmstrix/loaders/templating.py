@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from lmstrix.api.exceptions import ValidationError
+from lmstrix.domain.errors import ValidationError
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w-]*(?:\.[\w-]+)*)\s*\}\}")
 MAX_DEPTH = 10

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from lmstrix.api.exceptions import LMStrixError, ValidationError
 from lmstrix.core.inference_manager import InferenceManager, InferenceResult
+from lmstrix.domain.errors import LMStrixError, ValidationError
 from lmstrix.jobs.service import SubmittedJob
 from lmstrix.utils.config import Config
 

@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lmstrix.api.exceptions import ConfigurationError, ValidationError
 from lmstrix.api.parsing import check_url
+from lmstrix.domain.errors import ConfigurationError, ValidationError
 
 APP_NAME = "lmstrix"
 DEFAULT_BASE_URL = "http://localhost:1234"

@@ -27,11 +27,7 @@ The modules, pure ones first:
 - :mod:`.driver`: the job itself, which orders all of the above.
 """
 
-from lmstrix.jobs.context_test.driver import run_context_test
-from lmstrix.jobs.context_test.http_probe import HttpProbe
-from lmstrix.jobs.context_test.probe_rows import INTERRUPTED_ERROR, ProbeRow, read_probes
-from lmstrix.jobs.context_test.records import read_progress
-from lmstrix.jobs.context_test.request import (
+from lmstrix.domain.context_test_request import (
     DEFAULT_OUTPUT_TOKENS,
     MIN_PROBE_CONTEXT,
     REASONING_OUTPUT_TOKENS,
@@ -40,13 +36,17 @@ from lmstrix.jobs.context_test.request import (
     parse_request,
     plan_context_test,
 )
-from lmstrix.jobs.context_test.verdicts import (
+from lmstrix.domain.verdicts import (
     Known,
     Speed,
     partial_columns,
     search_verdict,
     single_verdict,
 )
+from lmstrix.jobs.context_test.driver import run_context_test
+from lmstrix.jobs.context_test.http_probe import HttpProbe
+from lmstrix.jobs.context_test.probe_rows import INTERRUPTED_ERROR, ProbeRow, read_probes
+from lmstrix.jobs.context_test.records import read_progress
 
 __all__ = [
     "DEFAULT_OUTPUT_TOKENS",

@@ -1,5 +1,5 @@
 """The context test as a job on the host's worker: the search of
-:mod:`lmstrix.core.context_search` driven with real probes, every probe persisted, the verdict
+:mod:`lmstrix.domain.context_search` driven with real probes, every probe persisted, the verdict
 written to the registry.
 
 Why this is the only module that does everything: it is the one place where the order of the
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lmstrix.core.context_search import (
+from lmstrix.domain.context_search import (
     Outcome,
     ProbeKind,
     ProbeOutcome,
@@ -24,6 +24,16 @@ from lmstrix.core.context_search import (
     next_probe,
     record,
     result,
+)
+from lmstrix.domain.context_test_request import ContextTestRequest, parse_request
+from lmstrix.domain.search_resume import initial_state
+from lmstrix.domain.verdicts import (
+    REGISTRY_KEYS,
+    Known,
+    Speed,
+    partial_columns,
+    search_verdict,
+    single_verdict,
 )
 from lmstrix.jobs.context_test.http_probe import HttpProbe
 from lmstrix.jobs.context_test.probe_rows import (
@@ -35,16 +45,6 @@ from lmstrix.jobs.context_test.probe_rows import (
 )
 from lmstrix.jobs.context_test.records import write_progress, write_registry
 from lmstrix.jobs.context_test.report import progress, summary
-from lmstrix.jobs.context_test.request import ContextTestRequest, parse_request
-from lmstrix.jobs.context_test.resume import initial_state
-from lmstrix.jobs.context_test.verdicts import (
-    REGISTRY_KEYS,
-    Known,
-    Speed,
-    partial_columns,
-    search_verdict,
-    single_verdict,
-)
 from lmstrix.jobs.store import ClaimedJob
 
 if TYPE_CHECKING:

@@ -10,17 +10,17 @@ from __future__ import annotations
 import time
 
 from lmstrix.api.client import LMStudioClient
-from lmstrix.api.exceptions import (
+from lmstrix.domain.context_search import LoadOutcome, UseOutcome
+from lmstrix.domain.context_test_request import DEFAULT_OUTPUT_TOKENS
+from lmstrix.domain.errors import (
     ContextLimitExceededError,
     InferenceError,
     ModelLoadError,
     ModelNotFoundError,
 )
-from lmstrix.core.context_search import LoadOutcome, UseOutcome
-from lmstrix.core.needle import build_needle_prompt
-from lmstrix.jobs.context_test.request import DEFAULT_OUTPUT_TOKENS
-from lmstrix.jobs.context_test.sizing import SHARED_FITS, FitCache, PromptBudget, TokenFit
-from lmstrix.jobs.context_test.verdicts import Speed
+from lmstrix.domain.needle import build_needle_prompt
+from lmstrix.domain.probe_sizing import SHARED_FITS, FitCache, PromptBudget, TokenFit
+from lmstrix.domain.verdicts import Speed
 
 #: Sends of one use probe at most. The first probe of a process starts from a default ratio
 #: (one send to learn the model's, one to land within the margin, a third if the first
@@ -89,7 +89,7 @@ class HttpProbe:
         """Ask the needle question with the context filled to about ``size`` tokens.
 
         Token counts are only known after the fact, so a prompt whose real count falls outside
-        the budget (see :class:`~lmstrix.jobs.context_test.sizing.PromptBudget`) is re-sent,
+        the budget (see :class:`~lmstrix.domain.probe_sizing.PromptBudget`) is re-sent,
         sized from the count it just got, up to ``MAX_SIZING_ATTEMPTS`` sends in all; so is one
         the server refused as too long, when it said how long. The answer of the last send is
         the probe's: whatever it says, it was said about a prompt of the size probed (an answer

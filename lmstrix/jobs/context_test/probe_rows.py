@@ -16,8 +16,6 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from lmstrix.api.exceptions import ModelNotFoundError
-from lmstrix.core.context_search import Outcome, ProbeKind, ProbeRequest, TestPoint
 from lmstrix.db import (
     ContextTestProbe,
     Host,
@@ -29,8 +27,10 @@ from lmstrix.db import (
     write_session,
 )
 from lmstrix.db import ProbeOutcome as RowOutcome
-from lmstrix.jobs.context_test.resume import Resume
-from lmstrix.jobs.context_test.verdicts import Known, Speed
+from lmstrix.domain.context_search import Outcome, ProbeKind, ProbeRequest, TestPoint
+from lmstrix.domain.errors import ModelNotFoundError
+from lmstrix.domain.search_resume import Resume
+from lmstrix.domain.verdicts import Known, Speed
 from lmstrix.jobs.store import parse_job_id
 
 INTERRUPTED_ERROR = "interrupted: the worker stopped during this probe (crash, kill or freeze)"

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmstrix.core.context_search import ProbeRequest, SearchState, StopReason, TestPoint, result
 from lmstrix.db import utcnow
-from lmstrix.jobs.context_test.request import ContextTestRequest
-from lmstrix.jobs.context_test.resume import Resume
-from lmstrix.jobs.context_test.verdicts import Speed
+from lmstrix.domain.context_search import ProbeRequest, SearchState, StopReason, TestPoint, result
+from lmstrix.domain.context_test_request import ContextTestRequest
+from lmstrix.domain.search_resume import Resume
+from lmstrix.domain.verdicts import Speed
 from lmstrix.jobs.store import ClaimedJob
 
 

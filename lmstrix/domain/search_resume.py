@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from lmstrix.core.context_search import SearchState, TestPoint
-from lmstrix.jobs.context_test.request import ContextTestRequest
-from lmstrix.jobs.context_test.verdicts import Known, Speed
+from lmstrix.domain.context_search import SearchState, TestPoint
+from lmstrix.domain.context_test_request import ContextTestRequest
+from lmstrix.domain.verdicts import Known, Speed
 
 
 @dataclass(frozen=True, slots=True)

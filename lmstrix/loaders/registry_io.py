@@ -27,17 +27,13 @@ from typing import Any
 
 from sqlalchemy import select
 
-from lmstrix.api.exceptions import ValidationError
-from lmstrix.core.models import (
-    ModelRegistry,
-    column_values,
-    default_host,
-    get_or_create_host,
-)
+from lmstrix.core.models import ModelRegistry
 from lmstrix.db import ModelRow, write_session
-from lmstrix.db.engine import resolve_database_url
+from lmstrix.db.model_store import get_or_create_host
+from lmstrix.domain.errors import ValidationError
+from lmstrix.domain.model import column_values, default_host
 
-# Original field -> our public field name (validated by core.models.column_values).
+# Original field -> our public field name (validated by domain.model.column_values).
 _MAPPED = {
     "path": "path",
     "size_bytes": "size_bytes",
@@ -202,9 +198,9 @@ def import_upstream(
         for entry_key, rec in data["llms"].items()
     ]
     by_key = {c["key"]: c for c in converted}  # the file may list one key under two paths
-    host_name, url = default_host(host, host_url)
-    url_ = resolve_database_url(database_url)
-    ModelRegistry(url_)  # fail early, with a clear error, on an unusable database
+    registry = ModelRegistry(database_url)  # fails early, and clearly, on an unusable database
+    host_name, url = default_host(host, host_url, registry.default_hosts())
+    url_ = registry.database_url
     summary = ImportSummary(file=str(file), host=host_name)
     with write_session(url_) as s:
         h = get_or_create_host(s, host_name, url)

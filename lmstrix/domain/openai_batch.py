@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from lmstrix.api.exceptions import ValidationError
-from lmstrix.db.enums import BatchStatus, JobStatus
+from lmstrix.domain.enums import BatchStatus, JobStatus
+from lmstrix.domain.errors import ValidationError
 
 CHAT_URL = "/v1/chat/completions"
 MAX_REQUESTS = 50_000  # OpenAI's limits (batch_create_params.py)

@@ -14,16 +14,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lmstrix.api.exceptions import ValidationError
-from lmstrix.core.context_search import (
+from lmstrix.domain.context_search import (
     DEFAULT_MAX_ITERATIONS,
     DEFAULT_MIN_CONTEXT,
     DEFAULT_THRESHOLD,
     SearchConfig,
 )
-from lmstrix.core.models import Model
-from lmstrix.jobs.context_test.sizing import PromptBudget
-from lmstrix.jobs.requests import validate_request
+from lmstrix.domain.errors import ValidationError
+from lmstrix.domain.model import Model
+from lmstrix.domain.probe_sizing import PromptBudget
+from lmstrix.domain.requests import validate_request
 
 #: Tokens kept for the answer of a use probe. The needle answer is about 15 tokens; the rest is
 #: slack for models that add a sentence. Small on purpose: the answer's positions are part of

@@ -27,7 +27,7 @@ import math
 import threading
 from dataclasses import dataclass
 
-from lmstrix.core.context import DEFAULT_CHARS_PER_TOKEN
+from lmstrix.domain.context import DEFAULT_CHARS_PER_TOKEN
 
 #: The smallest margin kept below the answer's room, in tokens: a count that lands a word off.
 MIN_MARGIN = 8

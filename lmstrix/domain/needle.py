@@ -35,7 +35,7 @@ search of use probes on one instance cheap.
 
 Sizing uses a ``count_tokens(text) -> int`` function: the exact tokenizer when one exists (the
 emulator's), else an estimate fitted to the server's ``usage.prompt_tokens`` (the context tester
-uses :mod:`lmstrix.jobs.context_test.sizing`).
+uses :mod:`lmstrix.domain.probe_sizing`).
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from lmstrix.api.exceptions import ValidationError
-from lmstrix.core.context import TokenCalibration
+from lmstrix.domain.context import TokenCalibration
+from lmstrix.domain.errors import ValidationError
 
 CountTokens = Callable[[str], int]
 

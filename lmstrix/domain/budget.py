@@ -1,12 +1,12 @@
 """Whether a request fits its model's context: checked before a job is queued, so a request that
 cannot fit fails at once with the numbers instead of minutes later on the host.
 
-Resolving ``out_ctx`` itself is :func:`lmstrix.core.context.resolve_out_ctx`.
+Resolving ``out_ctx`` itself is :func:`lmstrix.domain.context.resolve_out_ctx`.
 """
 
 from __future__ import annotations
 
-from lmstrix.api.exceptions import ContextLimitExceededError
+from lmstrix.domain.errors import ContextLimitExceededError
 
 
 def check_fits(model_id: str, prompt_tokens: int, output_tokens: int, limit: int) -> None:

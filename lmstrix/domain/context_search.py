@@ -22,7 +22,7 @@ Two probes:
   largest size that fits, so A is treated as a strong candidate: it is use-probed right away (the
   model is already loaded there) and then confirmed with one load just above it.
 - **use** at N on an instance loaded at ``context`` >= N: a needle prompt of about N tokens (minus
-  the answer budget; see :mod:`lmstrix.core.needle`) with a fact near its start and a question at
+  the answer budget; see :mod:`lmstrix.domain.needle`) with a fact near its start and a question at
   its end; a wrong answer or an error is a failure at N.
 
 Strategy, chosen to minimise the expensive work (a use probe processes ~N prompt tokens, a load
@@ -64,7 +64,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 
-from lmstrix.api.exceptions import ValidationError
+from lmstrix.domain.errors import ValidationError
 
 DEFAULT_THRESHOLD = 65536
 DEFAULT_MIN_CONTEXT = 2048

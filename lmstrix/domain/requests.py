@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from lmstrix.api.exceptions import ValidationError
+from lmstrix.domain.errors import ValidationError
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lmstrix.core.context_search import SearchResult, SearchState, StopReason
-from lmstrix.db import TestStatus, utcnow
+from lmstrix.domain.clock import utcnow
+from lmstrix.domain.context_search import SearchResult, SearchState, StopReason
+from lmstrix.domain.enums import TestStatus
 
 
 @dataclass(frozen=True, slots=True)
