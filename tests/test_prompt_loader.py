@@ -15,13 +15,13 @@ from lmstrix.core.inference_manager import (
     InferenceManager,
     InferenceResult,
 )
+from lmstrix.core.prompt_loader import key_lines
+from lmstrix.domain import templating
 from lmstrix.jobs import embedded
-from lmstrix.loaders import templating
 from lmstrix.loaders.prompt_loader import (
     PromptLibrary,
     PromptLoader,
     PromptTemplate,
-    key_lines,
     parse_prompts,
 )
 from lmstrix.testing import LMStudioEmulator

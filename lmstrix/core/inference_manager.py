@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, Never, TypeVar, overload
 
+from lmstrix.core.prompt_loader import PromptLoader
 from lmstrix.domain.errors import InferenceTimeoutError
 from lmstrix.domain.requests import InferenceOptions
 from lmstrix.jobs import errors
@@ -28,7 +29,6 @@ from lmstrix.jobs.notify import (
 )
 from lmstrix.jobs.service import JobService, SubmittedJob
 from lmstrix.jobs.store import JobView
-from lmstrix.loaders.prompt_loader import PromptLoader
 from lmstrix.utils.config import Config
 
 RESULT_KEYS = (
