@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lmstrix.db.engine import mask_password
+from lmstrix.db.hosts import get_or_create_host
 from lmstrix.db.migrate import ensure_schema
 from lmstrix.db.session import read_session, write_session
 from lmstrix.db.tables import Host, ModelRow
@@ -374,33 +375,6 @@ class ModelStore:
         if self.verbose:
             log.info("scan of %s: %s", host_name, summary.counts())
         return summary
-
-
-def get_or_create_host(s: Session, name: str, url: str) -> Host:
-    """The host row named ``name``, created if missing (race-safe: insert-if-absent)."""
-    if not name:
-        raise ValidationError("host", name, "a host name is needed")
-    host = s.scalar(select(Host).where(Host.name == name).with_for_update())
-    if host is not None:
-        if url and not host.url:
-            host.url = url
-        return host
-    values_ = {"name": name, "url": url, "created_at": utcnow()}
-    dialect = s.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        s.execute(pg_insert(Host).values(**values_).on_conflict_do_nothing(index_elements=["name"]))
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        s.execute(
-            sqlite_insert(Host).values(**values_).on_conflict_do_nothing(index_elements=["name"])
-        )
-    else:
-        s.add(Host(**values_))
-        s.flush()
-    return s.execute(select(Host).where(Host.name == name).with_for_update()).scalar_one()
 
 
 def merge_scan(s: Session, host: Host, records: Sequence[ModelRecord]) -> ScanSummary:

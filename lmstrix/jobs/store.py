@@ -18,7 +18,6 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lmstrix.db import (
@@ -33,6 +32,7 @@ from lmstrix.db import (
     write_session,
 )
 from lmstrix.db.engine import write_engine
+from lmstrix.db.hosts import get_or_create_host
 from lmstrix.db.types import UTCDateTime
 from lmstrix.domain.errors import JobNotFound, ValidationError
 from lmstrix.domain.scheduler import HostState, QueuedJob, SchedulerPolicy, choose_next
@@ -243,19 +243,8 @@ class JobStore:
         if found is None:
             if url is None:
                 raise ValidationError("host", name, "unknown host; configure it or pass its URL")
-            try:
-                with write_session(self.url) as s:
-                    found = s.scalar(select(Host.id).where(Host.name == name))
-                    if found is None:
-                        row = Host(name=name, url=url)
-                        s.add(row)
-                        s.flush()
-                        found = row.id
-            except IntegrityError:  # another process (a scan, a worker) created it just now
-                with read_session(self.url) as s:
-                    found = s.scalar(select(Host.id).where(Host.name == name))
-                if found is None:
-                    raise
+            with write_session(self.url) as s:
+                found = get_or_create_host(s, name, url).id
         self._host_ids[name] = found
         self._host_names[found] = name
         return found

@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from lmstrix.core.models import ModelRegistry
 from lmstrix.db import ModelRow, write_session
-from lmstrix.db.model_store import get_or_create_host
+from lmstrix.db.hosts import get_or_create_host
 from lmstrix.domain.errors import ValidationError
 from lmstrix.domain.model import column_values, default_host
 
