@@ -18,7 +18,7 @@ Cost model (seconds, stated so the figures can be judged):
   for tokens beyond the common prefix. The plain search reloads at every step, so it always pays
   for the whole prompt. The "no prompt cache" row charges lmstrix full prompts too.
 
-Plain search (the method python-api.md describes): bisection on ``(lo + hi) // 2`` over
+Plain search (the method the original lmstrix documents): bisection on ``(lo + hi) // 2`` over
 ``[min_context, min(declared, threshold)]``; every step loads at the midpoint and, if the load
 applied the full size, runs a full use probe there. It stops with the same granularity rule as
 lmstrix (``max(256, 1 % of good)``) so both aim at the same precision.

@@ -188,7 +188,7 @@ def test_async_many_in_flight(lmstudio_emulator: LMStudioEmulator, db_url: str) 
 def test_async_accepts_the_api_docs_prompt_first_order(
     lmstudio_emulator: LMStudioEmulator, db_url: str
 ) -> None:
-    """python-api.md's async example calls ``manager.infer("Question 1", "model1")``."""
+    """The documented async example calls ``manager.infer("Question 1", "model1")``."""
     config = Config({"hosts": [{"name": "h1", "url": lmstudio_emulator.url}]})
 
     async def main() -> list[InferenceResult]:

@@ -1,4 +1,4 @@
-"""ModelRegistry on SQLite and PostgreSQL: the python-api.md contract, id resolution, scans."""
+"""ModelRegistry on SQLite and PostgreSQL: the documented API, id resolution, scans."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_records_work_as_objects_and_as_dicts(registry: ModelRegistry) -> None:
         "llama-3.2-3b-instruct", {"tested_context": 8192, "test_status": "tested"}
     )
     models = registry.list_models()
-    # The notebook example from python-api.md:
+    # The notebook example of the documented API:
     tested_models = [m for m in models if m["test_status"] == "tested"]
     contexts = [m["tested_context"] for m in tested_models]
     names = [m["name"] for m in tested_models]

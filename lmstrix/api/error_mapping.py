@@ -2,8 +2,9 @@
 
 Pure functions: no I/O. LM Studio answers errors in several shapes that coexist: an OpenAI-style
 object ``{"error": {"message", "type", "code", "param"}}``, a bare string ``{"error": "..."}``,
-an SSE ``event: error`` frame, and an HTTP 200 for unknown routes. See
-``shared/reference/lmstudio-http-api.md`` section 3 for the exact texts matched here.
+an SSE ``event: error`` frame, and an HTTP 200 for unknown routes. The texts matched here are
+the exact wordings LM Studio, llama.cpp's server and llama-cpp-python send; the emulator in
+:mod:`lmstrix.testing.bodies` reproduces each of them, and the tests pin them.
 """
 
 from __future__ import annotations

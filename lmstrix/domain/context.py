@@ -10,7 +10,7 @@ context tester (sizing its probe prompts):
   deliberately pessimistic English default and converge on the model's own ratio as soon as one
   real answer has been seen.
 - :class:`ContextManager`: per-model calibrations, ``estimate_tokens``, the strategies of
-  ``calculate_optimal_context`` and ``validate_context_size`` (the API of ``python-api.md``).
+  ``calculate_optimal_context`` and ``validate_context_size`` (the documented public API).
 - :func:`resolve_out_ctx`: turns the user's ``out_ctx`` (an int, ``"auto"``, ``"N%"`` or -1) and
   ``max_tokens`` into the one number sent to LM Studio as ``max_tokens``.
 

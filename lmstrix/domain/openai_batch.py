@@ -1,6 +1,6 @@
 """The OpenAI Batch format, as pure functions: input lines in, output lines and batch objects out.
 
-lmstrix speaks this format (queue notes §5) so that files written for OpenAI's Batch API, or
+lmstrix speaks this format so that files written for OpenAI's Batch API, or
 vLLM's ``run-batch``, run on LM Studio unchanged and their results feed the same tooling:
 
 - input: one JSON object per line, ``{custom_id, method: "POST", url: "/v1/chat/completions",

@@ -2,7 +2,7 @@
 
 Kept free of file I/O so the rules are tested directly (``prompt_loader`` reads the TOML).
 
-The rules, following upstream lmstrix (see ``upstream-lmstrix.md`` §5) where it was sound:
+The rules, following the original lmstrix's templates where they were sound:
 
 - A placeholder is ``{{ name }}`` where ``name`` is a dotted path (``{{text}}``,
   ``{{ templates.base }}``); whitespace inside the braces is ignored. Anything else between

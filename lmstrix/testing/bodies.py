@@ -1,8 +1,8 @@
 """LM Studio's JSON bodies: error texts, model list entries, ids.
 
-Exact strings come from reference/lmstudio-http-api.md (§1, §3). Where the reference marks a body
-as [inf] (not captured from a real server), the choice made here is said in the docstring so the
-client team knows what is verified and what is a guess.
+The strings are LM Studio's exact wordings, as its servers send them. Where a body was inferred
+rather than captured from a real server, the docstring says what was chosen, so that what is
+verified and what is a guess stay apart.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def v1_error(
     code: str | None = None,
     param: str | None = None,
 ) -> JsonObj:
-    """The native v1 error object ``{"error":{"type","message","code"?,"param"?}}`` (§4.2)."""
+    """The native v1 error object ``{"error":{"type","message","code"?,"param"?}}``."""
     error: JsonObj = {"type": type, "message": message}
     if code is not None:
         error["code"] = code
@@ -99,7 +99,7 @@ def v1_error(
 
 
 def invalid_model_identifier(name: str, choices: Sequence[str]) -> JsonObj:
-    """400, LM Studio 0.3.3x-0.4.x, exact (§3.2)."""
+    """400, LM Studio 0.3.3x-0.4.x, exact."""
     return openai_error(
         f'Invalid model identifier "{name}". Please specify a valid downloaded model '
         f"(e.g., {', '.join(choices)}).",
@@ -109,7 +109,7 @@ def invalid_model_identifier(name: str, choices: Sequence[str]) -> JsonObj:
 
 
 def legacy_model_not_found(name: str, choices: Sequence[str]) -> JsonObj:
-    """404, LM Studio 0.3.5-0.3.16, exact (§3.2)."""
+    """404, LM Studio 0.3.5-0.3.16, exact."""
     listing = "\n".join(choices)
     return openai_error(
         f'Model "{name}" not found. Please specify a valid model.\n\nYour models:\n\n{listing}',
@@ -119,12 +119,12 @@ def legacy_model_not_found(name: str, choices: Sequence[str]) -> JsonObj:
 
 
 def multiple_models_loaded() -> JsonObj:
-    """404 (§3.2)."""
+    """404."""
     return openai_error(MULTIPLE_MODELS_LOADED, param="model", code="model_not_found")
 
 
 def no_models_loaded() -> JsonObj:
-    """400, a bare string (§3.2)."""
+    """400, a bare string."""
     return {"error": NO_MODELS_LOADED}
 
 
@@ -136,7 +136,7 @@ def wrong_model_type(name: str, wanted: str) -> str:
 
 
 def insufficient_resources(model: EmulatedModel, context_length: int) -> str:
-    """The guardrail text of §3.4 with the memory estimate of ``catalog.memory_estimate_gb``."""
+    """The memory guardrail's refusal text, with the memory estimate of ``catalog.memory_estimate_gb``."""
     gb = memory_estimate_gb(model, context_length)
     return (
         "Model loading was stopped due to insufficient system resources. Under the current "
@@ -151,7 +151,7 @@ def failed_to_load(model_id: str, reason: str) -> str:
 
 
 def jit_load_failed(model_id: str, reason: str) -> JsonObj:
-    """400 on OpenAI/v0 inference; message exact (§3.4), ``type`` observed, ``param`` and
+    """400 on OpenAI/v0 inference; message exact, ``type`` observed, ``param`` and
     ``code`` [inf] (we send null)."""
     return openai_error(failed_to_load(model_id, reason))
 
@@ -164,7 +164,7 @@ def v1_load_failed(model_id: str, reason: str) -> JsonObj:
 
 
 def v1_model_not_found_for_load(key: str) -> JsonObj:
-    """404, exact (§1.7)."""
+    """404, exact."""
     return v1_error(f"Model {key} not found in downloaded models", type="model_not_found")
 
 
@@ -176,7 +176,7 @@ def v1_instance_not_found(instance_id: str) -> JsonObj:
 
 
 def overflow_text(wording: int, prompt_tokens: int, context_length: int) -> str:
-    """The four overflow wordings of §3.3, verbatim."""
+    """The four wordings of a context overflow, verbatim."""
     if wording == 1:
         return (
             "The number of tokens to keep from the initial prompt is greater than the context "
@@ -199,7 +199,7 @@ def overflow_text(wording: int, prompt_tokens: int, context_length: int) -> str:
 
 
 def stream_error(message: str) -> JsonObj:
-    """The ``event: error`` data object of §3.3 item 3."""
+    """The ``event: error`` data object a streamed overflow ends with."""
     return {"error": {"message": message}, "message": message}
 
 

@@ -68,7 +68,7 @@ class Routes:
     # --- error mapping --------------------------------------------------------------------
 
     def _lookup_error(self, exc: Exception, family: str) -> JsonReply:
-        """Bodies for a request whose ``model`` cannot be served (reference §3.2)."""
+        """Bodies for a request whose ``model`` cannot be served."""
         if isinstance(exc, UnknownModel):
             if family == "v1":  # [inf] v1 chat with an unknown model: 404 model_not_found
                 body = bodies.invalid_model_identifier(exc.name, exc.choices)["error"]["message"]
