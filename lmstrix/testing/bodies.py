@@ -136,7 +136,7 @@ def wrong_model_type(name: str, wanted: str) -> str:
 
 
 def insufficient_resources(model: EmulatedModel, context_length: int) -> str:
-    """The memory guardrail's refusal text, with the memory estimate of ``catalog.memory_estimate_gb``."""
+    """The memory guardrail's refusal, with ``catalog.memory_estimate_gb``'s estimate."""
     gb = memory_estimate_gb(model, context_length)
     return (
         "Model loading was stopped due to insufficient system resources. Under the current "

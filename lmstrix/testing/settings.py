@@ -38,8 +38,8 @@ class EmulatorSettings:
     max_applied_context: int | None = None
     # A load whose requested context exceeds this blocks until release_hangs() or stop().
     hang_loads_above: int | None = None
-    # Context-overflow wording (see bodies.overflow_text): None = realistic (1 non-streaming, 3 streaming),
-    # or 1..4 to force one wording everywhere.
+    # Context-overflow wording (bodies.overflow_text): None = realistic (1 non-streaming,
+    # 3 streaming), or 1..4 to force one wording everywhere.
     overflow_wording: int | None = None
     # Pre-0.3.17 "Model "x" not found ... Your models:" 404 instead of "Invalid model identifier".
     legacy_not_found: bool = False
