@@ -16,6 +16,37 @@ import pytest
 from lmstrix.db import dispose_engines, ensure_schema
 from lmstrix.db import testing as dbtesting
 
+# ---------------------------------------------------------------------------------------------
+# Isolation: every test runs with its own home and XDG directories and without the caller's
+# lmstrix settings, so no test can read a user's config or write to a user's registry, and no
+# developer's environment can change a test's outcome. LMSTRIX_TEST_* (where the test servers
+# are) and LMSTRIX_NO_REAL_MODEL (whether the real model was installed) are kept.
+# ---------------------------------------------------------------------------------------------
+KEPT_ENV_PREFIXES = ("LMSTRIX_TEST_", "LMSTRIX_NO_REAL_MODEL")
+
+
+@pytest.fixture(autouse=True)
+def isolated_user_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A fresh HOME with XDG config, data, cache and state dirs under it; no LMSTRIX_* settings,
+    no LM_API_TOKEN. Subprocesses started by the test inherit the same isolation."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    for var, sub in (
+        ("XDG_CONFIG_HOME", ".config"),
+        ("XDG_DATA_HOME", ".local/share"),
+        ("XDG_CACHE_HOME", ".cache"),
+        ("XDG_STATE_HOME", ".local/state"),
+    ):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv(var, str(home / sub))
+    for name in list(os.environ):
+        if name == "LM_API_TOKEN" or (
+            name.startswith("LMSTRIX_") and not name.startswith(KEPT_ENV_PREFIXES)
+        ):
+            monkeypatch.delenv(name)
+    return home
+
+
 DB_BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),

@@ -10,24 +10,6 @@ import pytest
 from lmstrix.api.exceptions import ConfigurationError
 from lmstrix.utils.config import Config
 
-ENV_VARS = [
-    "LMSTRIX_BASE_URL",
-    "LMSTRIX_HOSTS",
-    "LMSTRIX_DATABASE_URL",
-    "LMSTRIX_REDIS_URL",
-    "LMSTRIX_CONFIG",
-    "LM_API_TOKEN",
-    "LMSTRIX_LMSTUDIO__TIMEOUT",
-]
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-
 
 def test_defaults_without_file_or_env() -> None:
     c = Config.load()
@@ -147,3 +129,12 @@ def test_save_never_writes_environment_values(
     c.save()
     text = path.read_text()
     assert "postgresql" not in text and "99" in text
+
+
+def test_tests_never_see_the_users_directories(isolated_user_dirs: Path) -> None:
+    c = Config.load()
+    assert Path(c.database_url().removeprefix("sqlite:///")).is_relative_to(isolated_user_dirs)
+    assert c.path is None or c.path.is_relative_to(isolated_user_dirs)
+    from lmstrix.utils.config import default_config_path
+
+    assert default_config_path().is_relative_to(isolated_user_dirs)
