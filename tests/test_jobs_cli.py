@@ -10,7 +10,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from lmstrix.commands_jobs import COMMANDS, parse_duration
+from lmstrix.cli.infer import infer
+from lmstrix.cli.jobs import jobs, parse_duration
+from lmstrix.cli.submit import submit
+from lmstrix.cli.worker import worker
 from lmstrix.jobs import embedded
 from lmstrix.testing import LMStudioEmulator
 
@@ -23,7 +26,7 @@ def cli(ctx: click.Context) -> None:
     ctx.ensure_object(dict)
 
 
-for _c in COMMANDS:
+for _c in (infer, submit, jobs, worker):
     cli.add_command(_c)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from lmstrix.commands_registry import db, registry
+from lmstrix.cli.registry import db, registry
 from lmstrix.core.models import ModelRegistry
 
 UPSTREAM = {"llms": {"p/a.gguf": {"id": "a", "ctx_in": 4096, "tested_max_context": 2048}}}

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lmstrix.domain.context_search import DEFAULT_MAX_ITERATIONS, DEFAULT_THRESHOLD
+from lmstrix.domain.context_test_request import ContextTestRequest, plan_context_test
 from lmstrix.domain.errors import InferenceTimeoutError, LMStrixError, ValidationError
 from lmstrix.domain.model import Model
 from lmstrix.jobs.context_test import ProbeRow, check_min_context, read_probes
@@ -144,6 +145,16 @@ class ContextTester:
         """The registry entry a test of ``model_id`` would use (rescans an unknown id once)."""
         return self.service.context_test_model(model_id)
 
+    def chat_models(self) -> list[Model]:
+        """The registry's present chat models (embedding models have no context to test),
+        after one rescan of the hosts when the registry has none."""
+        registry = self.service.registry
+        models = registry.list_models(include_missing=False)
+        if not models:
+            self.service.rescan()
+            models = registry.list_models(include_missing=False)
+        return [m for m in models if not m.type.startswith("embedding")]
+
     def cap(self, threshold: int) -> int:
         """The threshold a test really uses."""
         if threshold > self.safety_threshold:
@@ -154,6 +165,33 @@ class ContextTester:
                 self.safety_threshold,
             )
         return min(threshold, self.safety_threshold)
+
+    def plan(
+        self,
+        model: Model,
+        threshold: int = DEFAULT_THRESHOLD,
+        prompt: str | None = None,
+        reset: bool = False,
+        *,
+        ctx: int | None = None,
+        force: bool = False,
+        min_context: int | None = None,
+    ) -> ContextTestRequest:
+        """What ``submit`` would queue for ``model`` (the range a search covers, the answer
+        budget...), or the ``ValidationError`` it would raise; nothing is queued or probed."""
+        if min_context is None and ctx is None:
+            min_context = self.min_context
+        return plan_context_test(
+            model,
+            threshold=self.cap(threshold),
+            ctx=ctx,
+            reset=reset,
+            force=force,
+            question=prompt,
+            output_tokens=self.output_tokens,
+            max_iterations=self.max_iterations,
+            min_context=min_context,
+        )
 
     def submit(
         self,
@@ -318,4 +356,12 @@ def _log_probe(model: str) -> ProbeCallback:
     return show
 
 
-__all__ = ["RESULT_KEYS", "ContextTester", "job_result", "size_order"]
+__all__ = [
+    "RESULT_KEYS",
+    "ContextTestRequest",
+    "ContextTester",
+    "JobView",
+    "ProbeRow",
+    "job_result",
+    "size_order",
+]

@@ -55,6 +55,18 @@ class HostScan:
         }
 
 
+def lmstudio_answers(host: HostConfig) -> bool:
+    """Whether an LM Studio server greets at ``host``'s URL, within about a second and without
+    retries: a quick "is it running?" before deciding what to use."""
+    try:
+        with LMStudioClient(
+            host.url, token=host.token, timeout=3, connect_timeout=1, max_retries=0
+        ) as client:
+            return client.greeting()
+    except LMStrixError:
+        return False
+
+
 @dataclass
 class Scanner:
     """Scans LM Studio hosts into the registry.

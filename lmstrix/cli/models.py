@@ -1,4 +1,4 @@
-"""CLI commands over the registry and the hosts: ``scan``, ``list``, ``hosts``, ``emulator``."""
+"""CLI commands over the registry and the hosts: ``scan``, ``list`` and ``hosts``."""
 
 from __future__ import annotations
 
@@ -6,24 +6,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
-from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lmstrix.cli_support import echo_json, handle_errors
+from lmstrix.cli.errors import NO_HOST_ANSWERED, handle_errors
+from lmstrix.cli.model_table import models_table
+from lmstrix.cli.output import echo_json
+from lmstrix.core.models import ModelRegistry
 from lmstrix.core.scanner import HostScan, Scanner
 from lmstrix.domain.enums import TestStatus
 from lmstrix.domain.errors import ValidationError
 from lmstrix.domain.model import Model
 from lmstrix.utils.config import Config
-
-STATUS_LABELS = {
-    "untested": "untested",
-    "testing": "[yellow]testing[/]",
-    "tested": "[green]tested[/]",
-    "failed": "[red]failed[/]",
-}
 
 # Sort keys; None means "not known" and sorts last in either direction.
 SORT_KEYS: dict[str, Callable[[Model], Any]] = {
@@ -47,27 +42,6 @@ def sort_models(models: Sequence[Model], sort_key: str, *, desc: bool = False) -
     known = [m for m in models if key(m) is not None]
     unknown = sorted((m for m in models if key(m) is None), key=lambda m: m.id.lower())
     return sorted(known, key=key, reverse=desc) + unknown
-
-
-_CAP_LETTERS = {"vision": "V", "tools": "T", "tool_use": "T", "reasoning": "R"}
-
-
-def _caps(names: Sequence[str]) -> str:
-    letters = sorted({_CAP_LETTERS.get(n, n[:1].upper()) for n in names})
-    return "".join(letters) or "-"
-
-
-def _ctx(v: int | None) -> str:
-    """Context sizes as people say them: 131072 -> 128k, 12000 -> 11.7k."""
-    if not v:
-        return "-"
-    if v < 1024:
-        return str(v)
-    return f"{v // 1024}k" if v % 1024 == 0 else f"{v / 1024:.1f}k"
-
-
-def _size(m: Model) -> str:
-    return f"{m.size_bytes / 1e9:.1f}G" if m.size_bytes else "-"
 
 
 def parse_filters(items: Sequence[str]) -> dict[str, Any]:
@@ -103,38 +77,6 @@ def parse_filters(items: Sequence[str]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-def models_table(models: Sequence[Model]) -> Table:
-    # Compact enough for an 80-column terminal: contexts in k (1024 tokens), one host column
-    # only when there are several hosts. --json has the exact numbers.
-    several_hosts = len({m.host for m in models}) > 1
-    table = Table(
-        title=f"{len(models)} model(s)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
-    )
-    table.add_column("Model", overflow="fold", min_width=22)
-    if several_hosts:
-        table.add_column("Host", overflow="fold", max_width=14)
-    for col in ("Size", "Card", "Tested", "Good/Bad", "Status", "Tok/s"):
-        table.add_column(col, justify="left" if col == "Status" else "right", no_wrap=True)
-    table.add_column("Caps", no_wrap=True)
-    table.caption = "Card: declared context. k: 1024 tokens. Caps: V vision, T tools, R reasoning."
-    for m in models:
-        name = escape(m.id) if m.present else f"[dim]{escape(m.id)} (missing)[/]"
-        good_bad = f"{_ctx(m.last_known_good_context)}/{_ctx(m.last_known_bad_context)}"
-        row = [
-            name,
-            *([escape(m.host)] if several_hosts else []),
-            _size(m),
-            _ctx(m.declared_context),
-            _ctx(m.tested_context),
-            good_bad,
-            STATUS_LABELS.get(m.test_status, escape(m.test_status)),
-            f"{m.tokens_per_second:.1f}" if m.tokens_per_second else "-",
-            _caps(m.capabilities),
-        ]
-        table.add_row(*row)
-    return table
 
 
 def _host_line(result: HostScan) -> str:
@@ -195,7 +137,7 @@ def scan(base_url: str | None, timeout: float, as_json: bool) -> None:
         )
     if results and not any(r.ok for r in results):
         click.echo(no_host_answered([(r.host, r.url) for r in results]), err=True)
-        raise SystemExit(4)
+        raise SystemExit(NO_HOST_ANSWERED)
 
 
 @click.command(name="list")
@@ -236,8 +178,6 @@ def list_models(
     scanner = Scanner() if do_scan else None
     if scanner is not None:
         run_scan(scanner, quiet=as_json)
-    from lmstrix.core.models import ModelRegistry
-
     registry = scanner.registry if scanner else ModelRegistry(Config.load().database_url())
     if not missing:
         criteria["present"] = True
@@ -280,86 +220,15 @@ def hosts(as_json: bool) -> None:
         Console().print(table)
     if health and not any(h["reachable"] for h in health.values()):
         click.echo(no_host_answered([(n, h["url"]) for n, h in health.items()]), err=True)
-        raise SystemExit(4)
+        raise SystemExit(NO_HOST_ANSWERED)
 
 
-@click.command()
-@click.option("--host", "bind", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=1234, show_default=True, help="Port (LM Studio's is 1234).")
-@click.option(
-    "--real-model",
-    is_flag=True,
-    help="Serve a real SmolLM2 model through llama.cpp (needs the `real` extra).",
-)
-@click.option(
-    "--api",
-    "api_generation",
-    type=click.Choice(["0.3", "0.4"]),
-    default="0.4",
-    show_default=True,
-    help="LM Studio API generation to emulate.",
-)
-@click.option("--token", "tokens", multiple=True, help="Require this API token (repeatable).")
-@click.option("--no-jit", is_flag=True, help="Turn just-in-time loading off.")
-@click.option("--auto-fit", is_flag=True, help="Reduce loads above the memory budget silently.")
-@click.option("--real-clock", is_flag=True, help="Really sleep for loads and generation.")
-@handle_errors
-def emulator(
-    bind: str,
-    port: int,
-    real_model: bool,
-    api_generation: str,
-    tokens: tuple[str, ...],
-    no_jit: bool,
-    auto_fit: bool,
-    real_clock: bool,
-) -> None:
-    """Run the LM Studio emulator (for trying lmstrix without LM Studio, and for tests)."""
-    from lmstrix.testing.emulator import serve
-
-    models = None
-    backend = None
-    if real_model:
-        from lmstrix.testing.real_model import (
-            RealModelBackend,
-            real_model_unavailable_reason,
-            smollm2_model,
-        )
-
-        reason = real_model_unavailable_reason()
-        if reason:
-            raise click.ClickException(f"--real-model: {reason}")
-        models, backend = [smollm2_model()], RealModelBackend()
-    serve(
-        bind,
-        port,
-        models=models,
-        backend=backend,
-        echo=lambda s: click.echo(s, err=True),
-        api_generation=api_generation,
-        require_auth=bool(tokens),
-        api_tokens=frozenset(tokens),
-        jit=not no_jit,
-        auto_fit=auto_fit,
-        clock="real" if real_clock else "simulated",
-    )
-
-
-@click.command()
-@click.option("-m", "--model", help="Model to ask (default: the smallest LLM on the host).")
-@click.option("--prompt", default=None, help="What to ask.")
-@click.option(
-    "--emulator",
-    "force_emulator",
-    is_flag=True,
-    help="Use the built-in emulator even if LM Studio answers.",
-)
-@handle_errors
-def demo(model: str | None, prompt: str | None, force_emulator: bool) -> None:
-    """Scan, list and run one infer() through the queue (the quick start's main job).
-
-    Uses LM Studio at the configured URL when it answers, else starts the built-in emulator.
-    """
-    from lmstrix.demo import DEMO_PROMPT, run_demo
-
-    run_demo(model, prompt or DEMO_PROMPT, force_emulator)
+__all__ = [
+    "hosts",
+    "list_models",
+    "no_host_answered",
+    "parse_filters",
+    "run_scan",
+    "scan",
+    "sort_models",
+]

@@ -1,12 +1,12 @@
-"""Shared plumbing of the CLI commands: one-line errors with distinct exit codes, JSON output.
+"""Expected faults of the CLI's commands: one line on stderr and a distinct exit code each.
 
-Kept apart from ``cli.py`` so command modules can import it while ``cli.py`` imports them.
+Every ``LMStrixError`` becomes ``error: <message>`` and the exit code of its kind, so scripts can
+tell a down host from a typo; ``lmstrix --debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -41,6 +41,9 @@ EXIT_CODES: dict[type[LMStrixError], int] = {
     JobNotFound: 10,
 }
 
+# A scan or probe that reached no host: the exit code of a connection error.
+NO_HOST_ANSWERED = EXIT_CODES[LMStudioConnectionError]
+
 
 def exit_code_for(exc: LMStrixError) -> int:
     for kind in type(exc).__mro__:
@@ -66,19 +69,4 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-def echo_submitted(job: Any, *, distributed: bool, as_json: bool, also: str = "") -> None:
-    """Print a queued job's id (or JSON) and, in embedded mode, who will run it."""
-    if as_json:
-        echo_json({"job_id": job.id, "host": job.host, "model": job.model})
-    else:
-        click.echo(job.id)
-    if not distributed:
-        click.echo(
-            f"queued for host {job.host}; it runs when a worker does: "
-            f"`lmstrix worker --host {job.host}`{also}",
-            err=True,
-        )
+__all__ = ["EXIT_CODES", "NO_HOST_ANSWERED", "exit_code_for", "handle_errors"]

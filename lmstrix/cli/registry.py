@@ -1,16 +1,20 @@
 """CLI groups ``lmstrix registry`` (import/export) and ``lmstrix db`` (upgrade/current).
 
-Thin wrappers over :mod:`lmstrix.loaders.registry_io` and :mod:`lmstrix.db.migrate`; ``lmstrix.cli``
-registers them with ``cli.add_command(registry)`` and ``cli.add_command(db)``.
+Thin wrappers over :mod:`lmstrix.loaders.registry_io` and :mod:`lmstrix.core.database`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from lmstrix.cli_support import echo_json, handle_errors
+from lmstrix.cli.errors import handle_errors
+from lmstrix.cli.output import echo_json
+
+if TYPE_CHECKING:  # the migrations (Alembic) load only for the commands that use them
+    from lmstrix.core.database import RevisionState
 
 
 @click.group("registry")
@@ -69,10 +73,7 @@ def db() -> None:
     """Database schema: migrate to the newest version, or show the current one."""
 
 
-def _state_dict(state: object) -> dict[str, object]:
-    from lmstrix.db.migrate import RevisionState
-
-    assert isinstance(state, RevisionState)
+def _state_dict(state: RevisionState) -> dict[str, object]:
     return {
         "database": state.url,
         "current": list(state.current),
@@ -86,9 +87,9 @@ def _state_dict(state: object) -> dict[str, object]:
 @handle_errors
 def upgrade_command(as_json: bool) -> None:
     """Migrate the database to the newest schema (safe to run while lmstrix is in use)."""
-    from lmstrix.db.migrate import upgrade
+    from lmstrix.core.database import upgrade_schema
 
-    state = upgrade()
+    state = upgrade_schema()
     if as_json:
         echo_json(_state_dict(state))
     else:
@@ -100,9 +101,9 @@ def upgrade_command(as_json: bool) -> None:
 @handle_errors
 def current_command(as_json: bool) -> None:
     """Show the database's schema revision and whether it is the newest."""
-    from lmstrix.db.migrate import revision_state
+    from lmstrix.core.database import schema_state
 
-    state = revision_state()
+    state = schema_state()
     if as_json:
         echo_json(_state_dict(state))
         return

@@ -6,8 +6,8 @@
     lmstrix batch cancel batch_123
     lmstrix submit batch requests.jsonl      (registered in the ``submit`` group)
 
-Thin wrappers over :class:`lmstrix.core.batch_processor.BatchProcessor`; ``cli.py`` registers
-the group. Batch ids go to stdout (scripts capture them), progress and hints to stderr.
+Thin wrappers over :class:`lmstrix.core.batch_processor.BatchProcessor`. Batch ids go to stdout
+(scripts capture them), progress and hints to stderr.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ from typing import IO, Any
 
 import click
 
-from lmstrix.cli_support import echo_json, handle_errors
+from lmstrix.cli.errors import handle_errors
+from lmstrix.cli.output import echo_json
 from lmstrix.core.batch_processor import BatchProcessor
 from lmstrix.domain.errors import ValidationError
 from lmstrix.domain.openai_batch import succeeded
+from lmstrix.utils.config import Config
 
 
 class _BatchGroup(click.Group):
@@ -139,8 +141,8 @@ def _write_results(
     return ok, bad
 
 
-def _worker_hint(bp: BatchProcessor, batch_id: str) -> None:
-    if not bp.service.distributed:
+def _worker_hint(distributed: bool, batch_id: str) -> None:
+    if not distributed:
         click.echo(
             f"queued; it runs when a worker does: `lmstrix worker --host <host>` for its hosts "
             f"(or `lmstrix batch status {batch_id}` later)",
@@ -150,7 +152,8 @@ def _worker_hint(bp: BatchProcessor, batch_id: str) -> None:
 
 def submit_file(file: str, model: str | None, metadata: tuple[str, ...], as_json: bool) -> None:
     """Validate and queue FILE without waiting (``lmstrix submit batch``; ``batch create``)."""
-    with BatchProcessor(model) as bp:
+    config = Config.load()
+    with BatchProcessor(model, config=config) as bp:
         batch_id = bp.submit_jsonl(file, metadata=_metadata(metadata), start_worker=False)
         obj = bp.batch_status(batch_id)
         if as_json:
@@ -158,7 +161,7 @@ def submit_file(file: str, model: str | None, metadata: tuple[str, ...], as_json
         else:
             click.echo(batch_id)
             click.echo(_summary(obj), err=True)
-        _worker_hint(bp, batch_id)
+        _worker_hint(config.distributed, batch_id)
 
 
 @batch.command(name="create")
@@ -276,4 +279,4 @@ def batch_list(limit: int, as_json: bool) -> None:
         click.echo("no batches", err=True)
 
 
-COMMANDS = (batch,)
+__all__ = ["batch", "submit_file"]

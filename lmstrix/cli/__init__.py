@@ -1,7 +1,8 @@
 """The ``lmstrix`` command: one click group whose commands are thin wrappers over the library.
 
-Expected faults (every ``LMStrixError``) become one line on stderr and a non-zero exit code;
-``--debug`` shows the traceback instead.
+One module per command group; what several of them share lives in :mod:`.errors` (exit codes)
+and :mod:`.output` (JSON, queued-job lines). Expected faults (every ``LMStrixError``) become one
+line on stderr and a non-zero exit code; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -9,14 +10,18 @@ from __future__ import annotations
 import click
 
 from lmstrix import __version__
-from lmstrix.cli_support import EXIT_CODES, echo_json, exit_code_for, handle_errors
-from lmstrix.commands_batch import batch
-from lmstrix.commands_jobs import COMMANDS as JOB_COMMANDS
-from lmstrix.commands_models import demo, emulator, hosts, list_models, scan
-from lmstrix.commands_registry import db, registry
-from lmstrix.commands_test import test
+from lmstrix.cli.batch import batch
+from lmstrix.cli.demo import demo
+from lmstrix.cli.emulator import emulator
+from lmstrix.cli.infer import infer
+from lmstrix.cli.jobs import jobs
+from lmstrix.cli.models import hosts, list_models, scan
+from lmstrix.cli.registry import db, registry
+from lmstrix.cli.submit import submit
+from lmstrix.cli.test import test
+from lmstrix.cli.worker import worker
 
-__all__ = ["EXIT_CODES", "cli", "echo_json", "exit_code_for", "handle_errors", "main"]
+__all__ = ["cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,7 +39,10 @@ for _command in (
     list_models,
     hosts,
     test,
-    *JOB_COMMANDS,
+    infer,
+    submit,
+    jobs,
+    worker,
     batch,
     emulator,
     demo,
@@ -46,7 +54,3 @@ for _command in (
 
 def main() -> None:
     cli(prog_name="lmstrix")
-
-
-if __name__ == "__main__":
-    main()

@@ -17,25 +17,15 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.live import Live
-from rich.markup import escape
-from rich.table import Table
 
-from lmstrix.cli_support import echo_json, echo_submitted, handle_errors
-from lmstrix.core.context_tester import ContextTester, size_order
+from lmstrix.cli.errors import handle_errors
+from lmstrix.cli.output import echo_json, echo_submitted
+from lmstrix.cli.probe_view import ProbeView
+from lmstrix.core.context_tester import ContextTester, ContextTestRequest, JobView, size_order
 from lmstrix.domain.context_search import DEFAULT_THRESHOLD
 from lmstrix.domain.errors import LMStrixError, ValidationError
 from lmstrix.domain.model import Model
-from lmstrix.jobs.context_test import ContextTestRequest, ProbeRow, plan_context_test
-from lmstrix.jobs.store import JobView
 from lmstrix.utils.config import Config
-
-OUTCOME_LABELS = {
-    "in_flight": "[yellow]running[/]",
-    "ok": "[green]ok[/]",
-    "reduced": "[yellow]reduced[/]",
-    "failed": "[red]failed[/]",
-}
 
 
 def _test_options(fn: Any) -> Any:
@@ -119,21 +109,6 @@ def plan_line(plan: dict[str, Any]) -> str:
     return text
 
 
-def probe_cells(index: int, row: ProbeRow) -> list[str]:
-    """A probe as table cells: #, kind, size, outcome, seconds, detail."""
-    seconds = "" if row.seconds is None else f"{row.seconds:.2f}s"
-    detail = ""
-    if row.kind == "load" and row.applied_context and row.applied_context != row.size:
-        detail = f"applied {row.applied_context}"
-    elif row.kind == "use" and row.prompt_tokens:
-        detail = f"{row.prompt_tokens} prompt tokens"
-    if row.error:
-        # LM Studio's messages run to paragraphs; their first sentence says what happened.
-        first = row.error.split(". ", 1)[0].rstrip(".")
-        detail = f"{detail}; {first}" if detail else first
-    return [str(index), row.kind, str(row.size), row.outcome, seconds, detail[:100]]
-
-
 def verdict_line(model: str, host: str, job: JobView, result: dict[str, Any]) -> str:
     """The last line of a test: what the model handles, or why the test did not finish."""
     where = f"{model} on {host}"
@@ -155,62 +130,6 @@ def verdict_line(model: str, host: str, job: JobView, result: dict[str, Any]) ->
     return (
         f"✓ {where}: uses up to {optimal} tokens (fails at {result['failure_point']}{also}; {took})"
     )
-
-
-# -- the live view -------------------------------------------------------------------------------
-
-
-class ProbeView:
-    """One row per probe: a live table on a terminal, a line per finished probe otherwise."""
-
-    def __init__(self, console: Console, title: str) -> None:
-        self.console = console
-        self.title = title
-        self.rows: dict[int, ProbeRow] = {}
-        self.live: Live | None = None
-
-    def __enter__(self) -> ProbeView:
-        if self.console.is_terminal:
-            self.live = Live(self._table(), console=self.console, auto_refresh=False)
-            self.live.__enter__()
-        else:
-            self.console.print(self.title, markup=False, highlight=False)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.__exit__(None, None, None)
-
-    def update(self, row: ProbeRow) -> None:
-        self.rows[row.id] = row
-        if self.live is not None:
-            self.live.update(self._table(), refresh=True)
-        elif row.outcome != "in_flight":
-            cells = probe_cells(len(self.rows), row)
-            self.console.print(
-                f"  {cells[0]:>3} {cells[1]:<4} {cells[2]:>7} {cells[3]:<8} {cells[4]:>8}  "
-                f"{cells[5]}",
-                markup=False,
-                highlight=False,
-                soft_wrap=True,
-            )
-
-    def _table(self) -> Table:
-        table = Table(title=escape(self.title), title_justify="left")
-        for name, justify in (
-            ("#", "right"),
-            ("probe", "left"),
-            ("size", "right"),
-            ("outcome", "left"),
-            ("time", "right"),
-            ("detail", "left"),
-        ):
-            table.add_column(name, justify=justify)  # type: ignore[arg-type]
-        for i, row in enumerate(self.rows.values(), 1):
-            cells = [escape(c) for c in probe_cells(i, row)]
-            cells[3] = OUTCOME_LABELS.get(row.outcome, cells[3])
-            table.add_row(*cells)
-        return table
 
 
 # -- the commands --------------------------------------------------------------------------------
@@ -244,7 +163,7 @@ def _run_one(
             with ProbeView(console, title) as live:
                 view = tester.watch(job.id, live.update)
     except KeyboardInterrupt:
-        tester.service.store.cancel(job.id)
+        tester.cancel(job.id)
         click.echo(f"\ncancelled job {job.id}", err=True)
         sys.exit(130)
     return view, tester.result(view, time.monotonic() - started)
@@ -252,12 +171,7 @@ def _run_one(
 
 def _candidates(tester: ContextTester, reset: bool) -> tuple[list[Model], list[str]]:
     """``--all``: present chat models, smallest first; tested ones only with ``reset``."""
-    registry = tester.service.registry
-    models = registry.list_models(include_missing=False)
-    if not models:
-        tester.service.rescan()
-        models = registry.list_models(include_missing=False)
-    chat = [m for m in models if not m.type.startswith("embedding")]
+    chat = tester.chat_models()
     skipped = [
         f"{m.qualified_id}: already tested ({m.tested_context}); --reset to test again"
         for m in chat
@@ -308,14 +222,8 @@ def test(
         plans: list[tuple[Model, ContextTestRequest]] = []
         for m in models:
             try:
-                request = plan_context_test(
-                    m,
-                    threshold=threshold,
-                    ctx=ctx,
-                    reset=reset,
-                    force=force,
-                    question=question,
-                    min_context=min_context,
+                request = tester.plan(
+                    m, threshold, question, reset, ctx=ctx, force=force, min_context=min_context
                 )
             except ValidationError as exc:
                 if not test_all:
@@ -419,10 +327,9 @@ def submit_test(
             start_worker=False,
             min_context=min_context,
         )
-        distributed = tester.service.distributed
     finally:
         tester.close()
-    echo_submitted(job, distributed=distributed, as_json=as_json)
+    echo_submitted(job, distributed=config.distributed, as_json=as_json)
 
 
-__all__ = ["plan_line", "probe_cells", "submit_test", "test", "verdict_line"]
+__all__ = ["plan_line", "submit_test", "test", "verdict_line"]

@@ -14,16 +14,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
 
-from lmstrix.api.client import LMStudioClient
-from lmstrix.commands_models import models_table, run_scan
+from lmstrix.cli.errors import handle_errors
+from lmstrix.cli.model_table import models_table
+from lmstrix.cli.models import run_scan
 from lmstrix.core.inference_manager import InferenceManager
-from lmstrix.core.scanner import Scanner
-from lmstrix.domain.errors import LMStrixError
+from lmstrix.core.scanner import Scanner, lmstudio_answers
 from lmstrix.utils.config import Config, default_data_dir
 
 DEMO_PROMPT = "What is the capital of France? Answer in one sentence."
@@ -37,19 +36,11 @@ class Target:
     real_model: bool
 
 
-def lmstudio_answers(url: str, token: Any = None) -> bool:
-    try:
-        with LMStudioClient(url, token=token, timeout=3, connect_timeout=1, max_retries=0) as c:
-            return c.greeting()
-    except LMStrixError:
-        return False
-
-
 @contextmanager
 def demo_target(config: Config, err: Console, *, force_emulator: bool = False) -> Iterator[Target]:
     """The configured LM Studio if it answers, else a started emulator (said out loud)."""
     host = config.hosts[0]
-    if not force_emulator and lmstudio_answers(host.url, host.token):
+    if not force_emulator and lmstudio_answers(host):
         err.print(f"LM Studio answers at {host.url}: using it.")
         yield Target(config, None, emulated=False, real_model=False)
         return
@@ -129,3 +120,24 @@ def run_demo(model: str | None, prompt: str, force_emulator: bool) -> None:
     err.print(f"demo finished in {time.perf_counter() - started:.1f}s")
     if not result["succeeded"]:
         raise SystemExit(1)
+
+
+@click.command()
+@click.option("-m", "--model", help="Model to ask (default: the smallest LLM on the host).")
+@click.option("--prompt", default=None, help="What to ask.")
+@click.option(
+    "--emulator",
+    "force_emulator",
+    is_flag=True,
+    help="Use the built-in emulator even if LM Studio answers.",
+)
+@handle_errors
+def demo(model: str | None, prompt: str | None, force_emulator: bool) -> None:
+    """Scan, list and run one infer() through the queue (the quick start's main job).
+
+    Uses LM Studio at the configured URL when it answers, else starts the built-in emulator.
+    """
+    run_demo(model, prompt or DEMO_PROMPT, force_emulator)
+
+
+__all__ = ["DEMO_PROMPT", "demo", "run_demo"]

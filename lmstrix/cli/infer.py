@@ -1,0 +1,160 @@
+"""``lmstrix infer`` (run a prompt through the queue and wait) and ``lmstrix submit infer`` (only
+queue it): thin wrappers over :class:`~lmstrix.core.inference_manager.InferenceManager`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from lmstrix.cli.errors import handle_errors
+from lmstrix.cli.output import echo_json, echo_submitted
+from lmstrix.core.inference_manager import InferenceManager
+from lmstrix.domain.scheduler import PRIORITY_BATCH
+from lmstrix.utils.config import Config
+
+
+def _out_ctx(value: str) -> int | str:
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def _stats_line(result: dict[str, Any]) -> str:
+    tps = result.get("tokens_per_second")
+    return (
+        f"[{result['model_info'].get('id')} on {result['model_info'].get('host')}] "
+        f"{result['prompt_tokens']} prompt + {result['response_tokens']} response tokens, "
+        f"{result['inference_time']:.2f}s"
+        + (f", {tps:.1f} tok/s" if tps else "")
+        + f", job {result['job_id']}"
+    )
+
+
+def _sampling_options(fn: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("-m", "--model", "model_id", required=True, help="Model id."),
+            click.option(
+                "--out-ctx",
+                default="auto",
+                show_default=True,
+                help='Output tokens: N, -1 (no limit), "auto" or "N%".',
+            ),
+            click.option("--max-tokens", type=int, help="Max output tokens (wins over --out-ctx)."),
+            click.option("--temperature", type=float, default=0.7, show_default=True),
+            click.option("--top-p", type=float, default=1.0, show_default=True),
+            click.option("--top-k", type=int, default=-1, show_default=True),
+            click.option("--system", "system_prompt", help="System prompt."),
+            click.option("--host", help="Run on this configured host (default: any with it)."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+@click.command()
+@click.argument("prompt")
+@_sampling_options
+@click.option(
+    "--timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait; then the job is cancelled.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="Print the response as soon as it is there (the queue delivers it whole).",
+)
+@handle_errors
+def infer(
+    prompt: str,
+    model_id: str,
+    out_ctx: str,
+    max_tokens: int | None,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    system_prompt: str | None,
+    host: str | None,
+    timeout: float,
+    as_json: bool,
+    stream: bool,
+) -> None:
+    """Run PROMPT through the queue and print the response (stats on stderr)."""
+    manager = InferenceManager(timeout=timeout)
+    try:
+        job = manager.submit(
+            model_id,
+            prompt,
+            _out_ctx(out_ctx),
+            temperature,
+            top_p,
+            top_k,
+            max_tokens,
+            system_prompt,
+            host=host,
+        )
+        result = manager.wait(job.id)
+    finally:
+        manager.close()
+    if as_json:
+        echo_json(dict(result))
+    else:
+        click.echo(result["response"])
+        click.echo(_stats_line(result), err=True)
+    if not result["succeeded"]:
+        click.echo(f"error: {result['error']}", err=True)
+        sys.exit(1)
+
+
+@click.command(name="infer")
+@click.argument("prompt")
+@_sampling_options
+@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+@handle_errors
+def submit_infer(
+    prompt: str,
+    model_id: str,
+    out_ctx: str,
+    max_tokens: int | None,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    system_prompt: str | None,
+    host: str | None,
+    as_json: bool,
+) -> None:
+    """Queue one inference (batch priority) and print its job id."""
+    config = Config.load()
+    manager = InferenceManager(config=config)
+    try:
+        job = manager.submit(
+            model_id,
+            prompt,
+            _out_ctx(out_ctx),
+            temperature,
+            top_p,
+            top_k,
+            max_tokens,
+            system_prompt,
+            host=host,
+            priority=PRIORITY_BATCH,
+            start_worker=False,
+        )
+    finally:
+        manager.close()
+    echo_submitted(
+        job,
+        distributed=config.distributed,
+        as_json=as_json,
+        also=" (or any infer() call to that host)",
+    )
+
+
+__all__ = ["infer", "submit_infer"]

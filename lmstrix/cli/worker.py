@@ -1,0 +1,43 @@
+"""``lmstrix worker --host NAME``: run the worker of one host.
+
+With Redis configured this process becomes a dramatiq worker for the host's queue; without, it
+runs the host's queued jobs itself. Thin over :class:`~lmstrix.core.jobs.JobManager`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from lmstrix.cli.errors import handle_errors
+from lmstrix.core.jobs import JobManager
+from lmstrix.utils.config import HostConfig
+
+
+@click.command()
+@click.option("--host", "host_name", required=True, help="The configured host to serve.")
+@click.option("--once", is_flag=True, help="Embedded mode: drain the queue, then exit.")
+@handle_errors
+def worker(host_name: str, once: bool) -> None:
+    """Run the worker of one host.
+
+    With Redis configured this is `dramatiq lmstrix.workers --processes 1 --threads 1 --queues
+    lmstudio.<host>`; without, it drains the host's SQL queue in this process.
+    """
+    with JobManager() as manager:
+        manager.host(host_name)  # a clear error for an unknown host, before anything starts
+        if manager.distributed:
+            argv = manager.worker_argv(host_name)
+            os.execv(argv[0], argv)
+
+        def started(host: HostConfig) -> None:
+            click.echo(
+                f"worker for {host.name} ({host.url}): running its queued jobs here", err=True
+            )
+
+        ran = manager.run_worker(host_name, once=once, on_start=started)
+    click.echo(f"ran {ran} job(s)", err=True)
+
+
+__all__ = ["worker"]

@@ -1,0 +1,172 @@
+"""``JobManager``: look at and manage the queue's jobs, and run a host's worker.
+
+The facade of the queue's housekeeping (what ``lmstrix jobs`` and ``lmstrix worker`` do): list,
+show, wait for, cancel, retry and prune jobs, re-queue the jobs of dead workers, and drain a
+host's queue in this process. It reads the configuration when none is given and leaves the
+submitting of work to the facades that know what the work is (``InferenceManager``,
+``ContextTester``, ``BatchProcessor``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+from lmstrix.jobs.doorbell import queue_name
+from lmstrix.jobs.embedded import EmbeddedWorker
+from lmstrix.jobs.notify import local_notifier
+from lmstrix.jobs.reaper import reap
+from lmstrix.jobs.runner import JobRunner
+from lmstrix.jobs.service import JobService
+from lmstrix.jobs.store import FINISHED, JobView, ReapedJob
+from lmstrix.utils.config import Config, HostConfig
+
+# How often a long-running embedded worker looks at its queue: other processes cannot ring an
+# in-process doorbell, so work they queue is found by looking.
+WORKER_POLL_SECONDS = 1.0
+
+
+class JobManager:
+    """The queue's jobs, whatever submitted them, and the workers that run them."""
+
+    def __init__(self, config: Config | None = None, *, database_url: str | None = None) -> None:
+        self.config = config or Config.load()
+        self._database_url = database_url
+        self._built: JobService | None = None
+
+    @property
+    def _service(self) -> JobService:
+        # Built on first use: naming a dramatiq worker's command line needs no database or broker.
+        if self._built is None:
+            self._built = JobService(self.config, database_url=self._database_url)
+        return self._built
+
+    def close(self) -> None:
+        if self._built is not None:
+            self._built.close()
+
+    def __enter__(self) -> JobManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def distributed(self) -> bool:
+        """Whether dramatiq workers run the jobs (a Redis URL is configured)."""
+        return self.config.distributed
+
+    def host(self, name: str) -> HostConfig:
+        """The configured host ``name`` (a ``ConfigurationError`` names the known ones)."""
+        return self.config.host(name)
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def list_jobs(
+        self,
+        *,
+        status: Sequence[str] | None = None,
+        host: str | None = None,
+        model: str | None = None,
+        limit: int = 50,
+    ) -> list[JobView]:
+        """Newest first, optionally only those with one of ``status``, on ``host``, of ``model``."""
+        return self._service.store.list_jobs(status=status, host=host, model=model, limit=limit)
+
+    def get_job(self, job_id: str) -> JobView:
+        return self._service.store.get(job_id)
+
+    def wait_job(
+        self, job_id: str, timeout: float | None, *, cancel_on_timeout: bool = False
+    ) -> JobView:
+        """Block until the job is finished; past ``timeout`` raise ``InferenceTimeoutError``
+        (cancelling the job first with ``cancel_on_timeout``)."""
+        return self._service.wait(job_id, timeout, cancel_on_timeout=cancel_on_timeout)
+
+    def cancel_job(self, job_id: str) -> JobView:
+        """Cancel a job: a queued one at once, a running one at its next chunk or probe."""
+        return self._service.store.cancel(job_id)
+
+    def retry_job(self, job_id: str) -> JobView:
+        """Queue a failed, cancelled or expired job again and wake its host's worker.
+
+        No worker is started in this process: a caller about to exit would leave the job
+        half-done until its lease expires.
+        """
+        job = self._service.store.retry(job_id)
+        self._service.ring(job.id, self._service.host_config(job.host), start_worker=False)
+        return job
+
+    def prune_jobs(self, older_than: timedelta, statuses: Sequence[str] = FINISHED) -> int:
+        """Delete finished jobs (with their results) that ended more than ``older_than`` ago;
+        returns how many."""
+        return self._service.store.prune(older_than, statuses)
+
+    def reap(self) -> list[ReapedJob]:
+        """Re-queue running jobs whose worker died (lease expired) and ring their hosts."""
+        return reap(self._service.store, self._service.doorbell)
+
+    # -- workers --------------------------------------------------------------------------
+
+    def worker_argv(self, host: str) -> list[str]:
+        """The command line of a dramatiq worker serving ``host`` alone (distributed mode)."""
+        self.host(host)  # a clear error for an unknown host, before anything starts
+        return [
+            sys.executable,
+            "-m",
+            "dramatiq",
+            "lmstrix.workers",
+            "--processes",
+            "1",
+            "--threads",
+            "1",
+            "--queues",
+            queue_name(host),
+        ]
+
+    def run_worker(
+        self,
+        host: str,
+        *,
+        once: bool = False,
+        on_start: Callable[[HostConfig], None] | None = None,
+    ) -> int:
+        """Run ``host``'s queued jobs in this process; returns how many ran.
+
+        ``once`` drains the queue (after re-queueing jobs of dead workers) and returns;
+        otherwise the worker runs until Ctrl-C. ``on_start`` is told the host before the first
+        job runs.
+        """
+        service = self._service
+        hc = service.host_config(host)
+        service.store.host_id(host, hc.url)
+        if on_start is not None:
+            on_start(hc)
+        if once:
+            reap(service.store, None)
+            with service.client_for(hc) as client:
+                runner = JobRunner(
+                    service.store, host, client, local_notifier(), settings=service.settings
+                )
+                try:
+                    return runner.drain()
+                finally:
+                    runner.close()
+        worker = EmbeddedWorker(
+            service.store, host, lambda: service.client_for(hc), settings=service.settings
+        )
+        worker.start()
+        try:
+            while True:
+                time.sleep(WORKER_POLL_SECONDS)
+                worker.wake()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            worker.stop()
+        return worker.runner.jobs_run if worker.runner else 0
+
+
+__all__ = ["FINISHED", "JobManager", "JobView", "ReapedJob"]
