@@ -37,13 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lmstrix.domain.context_search import (
     LoadOutcome,
-    ProbeKind,
     SearchConfig,
+    SearchLoop,
     SearchState,
     UseOutcome,
-    next_probe,
-    record,
-    result,
 )
 
 SEED = 20260517
@@ -155,14 +152,7 @@ def run_lmstrix(model: SimModel, *, prompt_cache: bool = True, pp_speed: float =
         min_context=MIN_CONTEXT,
         max_iterations=MAX_ITERATIONS,
     )
-    state = SearchState.start(config)
-    while (request := next_probe(state)) is not None:
-        if request.kind is ProbeKind.LOAD:
-            state = record(state, request, model.load(request.size))
-        else:
-            assert request.context is not None
-            state = record(state, request, model.use(request.size, request.context))
-    verdict = result(state)
+    verdict = SearchLoop(model, SearchState.start(config)).run()
     return Run(verdict.optimal, model.loads, model.uses, model.seconds, verdict.converged)
 
 

@@ -1,14 +1,12 @@
 """The context-limit search: the largest context that both loads and is really used.
 
-Pure logic over an abstract probe, no HTTP, no clock. The search is an explicit state machine::
+Pure logic over an abstract probe, no HTTP, no clock. The search is an explicit state machine
+(``next_probe`` decides, ``record`` learns, ``result`` judges), driven by :class:`SearchLoop`::
 
     state = SearchState.start(config, known_good=..., known_bad=..., history=..., in_flight=...)
-    while (request := next_probe(state)) is not None:
-        persist(in_flight_point(request))          # crash safety: the row exists first
-        outcome = probe.load(request.size)         # or probe.use(request.size, request.context)
-        state = record(state, request, outcome)
-        persist(state.points[-1])                  # the in-flight row gets its outcome
-    summary = result(state)
+    loop = SearchLoop(probe, state, before=persist_in_flight, after=persist_outcome,
+                      should_stop=cancel_requested)
+    summary = loop.run()                           # loop.state: what was learnt, even on a raise
 
 ``next_probe`` is a function of the state only, so a caller can persist before every probe, and a
 run that died can be resumed from its persisted rows: completed ones are replayed as facts, and a
@@ -380,15 +378,32 @@ def stop_reason(state: SearchState) -> StopReason | None:
     return None
 
 
+def _halvings(width: int, granularity: int) -> int:
+    """Bisection steps a bracket of ``width`` needs to come within ``granularity`` (each step
+    leaves at worst the larger half, ``ceil(width / 2)``)."""
+    steps = 0
+    while width > granularity:
+        width = (width + 1) // 2
+        steps += 1
+    return steps
+
+
 def _split(config: SearchConfig, low: int | None, high: int) -> int:
     """A probe size strictly inside ``(low, high)``; with ``low`` None, inside ``[lower, high)``
     and the lower bound itself once the bracket is within the granularity."""
     base = config.lower if low is None else low
-    if low is None and high - base <= config.granularity_at(base):
+    granularity = config.granularity_at(base)
+    if low is None and high - base <= granularity:
         return base
     mid = (base + high) // 2
     aligned = mid // config.align * config.align
-    if base < aligned < high:
+    # A round size only when it is free: aligning moves the split down by up to ``align``, and
+    # once the bracket is not much wider than that the upper part can be left nearly whole (a
+    # wasted probe). Keep it only if that part needs no more halvings than the midpoint's, so
+    # each phase still takes at most ceil(log2(range / granularity)) probes.
+    if base < aligned < high and _halvings(high - aligned, granularity) <= _halvings(
+        high - mid, granularity
+    ):
         mid = aligned
     return min(max(mid, base + 1), high - 1)
 
@@ -520,7 +535,7 @@ def result(state: SearchState) -> SearchResult:
     )
 
 
-# -- a simple driver ---------------------------------------------------------------------------
+# -- the loop ----------------------------------------------------------------------------------
 
 
 class Probe(Protocol):
@@ -535,34 +550,63 @@ class Probe(Protocol):
         ...
 
 
-def run_search(
-    config: SearchConfig,
-    probe: Probe,
-    *,
-    state: SearchState | None = None,
-    before: Callable[[SearchState, ProbeRequest], None] | None = None,
-    after: Callable[[SearchState, TestPoint], None] | None = None,
-) -> SearchResult:
-    """Drive a search to the end with ``probe``.
+@dataclass(slots=True)
+class SearchLoop:
+    """Drives a search with ``probe`` from ``state`` to its end: the one loop over
+    :func:`next_probe`, used by the context-test job, the tests and the benchmark alike.
 
-    ``before(state, request)`` runs before each probe (persist it as in flight there);
-    ``after(new_state, point)`` after it (persist the outcome). ``state`` resumes a search
-    built with :meth:`SearchState.start`.
+    Why a loop object and not a function: the caller needs what was learnt when the loop ends
+    early (``state`` is current after every probe, also when a probe or a hook raised) and
+    whether it was stopped (``cancelled``).
+
+    The order around each probe is what crash safety and resumption rely on:
+
+    1. ``should_stop()`` is looked at once a probe is due (not after the last one); True ends the
+       loop with ``cancelled`` set, no probe run.
+    2. ``before(state, request)``: persist the probe as in flight (see :func:`in_flight_point`),
+       so that if the run dies during it, the size counts as a failure on resume. If it raises,
+       the probe does not run.
+    3. The probe. If it raises, ``on_error(request, exc)`` runs and the exception propagates:
+       the probe stays in flight (no outcome is recorded), ``state`` is the one before it.
+    4. ``state`` becomes the recorded state; ``after(state, point)`` persists the outcome.
+
+    Resuming is starting from a state built by :meth:`SearchState.start` from the persisted
+    rows (its ``iterations`` may already count probes of an earlier attempt).
     """
-    current = state if state is not None else SearchState.start(config)
-    while (request := next_probe(current)) is not None:
-        if before is not None:
-            before(current, request)
-        outcome: ProbeOutcome
+
+    probe: Probe
+    state: SearchState
+    before: Callable[[SearchState, ProbeRequest], None] | None = None
+    after: Callable[[SearchState, TestPoint], None] | None = None
+    on_error: Callable[[ProbeRequest, Exception], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    cancelled: bool = False
+
+    def run(self) -> SearchResult:
+        """Probe until the search is over or stopped; the verdict on what is known then."""
+        while (request := next_probe(self.state)) is not None:
+            if self.should_stop is not None and self.should_stop():
+                self.cancelled = True
+                break
+            if self.before is not None:
+                self.before(self.state, request)
+            try:
+                outcome = self._probe(request)
+            except Exception as exc:
+                if self.on_error is not None:
+                    self.on_error(request, exc)
+                raise
+            self.state = record(self.state, request, outcome)
+            if self.after is not None:
+                self.after(self.state, self.state.points[-1])
+        return result(self.state)
+
+    def _probe(self, request: ProbeRequest) -> ProbeOutcome:
         if request.kind is ProbeKind.LOAD:
-            outcome = probe.load(request.size)
-        else:
-            assert request.context is not None
-            outcome = probe.use(request.size, request.context)
-        current = record(current, request, outcome)
-        if after is not None:
-            after(current, current.points[-1])
-    return result(current)
+            return self.probe.load(request.size)
+        # A use probe always names the instance it runs on (see _use).
+        assert request.context is not None
+        return self.probe.use(request.size, request.context)
 
 
 __all__ = [
@@ -577,6 +621,7 @@ __all__ = [
     "ProbeOutcome",
     "ProbeRequest",
     "SearchConfig",
+    "SearchLoop",
     "SearchResult",
     "SearchState",
     "StopReason",
@@ -586,6 +631,5 @@ __all__ = [
     "next_probe",
     "record",
     "result",
-    "run_search",
     "stop_reason",
 ]

@@ -2,10 +2,12 @@
 :mod:`lmstrix.domain.context_search` driven with real probes, every probe persisted, the verdict
 written to the registry.
 
-Why this is the only module that does everything: it is the one place where the order of the
-steps is decided (row before probe, outcome after, cancellation looked at before every probe,
-registry written once at the end or merged on a stop), and that order is what crash safety and
-resumption rely on. Everything it calls is either pure or one kind of I/O.
+Why this module ties everything together: the loop and the order of its steps (cancellation
+looked at before every probe, row before the probe, outcome after) belong to
+:class:`~lmstrix.domain.context_search.SearchLoop`, the same loop the search's tests and benchmark
+run; this module fills its hooks with the job's I/O and decides what the end means (the registry
+written once at the end, or merged on a stop). Everything it calls is either pure or one kind of
+I/O.
 """
 
 from __future__ import annotations
@@ -18,12 +20,10 @@ from typing import TYPE_CHECKING, Any
 from lmstrix.domain.context_search import (
     Outcome,
     ProbeKind,
-    ProbeOutcome,
     ProbeRequest,
+    SearchLoop,
     SearchState,
-    next_probe,
-    record,
-    result,
+    TestPoint,
 )
 from lmstrix.domain.context_test_request import ContextTestRequest, parse_request
 from lmstrix.domain.search_resume import initial_state
@@ -54,58 +54,51 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
-class _Run:
-    """The mutable part of one run: the state and what the probes measured."""
+class _ProbeRows:
+    """The job's side of each probe of the search loop: its row in flight before, its outcome
+    after, the job's progress, and what the use probes measured.
 
-    state: SearchState
+    The host must answer before the row is written: a probe that could not even be sent is no
+    evidence about the size, while one the host stopped answering during is (it may have frozen
+    there), so that one's row stays in flight.
+    """
+
+    url: str
+    job: ClaimedJob
+    req: ContextTestRequest
+    probe: HttpProbe
+    model_row_id: int
     speeds: dict[int, Speed]
+    probe_id: int | None = None
     last_failure: str | None = None
 
+    def before(self, state: SearchState, request: ProbeRequest) -> None:
+        self.probe.ready()
+        self.probe_id = insert_probe(self.url, self.job.id, self.model_row_id, request)
+        write_progress(self.url, self.job, progress(self.req, state, self.job, probe=request))
 
-def _probe_once(
-    url: str,
-    job: ClaimedJob,
-    req: ContextTestRequest,
-    run: _Run,
-    probe: HttpProbe,
-    request: ProbeRequest,
-    model_row_id: int,
-) -> None:
-    """One probe with its row: in flight before, outcome after (left in flight if it raised).
+    def on_error(self, _request: ProbeRequest, exc: Exception) -> None:
+        assert self.probe_id is not None  # before() ran for this probe
+        note_probe_error(self.url, self.probe_id, f"{type(exc).__name__}: {exc}")
 
-    The host must answer first: a probe that could not even be sent is no evidence about the
-    size, while one the host stopped answering during is (it may have frozen there).
-    """
-    probe.ready()
-    probe_id = insert_probe(url, job.id, model_row_id, request)
-    write_progress(url, job, progress(req, run.state, job, probe=request))
-    try:
-        outcome: ProbeOutcome = (
-            probe.load(request.size)
-            if request.kind is ProbeKind.LOAD
-            else probe.use(request.size, request.context or request.size)
+    def after(self, _state: SearchState, point: TestPoint) -> None:
+        assert self.probe_id is not None  # before() ran for this probe
+        use = point.kind is ProbeKind.USE
+        speed = self.probe.last_speed if use else None
+        answer = self.probe.last_answer if use else None
+        if speed is not None and point.outcome is Outcome.OK:
+            self.speeds[point.size] = speed
+        if point.failed:
+            self.last_failure = row_error(point, answer)
+        finish_probe(self.url, self.probe_id, point, answer=answer, speed=speed)
+        log.info(
+            "context test of %s on %s: %s at %s -> %s",
+            self.job.model,
+            self.job.host,
+            point.kind.value,
+            point.size,
+            point.outcome.value,
         )
-    except Exception as exc:
-        note_probe_error(url, probe_id, f"{type(exc).__name__}: {exc}")
-        raise
-    run.state = record(run.state, request, outcome)
-    point = run.state.points[-1]
-    use = request.kind is ProbeKind.USE
-    speed = probe.last_speed if use else None
-    answer = probe.last_answer if use else None
-    if speed is not None and point.outcome is Outcome.OK:
-        run.speeds[point.size] = speed
-    if point.failed:
-        run.last_failure = row_error(point, answer)
-    finish_probe(url, probe_id, point, answer=answer, speed=speed)
-    log.info(
-        "context test of %s on %s: %s at %s -> %s",
-        job.model,
-        job.host,
-        point.kind.value,
-        point.size,
-        point.outcome.value,
-    )
 
 
 def _stop_quietly(
@@ -136,8 +129,6 @@ def run_context_test(
     req = parse_request(job.request)
     resume = start_test(url, job.host, job.model, job.id)
     known = resume.known
-    run = _Run(initial_state(req, resume), dict(resume.speeds))
-    stop = should_stop or (lambda: runner.keeper.should_stop or runner.store.cancel_requested(job))
     probe = HttpProbe(
         runner.client,
         job.model,
@@ -145,31 +136,40 @@ def run_context_test(
         question=req.question,
         seed=req.seed,
     )
-    write_progress(url, job, progress(req, run.state, job))
+    rows = _ProbeRows(url, job, req, probe, known.row_id, dict(resume.speeds))
+    search = SearchLoop(
+        probe,
+        initial_state(req, resume),
+        before=rows.before,
+        after=rows.after,
+        on_error=rows.on_error,
+        should_stop=should_stop
+        or (lambda: runner.keeper.should_stop or runner.store.cancel_requested(job)),
+    )
+    write_progress(url, job, progress(req, search.state, job))
     try:
-        while (request := next_probe(run.state)) is not None:
-            if stop():
-                _stop_quietly(url, known, run.state, None, reset=req.reset)
-                write_progress(url, job, progress(req, run.state, job))
-                speed = run.speeds.get(run.state.use_good or -1)
-                stopped = summary(job, req, run.state, resume, speed, stopped="cancelled")
-                return {**stopped, "cancelled": True}
-            _probe_once(url, job, req, run, probe, request, known.row_id)
+        res = search.run()
     except Exception as exc:
-        _stop_quietly(url, known, run.state, f"test stopped: {exc}", reset=req.reset)
+        _stop_quietly(url, known, search.state, f"test stopped: {exc}", reset=req.reset)
         raise
-    res = result(run.state)
-    speed = run.speeds.get(res.optimal) if res.optimal is not None else None
+    state = search.state
+    if search.cancelled:
+        _stop_quietly(url, known, state, None, reset=req.reset)
+        write_progress(url, job, progress(req, state, job))
+        speed = rows.speeds.get(state.use_good or -1)
+        stopped = summary(job, req, state, resume, speed, stopped="cancelled")
+        return {**stopped, "cancelled": True}
+    speed = rows.speeds.get(res.optimal) if res.optimal is not None else None
     if req.ctx is not None:
         passed = res.optimal == req.ctx
         before = Known(known.row_id) if req.reset else known
-        columns = single_verdict(req.ctx, passed, run.last_failure, before, speed)
+        columns = single_verdict(req.ctx, passed, rows.last_failure, before, speed)
     else:
         columns = search_verdict(res, known, speed, reset=req.reset)
     write_registry(url, known.row_id, columns)
-    write_progress(url, job, progress(req, run.state, job, done=res.stop_reason))
+    write_progress(url, job, progress(req, state, job, done=res.stop_reason))
     registry = {k: columns[k] for k in REGISTRY_KEYS}
-    return {**summary(job, req, run.state, resume, speed), "registry": registry}
+    return {**summary(job, req, state, resume, speed), "registry": registry}
 
 
 __all__ = ["run_context_test"]
