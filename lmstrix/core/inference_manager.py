@@ -12,21 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, Never, TypeVar, overload
 
 from lmstrix.core.prompt_loader import PromptLoader
-from lmstrix.domain.errors import InferenceTimeoutError
 from lmstrix.domain.requests import InferenceOptions
 from lmstrix.jobs import errors
-from lmstrix.jobs.notify import (
-    DONE_KEY,
-    FIRST_SLICE,
-    MAX_SLICE,
-    LocalNotifier,
-    RedisNotifier,
-)
 from lmstrix.jobs.service import JobService, SubmittedJob
 from lmstrix.jobs.store import JobView
 from lmstrix.utils.config import Config
@@ -264,11 +255,9 @@ class AsyncInferenceManager:
             verbose, base_url, timeout, max_retries, config=config, database_url=database_url
         )
         self.timeout = timeout
-        self._aredis: Any = None
 
     async def aclose(self) -> None:
-        if self._aredis is not None:
-            await self._aredis.aclose()
+        await self.sync.service.notifier.aclose()
         self.sync.close()
 
     async def infer(
@@ -322,63 +311,6 @@ class AsyncInferenceManager:
         return await self.infer(model_id, prompt, **kwargs)
 
     async def wait(self, job_id: str, timeout: float | None = None) -> InferenceResult:
+        """The awaitable twin of :meth:`InferenceManager.wait`."""
         timeout = self.timeout if timeout is None else timeout
-        service = self.sync.service
-        started = time.monotonic()
-        deadline = started + timeout
-        slice_ = FIRST_SLICE
-        waiter = self._local_waiter(job_id)
-        try:
-            while True:
-                job = await asyncio.to_thread(service.store.get, job_id)
-                if job.finished:
-                    return InferenceResult.from_job(job)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    await asyncio.to_thread(service.store.cancel, job_id)
-                    raise InferenceTimeoutError(
-                        job_id, time.monotonic() - started, model_id=job.model
-                    )
-                notified = await self._wait_slice(job_id, waiter, min(slice_, remaining))
-                slice_ = FIRST_SLICE if notified else min(slice_ * 2, MAX_SLICE)
-        finally:
-            if isinstance(service.notifier, LocalNotifier):
-                service.notifier.forget(job_id)
-
-    def _local_waiter(self, job_id: str) -> asyncio.Future[None] | None:
-        notifier = self.sync.service.notifier
-        if not isinstance(notifier, LocalNotifier):
-            return None
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-
-        def settle() -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        def done() -> None:
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(settle)
-
-        notifier.on_done(job_id, done)
-        return fut
-
-    async def _wait_slice(
-        self, job_id: str, waiter: asyncio.Future[None] | None, seconds: float
-    ) -> bool:
-        if waiter is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(waiter), seconds)
-                return True
-            except TimeoutError:
-                return False
-        notifier = self.sync.service.notifier
-        if isinstance(notifier, RedisNotifier):
-            import redis.asyncio as aredis
-
-            if self._aredis is None:
-                self._aredis = aredis.Redis.from_url(notifier.url, socket_timeout=None)
-            got = await self._aredis.blpop([DONE_KEY.format(job_id)], timeout=seconds)
-            return got is not None
-        await asyncio.sleep(seconds)
-        return False
+        return InferenceResult.from_job(await self.sync.service.wait_async(job_id, timeout))
