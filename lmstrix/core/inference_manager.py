@@ -17,7 +17,6 @@ from typing import Any, Generic, Never, TypeVar, overload
 
 from lmstrix.core.prompt_loader import PromptLoader
 from lmstrix.domain.requests import InferenceOptions
-from lmstrix.jobs import errors
 from lmstrix.jobs.service import JobService, SubmittedJob
 from lmstrix.jobs.store import JobView
 from lmstrix.utils.config import Config
@@ -92,9 +91,9 @@ class InferenceResult(dict[str, Any]):
     def from_job(cls, job: JobView) -> InferenceResult:
         """The result of a finished job; raises for faults the caller must handle."""
         r = job.result or {}
-        if job.status != "succeeded" and errors.should_raise(job.error_type):
-            assert job.error_type is not None
-            raise errors.rebuild(job.error_type, job.error_message or "", r.get("error_details"))
+        failure = job.failure
+        if failure is not None and failure.raised_to_caller:
+            raise failure.to_exception()
         error = None
         if job.status != "succeeded":
             error = job.error_message or job.error_type or job.status

@@ -22,7 +22,7 @@ from typing import Any
 
 from lmstrix.api.client import LMStudioClient
 from lmstrix.db import JobKind, JobStatus
-from lmstrix.domain.errors import LMStrixError, LMStudioConnectionError
+from lmstrix.domain.errors import ErrorPayload, LMStrixError, LMStudioConnectionError
 from lmstrix.domain.load_sizing import load_context_for
 from lmstrix.domain.scheduler import HostState, QueuedJob, next_state
 from lmstrix.jobs.notify import Notifier
@@ -271,9 +271,9 @@ class JobRunner:
     def _fail(self, job: ClaimedJob, exc: BaseException) -> Outcome:
         if self.keeper.should_stop and self.store.cancel_requested(job):
             return Outcome(JobStatus.CANCELLED, {"error_type": "cancelled"})
-        details = getattr(exc, "details", None)
-        result = {"error_details": _jsonable(details)} if details else None
-        return Outcome.failed(type(exc).__name__, str(exc), result)
+        payload = ErrorPayload.of(exc)
+        result = {"error_details": payload.details} if payload.details else None
+        return Outcome.failed(payload.error_type, payload.message, result)
 
     def _ensure_loaded(self, model: str, context_length: int | None) -> _Loaded:
         cur = self._loaded
@@ -333,13 +333,3 @@ class JobRunner:
 def _load_related(exc: LMStrixError) -> bool:
     # After a failed load or a "model not loaded" answer we no longer know what the host holds.
     return type(exc).__name__ in ("ModelLoadError", "ModelNotFoundError", "InferenceError")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return str(value)
