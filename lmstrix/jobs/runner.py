@@ -219,13 +219,13 @@ class JobRunner:
 
     def _execute(self, job: ClaimedJob) -> Outcome:
         """Run the job; returns how its row should end."""
-        handler = self._handler(job.kind)
+        handler = HANDLERS.get(job.kind)
         if handler is None:
             return Outcome.failed("ValidationError", f"this worker cannot run {job.kind} jobs")
         delays = list(self.retry_delays)
         while True:
             try:
-                result = handler(job)
+                result = handler(self, job)
             except LMStudioConnectionError as exc:
                 if delays and not self.keeper.should_stop:
                     delay = delays.pop(0)
@@ -247,15 +247,6 @@ class JobRunner:
             ):
                 return Outcome(JobStatus.CANCELLED, {"result": result, "error_type": "cancelled"})
             return Outcome(JobStatus.SUCCEEDED, {"result": result})
-
-    def _handler(self, kind: str) -> Callable[[ClaimedJob], dict[str, Any]] | None:
-        """What runs a job of this kind. A batch item is an inference request that belongs to a
-        batch."""
-        if kind in (JobKind.INFERENCE.value, JobKind.BATCH_ITEM.value):
-            return self._infer
-        if kind == JobKind.CONTEXT_TEST.value:
-            return self._context_test
-        return None
 
     def _context_test(self, job: ClaimedJob) -> dict[str, Any]:
         """A context test loads and unloads at will: afterwards nothing is known to be loaded
@@ -328,6 +319,16 @@ class JobRunner:
                 and loaded.context_length < loaded.requested,
             },
         }
+
+
+Handler = Callable[[JobRunner, ClaimedJob], dict[str, Any]]
+
+# What runs a job of each kind; a batch item is an inference request that belongs to a batch.
+HANDLERS: dict[str, Handler] = {
+    JobKind.INFERENCE: JobRunner._infer,
+    JobKind.BATCH_ITEM: JobRunner._infer,
+    JobKind.CONTEXT_TEST: JobRunner._context_test,
+}
 
 
 def _load_related(exc: LMStrixError) -> bool:
