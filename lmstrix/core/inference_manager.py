@@ -12,107 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Mapping
-from typing import Any, Generic, Never, TypeVar, overload
+from collections.abc import Mapping
+from typing import Any
 
+from lmstrix.core.inference_result import RESULT_KEYS, InferenceResult
 from lmstrix.core.prompt_loader import PromptLoader
 from lmstrix.domain.requests import InferenceOptions
 from lmstrix.jobs.service import JobService, SubmittedJob
 from lmstrix.jobs.store import JobView
 from lmstrix.utils.config import Config
 
-RESULT_KEYS = (
-    "succeeded",
-    "response",
-    "tokens_used",
-    "prompt_tokens",
-    "response_tokens",
-    "inference_time",
-    "time_to_first_token",
-    "tokens_per_second",
-    "stop_reason",
-    "error",
-    "model_info",
-    "job_id",
-)
-
-
 log = logging.getLogger(__name__)
-
-
-T = TypeVar("T")
-
-
-def _optional(convert: Callable[[Any], T]) -> Callable[[Any], T | None]:
-    return lambda v: None if v is None else convert(v)
-
-
-class _Field(Generic[T]):
-    """A read-only typed attribute of an :class:`InferenceResult`: its key, converted."""
-
-    def __init__(self, convert: Callable[[Any], T]) -> None:
-        self.convert = convert
-        self.name = ""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    @overload
-    def __get__(self, obj: None, owner: type | None = None) -> _Field[T]: ...
-    @overload
-    def __get__(self, obj: InferenceResult, owner: type | None = None) -> T: ...
-    def __get__(self, obj: InferenceResult | None, owner: type | None = None) -> T | _Field[T]:
-        if obj is None:
-            return self
-        return self.convert(obj[self.name])
-
-    def __set__(self, obj: InferenceResult, value: Never) -> None:
-        raise AttributeError(f"property {self.name!r} of 'InferenceResult' object has no setter")
-
-
-class InferenceResult(dict[str, Any]):
-    """The result of ``infer()``: a plain dict (``result["response"]``, JSON-serializable) that
-    also reads as a typed object (``result.response``)."""
-
-    succeeded = _Field(bool)
-    response = _Field(str)
-    tokens_used = _Field(int)
-    prompt_tokens = _Field(int)
-    response_tokens = _Field(int)
-    inference_time = _Field(float)
-    time_to_first_token = _Field(_optional(float))
-    tokens_per_second = _Field(_optional(float))
-    stop_reason = _Field(_optional(str))
-    error = _Field(_optional(str))
-    model_info: _Field[dict[str, Any]] = _Field(dict)
-    job_id = _Field(str)
-
-    @classmethod
-    def from_job(cls, job: JobView) -> InferenceResult:
-        """The result of a finished job; raises for faults the caller must handle."""
-        r = job.result or {}
-        failure = job.failure
-        if failure is not None and failure.raised_to_caller:
-            raise failure.to_exception()
-        error = None
-        if job.status != "succeeded":
-            error = job.error_message or job.error_type or job.status
-        info = dict(r.get("model_info") or {"id": job.model, "host": job.host})
-        return cls(
-            succeeded=job.status == "succeeded",
-            response=r.get("response") or "",
-            tokens_used=int(r.get("tokens_used") or 0),
-            prompt_tokens=int(r.get("prompt_tokens") or 0),
-            response_tokens=int(r.get("response_tokens") or 0),
-            inference_time=float(r.get("inference_time") or 0.0),
-            time_to_first_token=r.get("time_to_first_token"),
-            tokens_per_second=r.get("tokens_per_second"),
-            stop_reason=r.get("stop_reason")
-            or ("cancelled" if job.status == "cancelled" else None),
-            error=error,
-            model_info=info,
-            job_id=job.id,
-        )
 
 
 class InferenceManager:
@@ -313,3 +223,6 @@ class AsyncInferenceManager:
         """The awaitable twin of :meth:`InferenceManager.wait`."""
         timeout = self.timeout if timeout is None else timeout
         return InferenceResult.from_job(await self.sync.service.wait_async(job_id, timeout))
+
+
+__all__ = ["RESULT_KEYS", "AsyncInferenceManager", "InferenceManager", "InferenceResult"]
