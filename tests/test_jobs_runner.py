@@ -24,6 +24,7 @@ from lmstrix.api.exceptions import (
 from lmstrix.domain.budget import check_fits
 from lmstrix.domain.errors import ErrorPayload
 from lmstrix.domain.load_sizing import DEFAULT_CONTEXT, choose_load_context
+from lmstrix.domain.payloads import InferenceJobResult
 from lmstrix.domain.routing import choose_host
 from lmstrix.jobs.doorbell import BrokerUnavailableError
 from lmstrix.jobs.notify import LocalNotifier
@@ -199,3 +200,30 @@ def test_same_model_same_context_loads_once(
     assert all(store.get(j).status == "succeeded" for j in ids)
     assert lmstudio_emulator.counters.load_count == 1
     assert lmstudio_emulator.counters.loads[0].applied_context == 4096
+
+
+def test_inference_result_payload_keeps_the_row_format() -> None:
+    row = {
+        "response": "ok",
+        "prompt_tokens": 5,
+        "response_tokens": 1,
+        "tokens_used": 6,
+        "inference_time": 0.1,
+        "time_to_first_token": None,
+        "tokens_per_second": 10.0,
+        "stop_reason": "eosFound",
+        "finish_reason": "stop",
+        "wall_time": 0.12,
+        "model_info": {
+            "id": "m",
+            "host": "h",
+            "instance_id": "m",
+            "context_length": 4096,
+            "requested_context_length": 4096,
+            "reduced": False,
+        },
+    }
+    assert InferenceJobResult.from_row(row).to_row() == row
+    # A failed job's row holds only its error's details; nulls read as no answer.
+    failed = InferenceJobResult.from_row({"error_details": {"a": 1}, "response": None})
+    assert failed.response == "" and failed.tokens_used == 0 and failed.model_info is None

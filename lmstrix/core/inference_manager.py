@@ -17,7 +17,8 @@ from typing import Any
 
 from lmstrix.core.inference_result import RESULT_KEYS, InferenceResult
 from lmstrix.core.prompt_loader import PromptLoader
-from lmstrix.domain.requests import InferenceOptions
+from lmstrix.domain.payloads import InferenceJobResult
+from lmstrix.domain.requests import InferenceOptions, inference_request
 from lmstrix.jobs.service import JobService, SubmittedJob
 from lmstrix.jobs.store import JobView
 from lmstrix.utils.config import Config
@@ -95,10 +96,12 @@ class InferenceManager:
 
     def _calibrate(self, job: JobView) -> None:
         # Real prompt token counts sharpen the next estimates for this model (pre-checks).
-        req, res = job.request or {}, job.result or {}
-        tokens = res.get("prompt_tokens")
-        if job.status == "succeeded" and job.model and isinstance(tokens, int) and tokens > 0:
-            chars = len(req.get("prompt") or "") + len(req.get("system_prompt") or "")
+        if job.status != "succeeded" or not job.model or not job.request:
+            return
+        tokens = InferenceJobResult.from_row(job.result).prompt_tokens
+        if tokens > 0:
+            req = inference_request(**job.request)
+            chars = len(req.prompt) + len(req.system_prompt or "")
             self.service.context.observe(job.model, chars, tokens)
 
     def infer(

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, Generic, Never, TypeVar, overload
 
 from lmstrix.domain.enums import JobStatus
+from lmstrix.domain.payloads import InferenceJobResult
 from lmstrix.jobs.store import JobView
 
 # The keys of the public API, in order.
@@ -84,22 +85,23 @@ class InferenceResult(dict[str, Any]):
         failure = job.failure
         if raise_faults and failure is not None and failure.raised_to_caller:
             raise failure.to_exception()
-        r = job.result or {}
+        r = InferenceJobResult.from_row(job.result)
         succeeded = job.status == JobStatus.SUCCEEDED
         cancelled = job.status == JobStatus.CANCELLED
         error = None if succeeded else job.error_message or job.error_type or job.status
+        info = r.model_info.model_dump() if r.model_info else {"id": job.model, "host": job.host}
         return cls._build(
             succeeded=succeeded,
-            response=r.get("response") or "",
-            tokens_used=int(r.get("tokens_used") or 0),
-            prompt_tokens=int(r.get("prompt_tokens") or 0),
-            response_tokens=int(r.get("response_tokens") or 0),
-            inference_time=float(r.get("inference_time") or 0.0),
-            time_to_first_token=r.get("time_to_first_token"),
-            tokens_per_second=r.get("tokens_per_second"),
-            stop_reason=r.get("stop_reason") or ("cancelled" if cancelled else None),
+            response=r.response,
+            tokens_used=r.tokens_used,
+            prompt_tokens=r.prompt_tokens,
+            response_tokens=r.response_tokens,
+            inference_time=r.inference_time,
+            time_to_first_token=r.time_to_first_token,
+            tokens_per_second=r.tokens_per_second,
+            stop_reason=r.stop_reason or ("cancelled" if cancelled else None),
             error=error,
-            model_info=dict(r.get("model_info") or {"id": job.model, "host": job.host}),
+            model_info=info,
             job_id=job.id,
         )
 

@@ -24,6 +24,8 @@ from lmstrix.api.client import LMStudioClient
 from lmstrix.db import JobKind, JobStatus
 from lmstrix.domain.errors import ErrorPayload, LMStrixError, LMStudioConnectionError
 from lmstrix.domain.load_sizing import load_context_for
+from lmstrix.domain.payloads import InferenceJobResult, LoadedModelInfo
+from lmstrix.domain.requests import inference_request
 from lmstrix.domain.scheduler import HostState, QueuedJob, next_state
 from lmstrix.jobs.notify import Notifier
 from lmstrix.jobs.settings import QueueSettings
@@ -275,8 +277,8 @@ class JobRunner:
         return self._loaded
 
     def _infer(self, job: ClaimedJob) -> dict[str, Any]:
-        req = job.request
-        ctx = load_context_for(req.get("context_length"))
+        req = inference_request(**job.request)
+        ctx = load_context_for(req.context_length)
         before = self._loaded
         loaded = self._ensure_loaded(job.model, ctx)
         self.state = next_state(self.state, QueuedJob(str(job.id), job.model, 0.0))
@@ -286,39 +288,39 @@ class JobRunner:
             return {"stop_reason": "userStopped", "response": "", "cancelled": True}
         chat = self.client.chat_completion(
             loaded.instance_id,
-            req["prompt"],
-            max_tokens=req.get("max_tokens"),
-            temperature=req.get("temperature"),
-            top_p=req.get("top_p"),
-            top_k=req.get("top_k"),
-            system_prompt=req.get("system_prompt"),
+            req.prompt,
+            max_tokens=req.max_tokens,
+            temperature=req.temperature,
+            top_p=req.top_p,
+            top_k=req.top_k,
+            system_prompt=req.system_prompt,
             stream=True,
             should_stop=lambda: self.keeper.should_stop,
         )
         prompt_tokens = chat.prompt_tokens or 0
         response_tokens = chat.completion_tokens or 0
-        return {
-            "response": chat.content,
-            "prompt_tokens": prompt_tokens,
-            "response_tokens": response_tokens,
-            "tokens_used": chat.total_tokens or prompt_tokens + response_tokens,
-            "inference_time": chat.generation_time or chat.wall_time,
-            "time_to_first_token": chat.time_to_first_token,
-            "tokens_per_second": chat.tokens_per_second,
-            "stop_reason": chat.stop_reason,
-            "finish_reason": chat.finish_reason,
-            "wall_time": chat.wall_time,
-            "model_info": {
-                "id": job.model,
-                "host": self.host,
-                "instance_id": loaded.instance_id,
-                "context_length": loaded.context_length,
-                "requested_context_length": loaded.requested,
-                "reduced": loaded.requested is not None
+        return InferenceJobResult(
+            response=chat.content,
+            prompt_tokens=prompt_tokens,
+            response_tokens=response_tokens,
+            tokens_used=chat.total_tokens or prompt_tokens + response_tokens,
+            inference_time=chat.generation_time or chat.wall_time,
+            time_to_first_token=chat.time_to_first_token,
+            tokens_per_second=chat.tokens_per_second,
+            stop_reason=chat.stop_reason,
+            finish_reason=chat.finish_reason,
+            wall_time=chat.wall_time,
+            model_info=LoadedModelInfo(
+                id=job.model,
+                host=self.host,
+                instance_id=loaded.instance_id,
+                context_length=loaded.context_length,
+                requested_context_length=loaded.requested,
+                reduced=loaded.requested is not None
                 and loaded.context_length is not None
                 and loaded.context_length < loaded.requested,
-            },
-        }
+            ),
+        ).to_row()
 
 
 Handler = Callable[[JobRunner, ClaimedJob], dict[str, Any]]
