@@ -6,24 +6,32 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lmstrix.api.client import LMStudioClient
 from lmstrix.api.exceptions import (
     ContextLimitExceededError,
+    InferenceError,
     LMStrixError,
+    LMStudioAuthError,
     LMStudioConnectionError,
+    ModelLoadError,
     ModelNotFoundError,
+    RegistryError,
 )
 from lmstrix.domain.budget import check_fits
+from lmstrix.domain.errors import ErrorPayload
 from lmstrix.domain.load_sizing import DEFAULT_CONTEXT, choose_load_context
+from lmstrix.domain.payloads import InferenceJobResult
 from lmstrix.domain.routing import choose_host
-from lmstrix.jobs import errors
-from lmstrix.jobs.notify import LocalNotifier, wait_until_final
+from lmstrix.jobs.doorbell import BrokerUnavailableError
+from lmstrix.jobs.notify import LocalNotifier
 from lmstrix.jobs.runner import JobRunner
 from lmstrix.jobs.settings import QueueSettings
 from lmstrix.jobs.store import JobStore
+from lmstrix.jobs.wait import wait_until_final
 from lmstrix.testing import LMStudioEmulator
 
 MODEL = "llama-3.2-1b-instruct"
@@ -83,16 +91,46 @@ def test_wait_until_final_wakes_on_notification_and_times_out() -> None:
 
 
 def test_errors_round_trip() -> None:
-    exc = errors.rebuild(
+    def rebuilt(error_type: str, message: str, details: dict[str, Any] | None) -> LMStrixError:
+        return ErrorPayload(error_type, message, details).to_exception()
+
+    exc = rebuilt(
         "LMStudioConnectionError", "cannot reach", {"host_url": "http://x:1", "reason": "refused"}
     )
     assert isinstance(exc, LMStudioConnectionError) and exc.host_url == "http://x:1"
-    exc = errors.rebuild("ModelNotFoundError", "gone", {"model_id": "m", "suggestions": ["n"]})
+    assert str(exc) == "cannot reach"  # the worker's wording is kept
+    exc = rebuilt("ModelNotFoundError", "gone", {"model_id": "m", "suggestions": ["n"]})
     assert isinstance(exc, ModelNotFoundError) and exc.suggestions == ["n"]
-    exc = errors.rebuild("LMStudioConnectionError", "odd", None)  # details missing
+    exc = rebuilt("LMStudioConnectionError", "odd", None)  # details missing
     assert type(exc) is LMStrixError and str(exc) == "odd"
-    assert errors.should_raise("LMStudioConnectionError")
-    assert not errors.should_raise("ModelLoadError")
+    exc = rebuilt("NoSuchError", "who knows", {"a": 1})
+    assert type(exc) is LMStrixError and str(exc) == "who knows" and exc.details == {"a": 1}
+    assert ErrorPayload("LMStudioConnectionError", "").raised_to_caller
+    assert ErrorPayload("BrokerUnavailableError", "").raised_to_caller
+    assert not ErrorPayload("ModelLoadError", "").raised_to_caller
+    assert not ErrorPayload("RuntimeError", "").raised_to_caller
+
+
+def test_every_error_serializes_itself() -> None:
+    originals: list[LMStrixError] = [
+        LMStudioConnectionError("http://x:1", "refused"),
+        LMStudioAuthError("http://x:1", "401", token_sent=True),
+        ModelNotFoundError("m", suggestions=["n"], host_url="http://x:1"),
+        ContextLimitExceededError("m", prompt_tokens=9000, context_limit=4096, requested_output=5),
+        ModelLoadError("m", "insufficient system resources", context_length=8192),
+        InferenceError("m", "engine crashed"),
+        BrokerUnavailableError("redis://u:secret@r:6379/0", "refused"),
+        RegistryError("corrupt", path="/x"),
+    ]
+    for original in originals:
+        payload = original.to_payload()
+        assert "secret" not in repr(payload)
+        back = payload.to_exception()
+        assert type(back) is type(original), payload
+        assert str(back) == str(original) and back.details == original.details
+        assert ErrorPayload.of(original) == payload
+    bug = ErrorPayload.of(RuntimeError("oops"))
+    assert bug == ErrorPayload("RuntimeError", "oops") and not bug.raised_to_caller
 
 
 def _runner(store: JobStore, url: str, sleeps: list[float]) -> JobRunner:
@@ -162,3 +200,30 @@ def test_same_model_same_context_loads_once(
     assert all(store.get(j).status == "succeeded" for j in ids)
     assert lmstudio_emulator.counters.load_count == 1
     assert lmstudio_emulator.counters.loads[0].applied_context == 4096
+
+
+def test_inference_result_payload_keeps_the_row_format() -> None:
+    row = {
+        "response": "ok",
+        "prompt_tokens": 5,
+        "response_tokens": 1,
+        "tokens_used": 6,
+        "inference_time": 0.1,
+        "time_to_first_token": None,
+        "tokens_per_second": 10.0,
+        "stop_reason": "eosFound",
+        "finish_reason": "stop",
+        "wall_time": 0.12,
+        "model_info": {
+            "id": "m",
+            "host": "h",
+            "instance_id": "m",
+            "context_length": 4096,
+            "requested_context_length": 4096,
+            "reduced": False,
+        },
+    }
+    assert InferenceJobResult.from_row(row).to_row() == row
+    # A failed job's row holds only its error's details; nulls read as no answer.
+    failed = InferenceJobResult.from_row({"error_details": {"a": 1}, "response": None})
+    assert failed.response == "" and failed.tokens_used == 0 and failed.model_info is None

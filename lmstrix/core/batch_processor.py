@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lmstrix.core.batch_requests import RequestPlanner
-from lmstrix.core.inference_manager import InferenceResult
+from lmstrix.core.inference_result import InferenceResult
 from lmstrix.domain.errors import (
     ContextLimitExceededError,
     InferenceTimeoutError,
@@ -59,35 +59,14 @@ FOREVER = 10.0**9
 BatchInput = str | bytes | os.PathLike[str] | Iterable[str | bytes | Mapping[str, Any]]
 
 
-def failed_result(error: str, model_id: str | None, job: JobView | None = None) -> InferenceResult:
-    """An ``infer()``-shaped result for a prompt that produced no answer."""
-    info: dict[str, Any] = {"id": model_id}
-    if job is not None:
-        info = dict((job.result or {}).get("model_info") or {"id": job.model, "host": job.host})
-    return InferenceResult(
-        succeeded=False,
-        response="",
-        tokens_used=0,
-        prompt_tokens=0,
-        response_tokens=0,
-        inference_time=0.0,
-        time_to_first_token=None,
-        tokens_per_second=None,
-        stop_reason="cancelled" if job is not None and job.status == "cancelled" else None,
-        error=error,
-        model_info=info,
-        job_id=None if job is None else job.id,
-    )
-
-
 def result_of(job: JobView) -> InferenceResult:
     """The result of a finished item; only host faults raise (they end the whole batch)."""
     try:
         return InferenceResult.from_job(job)
     except HOST_FAULTS:
         raise
-    except LMStrixError as exc:
-        return failed_result(str(exc), job.model, job)
+    except LMStrixError:
+        return InferenceResult.from_job(job, raise_faults=False)
 
 
 def _batch_timeout(batch_id: str, waited: float, *, cancelled: bool) -> InferenceTimeoutError:
@@ -172,7 +151,7 @@ class BatchProcessor:
             try:
                 ready.append((i, planner.prepare(model_id, prompt, f"prompt-{i}", opts)))
             except (ValidationError, ContextLimitExceededError) as exc:
-                results[i] = failed_result(str(exc), model_id)
+                results[i] = InferenceResult.failed(str(exc), model_id)
         if ready:
             batch_id, _ = self.batches.create(
                 [],
@@ -387,4 +366,4 @@ def _read_input(data: BatchInput) -> tuple[str, Iterable[str | bytes | Mapping[s
     return "<lines>", data
 
 
-__all__ = ["BatchNotFound", "BatchProcessor", "BatchValidationError", "failed_result"]
+__all__ = ["BatchNotFound", "BatchProcessor", "BatchValidationError"]

@@ -22,10 +22,9 @@ from typing import Any
 
 from lmstrix.domain.context_search import DEFAULT_MAX_ITERATIONS, DEFAULT_THRESHOLD
 from lmstrix.domain.context_test_request import ContextTestRequest, plan_context_test
-from lmstrix.domain.errors import InferenceTimeoutError, LMStrixError, ValidationError
+from lmstrix.domain.errors import LMStrixError, ValidationError
 from lmstrix.domain.model import Model
 from lmstrix.jobs.context_test import ProbeRow, check_min_context, read_probes
-from lmstrix.jobs.notify import LocalNotifier
 from lmstrix.jobs.service import JobService, SubmittedJob
 from lmstrix.jobs.store import JobView
 from lmstrix.utils.config import Config
@@ -45,6 +44,9 @@ RESULT_KEYS = (
 )
 
 ProbeCallback = Callable[[ProbeRow], None]
+
+# The longest a live view of a test's probes waits between two looks.
+LIVE_VIEW_SLICE = 0.5
 
 
 def job_result(job: JobView, probes: Sequence[ProbeRow], total_time: float) -> dict[str, Any]:
@@ -237,29 +239,24 @@ class ContextTester:
         Past ``timeout`` (None: no limit) raises ``InferenceTimeoutError``, the job goes on."""
         if on_probe is None:
             return self.service.wait(job_id, timeout, cancel_on_timeout=False)
-        store, url, notifier = self.service.store, self.service.database_url, self.service.notifier
-        started = time.monotonic()
+        url = self.service.database_url
         seen: dict[int, str] = {}
-        pause = 0.05
-        try:
-            while True:
-                view = store.get(job_id)  # before the rows: a final view means final rows
-                for row in read_probes(url, job_id):
-                    if seen.get(row.id) != row.outcome:
-                        seen[row.id] = row.outcome
-                        on_probe(row)
-                if view.finished:
-                    return view
-                waited = time.monotonic() - started
-                if timeout is not None and waited >= timeout:
-                    raise InferenceTimeoutError(job_id, waited, model_id=view.model)
-                # Woken at once by the done-notification; rows in between are a live view's
-                # polling, at most a few reads per second.
-                notifier.wait_done(job_id, pause)
-                pause = min(pause * 1.5, 0.5)
-        finally:
-            if isinstance(notifier, LocalNotifier):
-                notifier.forget(job_id)
+
+        def show_new_probes() -> None:
+            for row in read_probes(url, job_id):
+                if seen.get(row.id) != row.outcome:
+                    seen[row.id] = row.outcome
+                    on_probe(row)
+
+        # Woken at once by the done-notification; looks in between are a live view's polling,
+        # at most a few reads per second.
+        return self.service.wait(
+            job_id,
+            timeout,
+            cancel_on_timeout=False,
+            on_look=show_new_probes,
+            max_slice=LIVE_VIEW_SLICE,
+        )
 
     def cancel(self, job_id: str) -> JobView:
         """Cancel a test: a queued one at once, a running one before its next probe."""

@@ -12,117 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
-from collections.abc import Callable, Mapping
-from typing import Any, Generic, Never, TypeVar, overload
+from collections.abc import Mapping
+from typing import Any
 
+from lmstrix.core.inference_result import RESULT_KEYS, InferenceResult
 from lmstrix.core.prompt_loader import PromptLoader
-from lmstrix.domain.errors import InferenceTimeoutError
-from lmstrix.domain.requests import InferenceOptions
-from lmstrix.jobs import errors
-from lmstrix.jobs.notify import (
-    DONE_KEY,
-    FIRST_SLICE,
-    MAX_SLICE,
-    LocalNotifier,
-    RedisNotifier,
-)
+from lmstrix.domain.payloads import InferenceJobResult
+from lmstrix.domain.requests import InferenceOptions, inference_request
 from lmstrix.jobs.service import JobService, SubmittedJob
 from lmstrix.jobs.store import JobView
 from lmstrix.utils.config import Config
 
-RESULT_KEYS = (
-    "succeeded",
-    "response",
-    "tokens_used",
-    "prompt_tokens",
-    "response_tokens",
-    "inference_time",
-    "time_to_first_token",
-    "tokens_per_second",
-    "stop_reason",
-    "error",
-    "model_info",
-    "job_id",
-)
-
-
 log = logging.getLogger(__name__)
-
-
-T = TypeVar("T")
-
-
-def _optional(convert: Callable[[Any], T]) -> Callable[[Any], T | None]:
-    return lambda v: None if v is None else convert(v)
-
-
-class _Field(Generic[T]):
-    """A read-only typed attribute of an :class:`InferenceResult`: its key, converted."""
-
-    def __init__(self, convert: Callable[[Any], T]) -> None:
-        self.convert = convert
-        self.name = ""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    @overload
-    def __get__(self, obj: None, owner: type | None = None) -> _Field[T]: ...
-    @overload
-    def __get__(self, obj: InferenceResult, owner: type | None = None) -> T: ...
-    def __get__(self, obj: InferenceResult | None, owner: type | None = None) -> T | _Field[T]:
-        if obj is None:
-            return self
-        return self.convert(obj[self.name])
-
-    def __set__(self, obj: InferenceResult, value: Never) -> None:
-        raise AttributeError(f"property {self.name!r} of 'InferenceResult' object has no setter")
-
-
-class InferenceResult(dict[str, Any]):
-    """The result of ``infer()``: a plain dict (``result["response"]``, JSON-serializable) that
-    also reads as a typed object (``result.response``)."""
-
-    succeeded = _Field(bool)
-    response = _Field(str)
-    tokens_used = _Field(int)
-    prompt_tokens = _Field(int)
-    response_tokens = _Field(int)
-    inference_time = _Field(float)
-    time_to_first_token = _Field(_optional(float))
-    tokens_per_second = _Field(_optional(float))
-    stop_reason = _Field(_optional(str))
-    error = _Field(_optional(str))
-    model_info: _Field[dict[str, Any]] = _Field(dict)
-    job_id = _Field(str)
-
-    @classmethod
-    def from_job(cls, job: JobView) -> InferenceResult:
-        """The result of a finished job; raises for faults the caller must handle."""
-        r = job.result or {}
-        if job.status != "succeeded" and errors.should_raise(job.error_type):
-            assert job.error_type is not None
-            raise errors.rebuild(job.error_type, job.error_message or "", r.get("error_details"))
-        error = None
-        if job.status != "succeeded":
-            error = job.error_message or job.error_type or job.status
-        info = dict(r.get("model_info") or {"id": job.model, "host": job.host})
-        return cls(
-            succeeded=job.status == "succeeded",
-            response=r.get("response") or "",
-            tokens_used=int(r.get("tokens_used") or 0),
-            prompt_tokens=int(r.get("prompt_tokens") or 0),
-            response_tokens=int(r.get("response_tokens") or 0),
-            inference_time=float(r.get("inference_time") or 0.0),
-            time_to_first_token=r.get("time_to_first_token"),
-            tokens_per_second=r.get("tokens_per_second"),
-            stop_reason=r.get("stop_reason")
-            or ("cancelled" if job.status == "cancelled" else None),
-            error=error,
-            model_info=info,
-            job_id=job.id,
-        )
 
 
 class InferenceManager:
@@ -195,10 +96,12 @@ class InferenceManager:
 
     def _calibrate(self, job: JobView) -> None:
         # Real prompt token counts sharpen the next estimates for this model (pre-checks).
-        req, res = job.request or {}, job.result or {}
-        tokens = res.get("prompt_tokens")
-        if job.status == "succeeded" and job.model and isinstance(tokens, int) and tokens > 0:
-            chars = len(req.get("prompt") or "") + len(req.get("system_prompt") or "")
+        if job.status != "succeeded" or not job.model or not job.request:
+            return
+        tokens = InferenceJobResult.from_row(job.result).prompt_tokens
+        if tokens > 0:
+            req = inference_request(**job.request)
+            chars = len(req.prompt) + len(req.system_prompt or "")
             self.service.context.observe(job.model, chars, tokens)
 
     def infer(
@@ -264,11 +167,9 @@ class AsyncInferenceManager:
             verbose, base_url, timeout, max_retries, config=config, database_url=database_url
         )
         self.timeout = timeout
-        self._aredis: Any = None
 
     async def aclose(self) -> None:
-        if self._aredis is not None:
-            await self._aredis.aclose()
+        await self.sync.service.notifier.aclose()
         self.sync.close()
 
     async def infer(
@@ -322,63 +223,9 @@ class AsyncInferenceManager:
         return await self.infer(model_id, prompt, **kwargs)
 
     async def wait(self, job_id: str, timeout: float | None = None) -> InferenceResult:
+        """The awaitable twin of :meth:`InferenceManager.wait`."""
         timeout = self.timeout if timeout is None else timeout
-        service = self.sync.service
-        started = time.monotonic()
-        deadline = started + timeout
-        slice_ = FIRST_SLICE
-        waiter = self._local_waiter(job_id)
-        try:
-            while True:
-                job = await asyncio.to_thread(service.store.get, job_id)
-                if job.finished:
-                    return InferenceResult.from_job(job)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    await asyncio.to_thread(service.store.cancel, job_id)
-                    raise InferenceTimeoutError(
-                        job_id, time.monotonic() - started, model_id=job.model
-                    )
-                notified = await self._wait_slice(job_id, waiter, min(slice_, remaining))
-                slice_ = FIRST_SLICE if notified else min(slice_ * 2, MAX_SLICE)
-        finally:
-            if isinstance(service.notifier, LocalNotifier):
-                service.notifier.forget(job_id)
+        return InferenceResult.from_job(await self.sync.service.wait_async(job_id, timeout))
 
-    def _local_waiter(self, job_id: str) -> asyncio.Future[None] | None:
-        notifier = self.sync.service.notifier
-        if not isinstance(notifier, LocalNotifier):
-            return None
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
 
-        def settle() -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        def done() -> None:
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(settle)
-
-        notifier.on_done(job_id, done)
-        return fut
-
-    async def _wait_slice(
-        self, job_id: str, waiter: asyncio.Future[None] | None, seconds: float
-    ) -> bool:
-        if waiter is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(waiter), seconds)
-                return True
-            except TimeoutError:
-                return False
-        notifier = self.sync.service.notifier
-        if isinstance(notifier, RedisNotifier):
-            import redis.asyncio as aredis
-
-            if self._aredis is None:
-                self._aredis = aredis.Redis.from_url(notifier.url, socket_timeout=None)
-            got = await self._aredis.blpop([DONE_KEY.format(job_id)], timeout=seconds)
-            return got is not None
-        await asyncio.sleep(seconds)
-        return False
+__all__ = ["RESULT_KEYS", "AsyncInferenceManager", "InferenceManager", "InferenceResult"]

@@ -3,12 +3,19 @@
 Every exception carries the structured facts a caller needs (model id, host URL, token counts,
 job id) as attributes and in ``details``, and a message that says what to do next. Nothing here
 ever holds a secret: hosts are identified by URL and tokens are never passed in.
+
+An error also crosses processes: a worker stores it in the job's row as an :class:`ErrorPayload`
+(class name, message, details) and the caller's side rebuilds it from there. ``details`` names the
+constructor's arguments, which is what makes the rebuilding work for every class, and
+``raised_to_caller`` says what the facades do with a job that failed with it.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 START_SERVER_HINT = (
     "start LM Studio's server with `lms server start` (or `lms daemon up` for the headless "
@@ -16,19 +23,115 @@ START_SERVER_HINT = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorPayload:
+    """An error as a job's row stores it: the class name, the message, the details (JSON)."""
+
+    error_type: str
+    message: str
+    details: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, exc: BaseException) -> ErrorPayload:
+        """Any exception's payload; one that is no :class:`LMStrixError` (a bug) has no details."""
+        if isinstance(exc, LMStrixError):
+            return exc.to_payload()
+        return cls(type(exc).__name__, str(exc))
+
+    @property
+    def raised_to_caller(self) -> bool:
+        """Whether the facades raise this error rather than return a failed result."""
+        known = LMStrixError.registered(self.error_type)
+        return known is not None and known.raised_to_caller
+
+    def to_exception(self) -> LMStrixError:
+        return LMStrixError.from_payload(self)
+
+
 class LMStrixError(Exception):
     """Root of every lmstrix error. ``details`` holds the structured facts."""
+
+    #: True for faults the caller must handle (a host that cannot be reached is not an answer):
+    #: a job that failed with one is raised again to the caller. Otherwise (a model-side failure)
+    #: it becomes a ``succeeded=False`` result.
+    raised_to_caller: ClassVar[bool] = False
+
+    # Every subclass by its name, the key a job's row stores it under.
+    _by_name: ClassVar[dict[str, type[LMStrixError]]] = {}
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
         self.message = message
         self.details: dict[str, Any] = details
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        known = LMStrixError._by_name.get(cls.__name__)
+        if known is not None and known.__module__ != cls.__module__:
+            raise TypeError(
+                f"{cls.__module__}.{cls.__name__}: {known.__module__} already has an error class "
+                "of that name, and a job's row could not tell them apart"
+            )
+        LMStrixError._by_name[cls.__name__] = cls
+
     def __str__(self) -> str:
         return self.message
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
+
+    @staticmethod
+    def registered(name: str | None) -> type[LMStrixError] | None:
+        """The error class called ``name``, if there is one."""
+        return None if name is None else LMStrixError._by_name.get(name)
+
+    def to_payload(self) -> ErrorPayload:
+        details = jsonable(self.details) if self.details else None
+        return ErrorPayload(type(self).__name__, self.message, details)
+
+    @staticmethod
+    def from_payload(payload: ErrorPayload) -> LMStrixError:
+        """The error a payload describes, with the stored message (which may say more than the
+        class's template). An unknown class, or details that do not fit its constructor, give
+        a plain :class:`LMStrixError` with that message."""
+        details = payload.details or {}
+        cls = LMStrixError.registered(payload.error_type)
+        exc: LMStrixError | None = None
+        if cls is not None:
+            exc = cls._from_details(payload.message, details)
+        if exc is None:
+            exc = LMStrixError(payload.message, **details)
+        exc.message = payload.message
+        exc.args = (payload.message,)
+        return exc
+
+    @classmethod
+    def _from_details(cls, message: str, details: dict[str, Any]) -> LMStrixError | None:
+        """An instance built from the constructor arguments ``details`` names; None when a
+        required one is missing or a value does not fit."""
+        params = inspect.signature(cls.__init__).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        kwargs = {k: v for k, v in details.items() if takes_any or k in params}
+        if "message" in params:
+            kwargs["message"] = message
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError, KeyError, AttributeError):
+            return None
+
+
+LMStrixError._by_name[LMStrixError.__name__] = LMStrixError
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with everything JSON cannot hold turned into its string."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
 
 
 class ConfigurationError(LMStrixError):
@@ -54,6 +157,8 @@ class ValidationError(LMStrixError):
 class LMStudioConnectionError(LMStrixError):
     """The LM Studio host cannot be reached (refused, DNS, timeout, not LM Studio)."""
 
+    raised_to_caller = True
+
     def __init__(self, host_url: str, reason: str, *, hint: str | None = None) -> None:
         hint = hint or START_SERVER_HINT
         super().__init__(
@@ -67,6 +172,8 @@ class LMStudioConnectionError(LMStrixError):
 
 class LMStudioAuthError(LMStrixError):
     """The host requires an API token, or rejected the one given."""
+
+    raised_to_caller = True
 
     def __init__(self, host_url: str, reason: str, *, token_sent: bool) -> None:
         fix = (
@@ -107,6 +214,8 @@ class UnsupportedEndpointError(LMStrixError):
 
 class ModelNotFoundError(LMStrixError):
     """The model id is not known (to the registry or to the host); lists close matches."""
+
+    raised_to_caller = True
 
     def __init__(
         self,
@@ -166,6 +275,8 @@ class ModelLoadError(LMStrixError):
 
 class ContextLimitExceededError(LMStrixError):
     """The prompt (plus the requested output) does not fit in the model's context."""
+
+    raised_to_caller = True
 
     def __init__(
         self,
@@ -252,6 +363,7 @@ class RegistryError(LMStrixError):
 __all__ = [
     "ConfigurationError",
     "ContextLimitExceededError",
+    "ErrorPayload",
     "InferenceError",
     "InferenceTimeoutError",
     "JobNotFound",

@@ -24,6 +24,7 @@ from typing import Any
 
 from lmstrix.domain.enums import BatchStatus, JobStatus
 from lmstrix.domain.errors import ValidationError
+from lmstrix.domain.payloads import InferenceJobResult
 
 CHAT_URL = "/v1/chat/completions"
 MAX_REQUESTS = 50_000  # OpenAI's limits (batch_create_params.py)
@@ -356,9 +357,7 @@ def _unix(at: datetime | None) -> int | None:
 
 def chat_completion_body(item: BatchItem) -> dict[str, Any]:
     """The ``chat.completion`` object a synchronous call would have returned."""
-    r = item.result or {}
-    prompt_tokens = int(r.get("prompt_tokens") or 0)
-    completion_tokens = int(r.get("response_tokens") or 0)
+    r = InferenceJobResult.from_row(item.result)
     return {
         "id": f"chatcmpl-{item.job_id.replace('-', '')}",
         "object": "chat.completion",
@@ -367,22 +366,22 @@ def chat_completion_body(item: BatchItem) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": r.get("response") or ""},
+                "message": {"role": "assistant", "content": r.response},
                 "logprobs": None,
-                "finish_reason": r.get("finish_reason") or "stop",
+                "finish_reason": r.finish_reason or "stop",
             }
         ],
         "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": int(r.get("tokens_used") or prompt_tokens + completion_tokens),
+            "prompt_tokens": r.prompt_tokens,
+            "completion_tokens": r.response_tokens,
+            "total_tokens": r.tokens_used or r.prompt_tokens + r.response_tokens,
         },
         # LM Studio's own extension of the object (its /api/v0 "stats"), kept for speed figures.
         "stats": {
-            "tokens_per_second": r.get("tokens_per_second"),
-            "time_to_first_token": r.get("time_to_first_token"),
-            "generation_time": r.get("inference_time"),
-            "stop_reason": r.get("stop_reason"),
+            "tokens_per_second": r.tokens_per_second,
+            "time_to_first_token": r.time_to_first_token,
+            "generation_time": r.inference_time,
+            "stop_reason": r.stop_reason,
         },
     }
 

@@ -29,6 +29,8 @@ QUEUE_PREFIX = "lmstudio."
 class BrokerUnavailableError(LMStrixError):
     """Redis (the doorbell) cannot be reached, so no worker would learn about a job."""
 
+    raised_to_caller = True
+
     def __init__(self, redis_url: str, reason: str) -> None:
         super().__init__(
             f"cannot ring the worker through Redis at {_mask(redis_url)}: {reason}; start Redis "

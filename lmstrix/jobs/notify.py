@@ -1,6 +1,6 @@
 """Done-notifications: how a waiter learns, without polling, that its job's row is final.
 
-The row is the truth; a notification only says "look again now" (ARCHITECTURE.md rule 6).
+The row is the truth; a notification only says "look again now".
 Distributed: the worker commits, then pushes to the Redis list ``lmstrix:done:<job_id>``; the
 waiter BLPOPs that key in short slices. A list, unlike pub/sub, keeps a push made before the waiter
 arrived. Embedded: an in-process event per job. Either way the waiter re-reads the row after every
@@ -10,21 +10,33 @@ another process without Redis, costs latency, never correctness.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import redis
 
+if TYPE_CHECKING:
+    import redis.asyncio as aredis
+
+    from lmstrix.jobs.store import JobView
+
 DONE_KEY = "lmstrix:done:{}"
 DONE_TTL_SECONDS = 3600
-FIRST_SLICE = 0.02
-MAX_SLICE = 1.0
 
 
 class Notifier(Protocol):
-    def notify_done(self, job_id: str, final: object | None = None) -> None:
+    """Everything a worker and a waiter do with done-notifications; each kind does all of it, so
+    neither side ever asks which kind it holds."""
+
+    #: True when the worker's committed row comes with the notification (in-process only). Such
+    #: notifications are never lost, so a waiter's first look, with nothing handed over yet, knows
+    #: the job is not done without reading the row.
+    hands_over_rows: bool
+
+    def notify_done(self, job_id: str, final: JobView | None = None) -> None:
         """Say the job's row is final (after the commit). ``final`` is the committed row, which
         an in-process waiter may use instead of reading it back."""
         ...
@@ -33,15 +45,35 @@ class Notifier(Protocol):
         """Block until ``job_id`` is notified or ``timeout`` passes; True when notified."""
         ...
 
+    async def wait_done_async(self, job_id: str, timeout: float) -> bool:
+        """:meth:`wait_done` for an asyncio waiter: holds no thread while it waits."""
+        ...
+
+    def handed_over(self, job_id: str) -> JobView | None:
+        """The committed row the worker passed along with its notification, if any."""
+        ...
+
+    def forget(self, job_id: str) -> None:
+        """The waiter is done with ``job_id``: drop whatever is kept for it."""
+        ...
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None:
+        """Close what :meth:`wait_done_async` opened (it belongs to the caller's event loop)."""
+        ...
+
 
 class LocalNotifier:
-    """In-process notifications (embedded mode), with callbacks for asyncio waiters."""
+    """In-process notifications (embedded mode): an event per job, the row handed over with it."""
+
+    hands_over_rows = True
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._events: dict[str, threading.Event] = {}
         self._callbacks: dict[str, list[Callable[[], None]]] = {}
-        self._finals: dict[str, object] = {}
+        self._finals: dict[str, JobView] = {}
 
     def _event(self, job_id: str) -> threading.Event:
         with self._lock:
@@ -50,7 +82,7 @@ class LocalNotifier:
                 ev = self._events[job_id] = threading.Event()
             return ev
 
-    def notify_done(self, job_id: str, final: object | None = None) -> None:
+    def notify_done(self, job_id: str, final: JobView | None = None) -> None:
         if final is not None:
             with self._lock:
                 self._finals[job_id] = final
@@ -63,8 +95,29 @@ class LocalNotifier:
     def wait_done(self, job_id: str, timeout: float) -> bool:
         return self._event(job_id).wait(timeout)
 
-    def on_done(self, job_id: str, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (from the worker's thread) when ``job_id`` is notified."""
+    async def wait_done_async(self, job_id: str, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        def done() -> None:  # called from the worker's thread
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(settle)
+
+        self._on_done(job_id, done)
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._drop_callback(job_id, done)
+
+    def _on_done(self, job_id: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when ``job_id`` is notified (at once if it already was)."""
         with self._lock:
             ev = self._events.get(job_id)
             if ev is None or not ev.is_set():
@@ -72,8 +125,13 @@ class LocalNotifier:
                 return
         callback()
 
-    def final(self, job_id: str) -> object | None:
-        """The committed row the worker passed along, if any."""
+    def _drop_callback(self, job_id: str, callback: Callable[[], None]) -> None:
+        with self._lock:
+            callbacks = self._callbacks.get(job_id, [])
+            if callback in callbacks:
+                callbacks.remove(callback)
+
+    def handed_over(self, job_id: str) -> JobView | None:
         with self._lock:
             return self._finals.get(job_id)
 
@@ -83,16 +141,25 @@ class LocalNotifier:
             self._events.pop(job_id, None)
             self._callbacks.pop(job_id, None)
 
+    def close(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
 
 class RedisNotifier:
     """Notifications through a Redis list key per job."""
 
+    hands_over_rows = False
+
     def __init__(self, url: str) -> None:
         self.url = url
-        # No socket_timeout: a BLPOP longer than it would fail (queue notes §3).
+        # No socket_timeout: a BLPOP longer than it would fail.
         self._redis = redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=5)
+        self._aredis: aredis.Redis | None = None
 
-    def notify_done(self, job_id: str, final: object | None = None) -> None:
+    def notify_done(self, job_id: str, final: JobView | None = None) -> None:
         key = DONE_KEY.format(job_id)
         pipe = self._redis.pipeline()
         pipe.lpush(key, 1)
@@ -104,19 +171,58 @@ class RedisNotifier:
             return bool(self._redis.lpop(DONE_KEY.format(job_id)))
         return self._redis.blpop([DONE_KEY.format(job_id)], timeout=timeout) is not None
 
+    async def wait_done_async(self, job_id: str, timeout: float) -> bool:
+        if self._aredis is None:
+            import redis.asyncio as aredis  # only asyncio waiters pay for it
+
+            self._aredis = aredis.Redis.from_url(self.url, socket_timeout=None)
+        key = DONE_KEY.format(job_id)
+        if timeout <= 0:
+            return bool(await self._aredis.lpop(key))
+        return await self._aredis.blpop([key], timeout=timeout) is not None
+
+    def handed_over(self, job_id: str) -> JobView | None:
+        return None
+
+    def forget(self, job_id: str) -> None:
+        pass
+
     def close(self) -> None:
         self._redis.close()
+
+    async def aclose(self) -> None:
+        if self._aredis is not None:
+            await self._aredis.aclose()
+            self._aredis = None
 
 
 class PollingNotifier:
     """No notifications at all: the waiter's growing slices are plain polling with backoff."""
 
-    def notify_done(self, job_id: str, final: object | None = None) -> None:
+    hands_over_rows = False
+
+    def notify_done(self, job_id: str, final: JobView | None = None) -> None:
         pass
 
     def wait_done(self, job_id: str, timeout: float) -> bool:
         time.sleep(max(timeout, 0.0))
         return False
+
+    async def wait_done_async(self, job_id: str, timeout: float) -> bool:
+        await asyncio.sleep(max(timeout, 0.0))
+        return False
+
+    def handed_over(self, job_id: str) -> JobView | None:
+        return None
+
+    def forget(self, job_id: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
 
 
 _local = LocalNotifier()
@@ -125,27 +231,3 @@ _local = LocalNotifier()
 def local_notifier() -> LocalNotifier:
     """The process-wide in-process notifier shared by embedded workers and waiters."""
     return _local
-
-
-def wait_until_final(
-    is_final: Callable[[], bool],
-    wait_slice: Callable[[float], bool],
-    deadline: float,
-    *,
-    first_slice: float = FIRST_SLICE,
-    max_slice: float = MAX_SLICE,
-) -> bool:
-    """Check, wait a slice, check again, until ``is_final()`` or the monotonic ``deadline``.
-
-    Returns whether the row became final. Slices double while no notification comes (backoff),
-    and reset after one did, since a notification means things are moving.
-    """
-    slice_ = first_slice
-    while True:
-        if is_final():
-            return True
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        notified = wait_slice(min(slice_, remaining))
-        slice_ = first_slice if notified else min(slice_ * 2, max_slice)

@@ -22,8 +22,10 @@ from typing import Any
 
 from lmstrix.api.client import LMStudioClient
 from lmstrix.db import JobKind, JobStatus
-from lmstrix.domain.errors import LMStrixError, LMStudioConnectionError
+from lmstrix.domain.errors import ErrorPayload, LMStrixError, LMStudioConnectionError
 from lmstrix.domain.load_sizing import load_context_for
+from lmstrix.domain.payloads import InferenceJobResult, LoadedModelInfo
+from lmstrix.domain.requests import inference_request
 from lmstrix.domain.scheduler import HostState, QueuedJob, next_state
 from lmstrix.jobs.notify import Notifier
 from lmstrix.jobs.settings import QueueSettings
@@ -219,13 +221,13 @@ class JobRunner:
 
     def _execute(self, job: ClaimedJob) -> Outcome:
         """Run the job; returns how its row should end."""
-        handler = self._handler(job.kind)
+        handler = HANDLERS.get(job.kind)
         if handler is None:
             return Outcome.failed("ValidationError", f"this worker cannot run {job.kind} jobs")
         delays = list(self.retry_delays)
         while True:
             try:
-                result = handler(job)
+                result = handler(self, job)
             except LMStudioConnectionError as exc:
                 if delays and not self.keeper.should_stop:
                     delay = delays.pop(0)
@@ -248,15 +250,6 @@ class JobRunner:
                 return Outcome(JobStatus.CANCELLED, {"result": result, "error_type": "cancelled"})
             return Outcome(JobStatus.SUCCEEDED, {"result": result})
 
-    def _handler(self, kind: str) -> Callable[[ClaimedJob], dict[str, Any]] | None:
-        """What runs a job of this kind. A batch item is an inference request that belongs to a
-        batch."""
-        if kind in (JobKind.INFERENCE.value, JobKind.BATCH_ITEM.value):
-            return self._infer
-        if kind == JobKind.CONTEXT_TEST.value:
-            return self._context_test
-        return None
-
     def _context_test(self, job: ClaimedJob) -> dict[str, Any]:
         """A context test loads and unloads at will: afterwards nothing is known to be loaded
         (the next job loads what it needs), though the model it tested is the likeliest."""
@@ -271,9 +264,9 @@ class JobRunner:
     def _fail(self, job: ClaimedJob, exc: BaseException) -> Outcome:
         if self.keeper.should_stop and self.store.cancel_requested(job):
             return Outcome(JobStatus.CANCELLED, {"error_type": "cancelled"})
-        details = getattr(exc, "details", None)
-        result = {"error_details": _jsonable(details)} if details else None
-        return Outcome.failed(type(exc).__name__, str(exc), result)
+        payload = ErrorPayload.of(exc)
+        result = {"error_details": payload.details} if payload.details else None
+        return Outcome.failed(payload.error_type, payload.message, result)
 
     def _ensure_loaded(self, model: str, context_length: int | None) -> _Loaded:
         cur = self._loaded
@@ -284,8 +277,8 @@ class JobRunner:
         return self._loaded
 
     def _infer(self, job: ClaimedJob) -> dict[str, Any]:
-        req = job.request
-        ctx = load_context_for(req.get("context_length"))
+        req = inference_request(**job.request)
+        ctx = load_context_for(req.context_length)
         before = self._loaded
         loaded = self._ensure_loaded(job.model, ctx)
         self.state = next_state(self.state, QueuedJob(str(job.id), job.model, 0.0))
@@ -295,51 +288,51 @@ class JobRunner:
             return {"stop_reason": "userStopped", "response": "", "cancelled": True}
         chat = self.client.chat_completion(
             loaded.instance_id,
-            req["prompt"],
-            max_tokens=req.get("max_tokens"),
-            temperature=req.get("temperature"),
-            top_p=req.get("top_p"),
-            top_k=req.get("top_k"),
-            system_prompt=req.get("system_prompt"),
+            req.prompt,
+            max_tokens=req.max_tokens,
+            temperature=req.temperature,
+            top_p=req.top_p,
+            top_k=req.top_k,
+            system_prompt=req.system_prompt,
             stream=True,
             should_stop=lambda: self.keeper.should_stop,
         )
         prompt_tokens = chat.prompt_tokens or 0
         response_tokens = chat.completion_tokens or 0
-        return {
-            "response": chat.content,
-            "prompt_tokens": prompt_tokens,
-            "response_tokens": response_tokens,
-            "tokens_used": chat.total_tokens or prompt_tokens + response_tokens,
-            "inference_time": chat.generation_time or chat.wall_time,
-            "time_to_first_token": chat.time_to_first_token,
-            "tokens_per_second": chat.tokens_per_second,
-            "stop_reason": chat.stop_reason,
-            "finish_reason": chat.finish_reason,
-            "wall_time": chat.wall_time,
-            "model_info": {
-                "id": job.model,
-                "host": self.host,
-                "instance_id": loaded.instance_id,
-                "context_length": loaded.context_length,
-                "requested_context_length": loaded.requested,
-                "reduced": loaded.requested is not None
+        return InferenceJobResult(
+            response=chat.content,
+            prompt_tokens=prompt_tokens,
+            response_tokens=response_tokens,
+            tokens_used=chat.total_tokens or prompt_tokens + response_tokens,
+            inference_time=chat.generation_time or chat.wall_time,
+            time_to_first_token=chat.time_to_first_token,
+            tokens_per_second=chat.tokens_per_second,
+            stop_reason=chat.stop_reason,
+            finish_reason=chat.finish_reason,
+            wall_time=chat.wall_time,
+            model_info=LoadedModelInfo(
+                id=job.model,
+                host=self.host,
+                instance_id=loaded.instance_id,
+                context_length=loaded.context_length,
+                requested_context_length=loaded.requested,
+                reduced=loaded.requested is not None
                 and loaded.context_length is not None
                 and loaded.context_length < loaded.requested,
-            },
-        }
+            ),
+        ).to_row()
+
+
+Handler = Callable[[JobRunner, ClaimedJob], dict[str, Any]]
+
+# What runs a job of each kind; a batch item is an inference request that belongs to a batch.
+HANDLERS: dict[str, Handler] = {
+    JobKind.INFERENCE: JobRunner._infer,
+    JobKind.BATCH_ITEM: JobRunner._infer,
+    JobKind.CONTEXT_TEST: JobRunner._context_test,
+}
 
 
 def _load_related(exc: LMStrixError) -> bool:
     # After a failed load or a "model not loaded" answer we no longer know what the host holds.
     return type(exc).__name__ in ("ModelLoadError", "ModelNotFoundError", "InferenceError")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return str(value)

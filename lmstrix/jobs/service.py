@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmstrix.api.client import LMStudioClient
-from lmstrix.db import JobKind, JobStatus
+from lmstrix.db import JobKind
 from lmstrix.db.model_store import ModelStore
 from lmstrix.domain.budget import check_fits
 from lmstrix.domain.context import ContextManager, resolve_out_ctx
 from lmstrix.domain.context_search import DEFAULT_MAX_ITERATIONS, DEFAULT_THRESHOLD
 from lmstrix.domain.errors import (
-    InferenceTimeoutError,
     LMStudioConnectionError,
     ModelNotFoundError,
     ValidationError,
@@ -31,15 +30,10 @@ from lmstrix.domain.routing import choose_host
 from lmstrix.domain.scheduler import PRIORITY_CONTEXT_TEST, PRIORITY_INTERACTIVE
 from lmstrix.jobs import embedded
 from lmstrix.jobs.doorbell import BrokerUnavailableError, Doorbell, RedisDoorbell, local_doorbell
-from lmstrix.jobs.notify import (
-    LocalNotifier,
-    Notifier,
-    RedisNotifier,
-    local_notifier,
-    wait_until_final,
-)
+from lmstrix.jobs.notify import Notifier, RedisNotifier, local_notifier
 from lmstrix.jobs.settings import QueueSettings
 from lmstrix.jobs.store import JobStore, JobView
+from lmstrix.jobs.wait import MAX_SLICE, OnLook, await_job, wait_for_job
 from lmstrix.utils.config import Config, HostConfig
 
 log = logging.getLogger(__name__)
@@ -324,43 +318,30 @@ class JobService:
     # -- wait -----------------------------------------------------------------------------
 
     def wait(
+        self,
+        job_id: str,
+        timeout: float | None,
+        *,
+        cancel_on_timeout: bool = True,
+        on_look: OnLook | None = None,
+        max_slice: float = MAX_SLICE,
+    ) -> JobView:
+        """Block until the job's row is final; past ``timeout`` cancel it (unless told not to)
+        and raise. ``on_look`` runs after every look at the row (see :func:`wait_for_job`)."""
+        return wait_for_job(
+            self.store,
+            self.notifier,
+            job_id,
+            timeout,
+            cancel_on_timeout=cancel_on_timeout,
+            on_look=on_look,
+            max_slice=max_slice,
+        )
+
+    async def wait_async(
         self, job_id: str, timeout: float | None, *, cancel_on_timeout: bool = True
     ) -> JobView:
-        """Block until the job's row is final; past ``timeout`` cancel it and raise."""
-        started = time.monotonic()
-        deadline = started + (timeout if timeout is not None else 10**9)
-        last: list[JobView] = []
-        checks = [0]
-
-        def final() -> bool:
-            checks[0] += 1
-            local = isinstance(self.notifier, LocalNotifier)
-            if local:
-                # Our own worker thread hands over the row it just committed. In-process events
-                # are never lost, so the first look needs no read (which would only compete with
-                # that worker thread for the GIL).
-                assert isinstance(self.notifier, LocalNotifier)
-                handed = self.notifier.final(job_id)
-                if isinstance(handed, JobView) and handed.finished:
-                    last[:] = [handed]
-                    return True
-                if checks[0] == 1:
-                    return False
-            elif checks[0] == 1 and not JobStatus(self.store.status(job_id)).finished:
-                return False  # the first look only needs the status: rarely done yet
-            view = self.store.get(job_id)
-            last[:] = [view]
-            return view.finished
-
-        try:
-            done = wait_until_final(final, lambda t: self.notifier.wait_done(job_id, t), deadline)
-        finally:
-            if isinstance(self.notifier, LocalNotifier):
-                self.notifier.forget(job_id)
-        if not done:
-            if cancel_on_timeout:
-                self.store.cancel(job_id)
-            raise InferenceTimeoutError(
-                job_id, time.monotonic() - started, model_id=last[0].model if last else None
-            )
-        return last[0]
+        """:meth:`wait` for asyncio callers, holding no thread while it waits."""
+        return await await_job(
+            self.store, self.notifier, job_id, timeout, cancel_on_timeout=cancel_on_timeout
+        )

@@ -34,7 +34,7 @@ from lmstrix.db import (
 from lmstrix.db.engine import write_engine
 from lmstrix.db.hosts import get_or_create_host
 from lmstrix.db.types import UTCDateTime
-from lmstrix.domain.errors import JobNotFound, ValidationError
+from lmstrix.domain.errors import ErrorPayload, JobNotFound, ValidationError
 from lmstrix.domain.scheduler import HostState, QueuedJob, SchedulerPolicy, choose_next
 
 FINISHED = tuple(s.value for s in JobStatus if s.finished)
@@ -66,6 +66,14 @@ class JobView:
     @property
     def finished(self) -> bool:
         return JobStatus(self.status).finished
+
+    @property
+    def failure(self) -> ErrorPayload | None:
+        """The error the job ended with (None when it succeeded or is not over)."""
+        if self.status == JobStatus.SUCCEEDED.value or self.error_type is None:
+            return None
+        details = (self.result or {}).get("error_details")
+        return ErrorPayload(self.error_type, self.error_message or "", details)
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from lmstrix.core.inference_manager import InferenceManager, InferenceResult
+from lmstrix.core.inference_manager import InferenceManager
+from lmstrix.core.inference_result import InferenceResult
 from lmstrix.domain.errors import LMStrixError, ValidationError
 from lmstrix.jobs.service import SubmittedJob
 from lmstrix.utils.config import Config
@@ -116,36 +117,31 @@ class ModelComparator:
                 submitted.append(exc)
         rows = []
         for model_id, job in zip(self.model_ids, submitted, strict=True):
-            result: InferenceResult | LMStrixError
-            if isinstance(job, LMStrixError):
-                result = job
-            else:
-                try:
-                    result = self.manager.wait(job.id)
-                except LMStrixError as exc:
-                    result = exc
-            rows.append(self._row(model_id, result, chosen))
+            rows.append(self._row(model_id, self._answer(model_id, job), chosen))
         return rows
 
+    def _answer(self, model_id: str, job: SubmittedJob | LMStrixError) -> InferenceResult:
+        """The model's result; one that could not answer gets a failed result with its error
+        (and the job behind it, when there was one), so its row is built like the others."""
+        try:
+            if isinstance(job, SubmittedJob):
+                return self.manager.wait(job.id)
+            error = job
+        except LMStrixError as exc:
+            error = exc
+        job_id = error.details.get("job_id") or None
+        return InferenceResult.failed(str(error), model_id, job_id=job_id)
+
     @staticmethod
-    def _row(
-        model_id: str, result: InferenceResult | LMStrixError, metrics: list[str]
-    ) -> dict[str, Any]:
+    def _row(model_id: str, result: InferenceResult, metrics: list[str]) -> dict[str, Any]:
         row: dict[str, Any] = {"model_id": model_id}
-        if isinstance(result, LMStrixError):
-            row.update({m: None for m in metrics})
-            row.update(response="", succeeded=False, error=str(result), job_id=None, host=None)
-            job_id = result.details.get("job_id")
-            if job_id:
-                row["job_id"] = job_id
-            return row
         row.update({m: metric_value(m, result) for m in metrics})
         row.update(
-            response=result["response"],
-            succeeded=result["succeeded"],
-            error=result["error"],
+            response=result.response,
+            succeeded=result.succeeded,
+            error=result.error,
             job_id=result["job_id"],
-            host=result["model_info"].get("host"),
+            host=result.model_info.get("host"),
         )
         return row
 
