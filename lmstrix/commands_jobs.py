@@ -17,9 +17,9 @@ import click
 from lmstrix.cli_support import echo_json, echo_submitted, handle_errors
 from lmstrix.commands_test import submit_test
 from lmstrix.core.inference_manager import InferenceManager
+from lmstrix.core.job_service import open_job_service
 from lmstrix.domain.scheduler import PRIORITY_BATCH
 from lmstrix.jobs.doorbell import queue_name
-from lmstrix.jobs.service import JobService
 from lmstrix.jobs.store import JobView
 from lmstrix.utils.config import Config
 
@@ -229,7 +229,7 @@ def jobs_list(
     statuses: tuple[str, ...], host: str | None, model: str | None, limit: int, as_json: bool
 ) -> None:
     """Newest jobs first."""
-    service = JobService()
+    service = open_job_service()
     found = service.store.list_jobs(status=statuses or None, host=host, model=model, limit=limit)
     if as_json:
         echo_json([_job_dict(j) for j in found])
@@ -246,7 +246,7 @@ def jobs_list(
 @handle_errors
 def jobs_show(job_id: str, as_json: bool) -> None:
     """One job with its request and result."""
-    job = JobService().store.get(job_id)
+    job = open_job_service().store.get(job_id)
     if as_json:
         echo_json(_job_dict(job))
         return
@@ -263,7 +263,7 @@ def jobs_show(job_id: str, as_json: bool) -> None:
 @handle_errors
 def jobs_wait(job_id: str, timeout: float, cancel_on_timeout: bool, as_json: bool) -> None:
     """Wait until a job is finished; exit 1 unless it succeeded."""
-    service = JobService()
+    service = open_job_service()
     try:
         job = service.wait(job_id, timeout, cancel_on_timeout=cancel_on_timeout)
     finally:
@@ -282,7 +282,7 @@ def jobs_wait(job_id: str, timeout: float, cancel_on_timeout: bool, as_json: boo
 @handle_errors
 def jobs_cancel(job_ids: tuple[str, ...]) -> None:
     """Cancel jobs: queued ones at once, running ones at their next chunk."""
-    store = JobService().store
+    store = open_job_service().store
     for job_id in job_ids:
         job = store.cancel(job_id)
         state = job.status if job.status != "running" else "cancel requested"
@@ -294,7 +294,7 @@ def jobs_cancel(job_ids: tuple[str, ...]) -> None:
 @handle_errors
 def jobs_retry(job_ids: tuple[str, ...]) -> None:
     """Queue failed, cancelled or expired jobs again."""
-    service = JobService()
+    service = open_job_service()
     try:
         for job_id in job_ids:
             job = service.store.retry(job_id)
@@ -320,7 +320,7 @@ def jobs_retry(job_ids: tuple[str, ...]) -> None:
 @handle_errors
 def jobs_prune(older_than: str, statuses: tuple[str, ...]) -> None:
     """Delete finished jobs (their results too)."""
-    store = JobService().store
+    store = open_job_service().store
     kwargs: dict[str, Any] = {"statuses": statuses} if statuses else {}
     n = store.prune(parse_duration(older_than), **kwargs)
     click.echo(f"pruned {n} job(s)")
@@ -332,7 +332,7 @@ def jobs_reap() -> None:
     """Re-queue running jobs whose worker died (lease expired) and ring their hosts."""
     from lmstrix.jobs.reaper import reap
 
-    service = JobService()
+    service = open_job_service()
     try:
         reaped = reap(service.store, service.doorbell)
     finally:
@@ -377,21 +377,25 @@ def _embedded_worker(config: Config, host_name: str, once: bool) -> None:
     from lmstrix.jobs.reaper import reap
     from lmstrix.jobs.runner import JobRunner
 
-    service = JobService(config)
+    service = open_job_service(config)
     hc = service.host_config(host_name)
     service.store.host_id(host_name, hc.url)
     click.echo(f"worker for {host_name} ({hc.url}): running its queued jobs here", err=True)
     if once:
         reap(service.store, None)
         with service.client_for(hc) as client:
-            runner = JobRunner(service.store, host_name, client, local_notifier())
+            runner = JobRunner(
+                service.store, host_name, client, local_notifier(), settings=service.settings
+            )
             try:
                 ran = runner.drain()
             finally:
                 runner.close()
         click.echo(f"ran {ran} job(s)", err=True)
         return
-    w = EmbeddedWorker(service.store, host_name, lambda: service.client_for(hc))
+    w = EmbeddedWorker(
+        service.store, host_name, lambda: service.client_for(hc), settings=service.settings
+    )
     w.start()
     try:
         while True:

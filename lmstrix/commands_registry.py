@@ -87,8 +87,9 @@ def _state_dict(state: object) -> dict[str, object]:
 def upgrade_command(as_json: bool) -> None:
     """Migrate the database to the newest schema (safe to run while lmstrix is in use)."""
     from lmstrix.db.migrate import upgrade
+    from lmstrix.utils.config import Config
 
-    state = upgrade()
+    state = upgrade(Config.load().database_url())
     if as_json:
         echo_json(_state_dict(state))
     else:
@@ -101,8 +102,9 @@ def upgrade_command(as_json: bool) -> None:
 def current_command(as_json: bool) -> None:
     """Show the database's schema revision and whether it is the newest."""
     from lmstrix.db.migrate import revision_state
+    from lmstrix.utils.config import Config
 
-    state = revision_state()
+    state = revision_state(Config.load().database_url())
     if as_json:
         echo_json(_state_dict(state))
         return

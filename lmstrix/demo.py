@@ -14,17 +14,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
 
-from lmstrix.api.client import LMStudioClient
+from lmstrix.api.factory import client_for
 from lmstrix.commands_models import models_table, run_scan
 from lmstrix.core.inference_manager import InferenceManager
 from lmstrix.core.scanner import Scanner
 from lmstrix.domain.errors import LMStrixError
-from lmstrix.utils.config import Config, default_data_dir
+from lmstrix.utils.config import Config, HostConfig, LMStudioSettings, default_data_dir
 
 DEMO_PROMPT = "What is the capital of France? Answer in one sentence."
 
@@ -37,9 +36,10 @@ class Target:
     real_model: bool
 
 
-def lmstudio_answers(url: str, token: Any = None) -> bool:
+def lmstudio_answers(host: HostConfig, lmstudio: LMStudioSettings) -> bool:
+    probe = lmstudio.for_probe(3, max_retries=0, connect_timeout=1)
     try:
-        with LMStudioClient(url, token=token, timeout=3, connect_timeout=1, max_retries=0) as c:
+        with client_for(host, probe) as c:
             return c.greeting()
     except LMStrixError:
         return False
@@ -49,7 +49,7 @@ def lmstudio_answers(url: str, token: Any = None) -> bool:
 def demo_target(config: Config, err: Console, *, force_emulator: bool = False) -> Iterator[Target]:
     """The configured LM Studio if it answers, else a started emulator (said out loud)."""
     host = config.hosts[0]
-    if not force_emulator and lmstudio_answers(host.url, host.token):
+    if not force_emulator and lmstudio_answers(host, config.settings.lmstudio):
         err.print(f"LM Studio answers at {host.url}: using it.")
         yield Target(config, None, emulated=False, real_model=False)
         return

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, Never, TypeVar, overload
 
+from lmstrix.core.job_service import open_job_service
 from lmstrix.domain.errors import InferenceTimeoutError
 from lmstrix.domain.requests import InferenceOptions
 from lmstrix.jobs import errors
@@ -26,7 +27,7 @@ from lmstrix.jobs.notify import (
     LocalNotifier,
     RedisNotifier,
 )
-from lmstrix.jobs.service import JobService, SubmittedJob
+from lmstrix.jobs.service import SubmittedJob
 from lmstrix.jobs.store import JobView
 from lmstrix.loaders.prompt_loader import PromptLoader
 from lmstrix.utils.config import Config
@@ -145,11 +146,11 @@ class InferenceManager:
     ) -> None:
         self.verbose = verbose
         self.timeout = timeout
-        self.service = JobService(
+        self.service = open_job_service(
             config,
             database_url=database_url,
             base_url=base_url,
-            request_timeout=timeout,
+            timeout=timeout,
             max_retries=max_retries,
         )
 

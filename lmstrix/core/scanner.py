@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmstrix.api.client import LMStudioClient
+from lmstrix.api.factory import client_for
 from lmstrix.core.models import Model, ModelRegistry, ScanSummary
 from lmstrix.domain.errors import LMStrixError
 from lmstrix.domain.host_types import ModelRecord
@@ -82,14 +83,9 @@ class Scanner:
 
     def client(self, host: HostConfig) -> LMStudioClient:
         assert self.config is not None
-        s = self.config.settings.lmstudio
-        return LMStudioClient(
-            host.url,
-            token=host.token,
-            timeout=self.timeout,
-            connect_timeout=min(s.connect_timeout, self.timeout),
-            max_retries=min(s.max_retries, 1),  # a scan should report a down host quickly
-        )
+        # One retry at most: a scan should report a down host quickly.
+        lmstudio = self.config.settings.lmstudio.for_probe(self.timeout, max_retries=1)
+        return client_for(host, lmstudio)
 
     def scan_hosts(self, on_host: Callable[[HostScan], None] | None = None) -> list[HostScan]:
         """Scan every host (in parallel: hosts are independent), calling ``on_host`` (in the
