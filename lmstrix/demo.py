@@ -37,6 +37,7 @@ class Target:
 
 
 def lmstudio_answers(host: HostConfig, lmstudio: LMStudioSettings) -> bool:
+    # A quick yes or no: when nobody answers, the demo starts the emulator instead.
     probe = lmstudio.for_probe(3, max_retries=0, connect_timeout=1)
     try:
         with client_for(host, probe) as c:
@@ -81,6 +82,7 @@ def demo_target(config: Config, err: Console, *, force_emulator: bool = False) -
             "hosts": [{"name": "emulator", "url": emulator.url}],
             "database": {"url": f"sqlite:///{Path(db_path)}"},
             "lmstudio": config.as_dict()["lmstudio"] | {"base_url": emulator.url},
+            "queue": config.as_dict()["queue"],
         }
     )
     try:
