@@ -89,7 +89,7 @@ def distributed_mode(emu: LMStudioEmulator, n: int, tmp: Path) -> None:
         "LMSTRIX_DATABASE_URL": db,
         "LMSTRIX_REDIS_URL": REDIS_URL,
         "XDG_CONFIG_HOME": str(tmp / "config"),
-        "LMSTRIX_WORKER_LINGER": "30",
+        "LMSTRIX_QUEUE__LINGER_SECONDS": "30",
     }
     config = Config(
         {

@@ -16,13 +16,12 @@ Two runs against a zero-latency emulator, each on a fresh SQLite file:
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 
 from lmstrix.api.client import LMStudioClient
-from lmstrix.domain.scheduler import PRIORITY_BATCH, SchedulerPolicy
+from lmstrix.domain.scheduler import PRIORITY_BATCH
 from lmstrix.jobs.embedded import EmbeddedWorker
 from lmstrix.jobs.notify import LocalNotifier
 from lmstrix.jobs.settings import QueueSettings
@@ -35,7 +34,7 @@ MODELS = ("qwen/qwen3-4b", "google/gemma-3-4b", "llama-3.2-1b-instruct")
 def run(mode: str, n: int, max_wait: float, tmp: Path) -> None:
     with LMStudioEmulator() as emu:
         store = JobStore(f"sqlite:///{tmp / f'{mode}.db'}")
-        settings = QueueSettings(policy=SchedulerPolicy(max_wait=max_wait, max_run=10_000))
+        settings = QueueSettings(max_wait=max_wait, max_run=10_000, retry_delays=(0.1,))
         worker = EmbeddedWorker(
             store,
             "bench",
@@ -81,7 +80,6 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--max-wait", type=float, default=60.0)
     args = ap.parse_args()
-    os.environ.setdefault("LMSTRIX_JOB_RETRY_DELAYS", "0.1")
     with tempfile.TemporaryDirectory() as d:
         for mode in ("queued", "live"):
             run(mode, args.n, args.max_wait, Path(d))

@@ -1,9 +1,11 @@
 """The dramatiq entry point: ``dramatiq lmstrix.workers --processes 1 --threads 1 --queues
 lmstudio.<host>``.
 
-What this module sets up at import, and why (queue notes §1):
+What this module sets up at import, and why:
 
-- a ``RedisBroker`` from the lmstrix config (``LMSTRIX_REDIS_URL``), made the global broker;
+- the lmstrix configuration, read once here and passed down as a :class:`JobsConfig` (nothing
+  below this entry point reads files or the environment);
+- a ``RedisBroker`` from it (``LMSTRIX_REDIS_URL``), made the global broker;
 - one queue ``lmstudio.<host>`` per configured host, declared here, because a dramatiq worker only
   consumes queues declared in its own process (``--queues`` merely filters them);
 - the ``doorbell`` actor, with no retries (a failed job is handled by the jobs layer, not by
@@ -25,24 +27,24 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware, TimeLimit, default_middleware
 
+from lmstrix.core.job_service import jobs_config
 from lmstrix.domain.errors import ConfigurationError
 from lmstrix.jobs.distributed import HostServer
 from lmstrix.jobs.doorbell import ACTOR_NAME, RedisDoorbell, queue_name
 from lmstrix.jobs.reaper import ReaperThread
-from lmstrix.jobs.settings import QueueSettings
 from lmstrix.jobs.store import JobStore
 from lmstrix.utils.config import Config
 
 log = logging.getLogger(__name__)
 
-config = Config.load()
-if not config.redis_url:
+JOBS = jobs_config(Config.load())
+if not JOBS.redis_url:
     raise ConfigurationError(
         "`dramatiq lmstrix.workers` needs Redis: set LMSTRIX_REDIS_URL (without Redis, "
         "`lmstrix worker --host NAME` drains the queue in embedded mode)",
         key="redis.url",
     )
-settings = QueueSettings.from_env()
+REDIS_URL: str = JOBS.redis_url
 
 
 class LmstrixWorkerMiddleware(Middleware):
@@ -59,9 +61,8 @@ class LmstrixWorkerMiddleware(Middleware):
             worker.worker_timeout = 100
 
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
-        store = JobStore(config.database_url())
-        assert config.redis_url is not None
-        self.reaper = ReaperThread(store, RedisDoorbell(config.redis_url), settings.reaper_interval)
+        store = JobStore(JOBS.database_url)
+        self.reaper = ReaperThread(store, RedisDoorbell(REDIS_URL), JOBS.queue.reap_every)
         self.reaper.start()
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
@@ -70,13 +71,13 @@ class LmstrixWorkerMiddleware(Middleware):
 
 
 broker = RedisBroker(  # type: ignore[no-untyped-call]
-    url=config.redis_url,
+    url=REDIS_URL,
     middleware=[m() for m in default_middleware if m is not TimeLimit],
 )
 broker.add_middleware(LmstrixWorkerMiddleware())
 dramatiq.set_broker(broker)
 
-HOST_QUEUES = {queue_name(h.name): h.name for h in config.hosts}
+HOST_QUEUES = {queue_name(h.name): h.name for h in JOBS.hosts}
 for _queue in HOST_QUEUES:
     broker.declare_queue(_queue)
 
@@ -88,7 +89,7 @@ def server_for(host: str) -> HostServer:
     with _servers_lock:
         server = _servers.get(host)
         if server is None:
-            server = _servers[host] = HostServer(config, host, settings)
+            server = _servers[host] = HostServer(JOBS, host)
         return server
 
 

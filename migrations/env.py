@@ -20,7 +20,7 @@ from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import Connection, create_engine
 from sqlalchemy.pool import NullPool
 
-from lmstrix.db.engine import normalize_url, resolve_database_url
+from lmstrix.db.engine import normalize_url
 from lmstrix.db.tables import metadata
 from lmstrix.db.types import UTCDateTime
 
@@ -31,8 +31,14 @@ if config.config_file_name is not None and "connection" not in config.attributes
 
 def _url() -> str:
     x_args = context.get_x_argument(as_dictionary=True)
-    url = x_args.get("url") or config.get_main_option("sqlalchemy.url") or None
-    return str(normalize_url(resolve_database_url(url)).render_as_string(hide_password=False))
+    url = x_args.get("url") or config.get_main_option("sqlalchemy.url")
+    if not url:
+        # Only the alembic command line gets here (lmstrix.db.migrate always names the URL): it
+        # is an entry point of its own, so it reads the lmstrix configuration itself.
+        from lmstrix.utils.config import Config
+
+        url = Config.load().database_url()
+    return str(normalize_url(url).render_as_string(hide_password=False))
 
 
 def _render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:

@@ -50,7 +50,7 @@ def run(
         "LMSTRIX_HOSTS": f"h1={emulator.url}",
         "LMSTRIX_DATABASE_URL": database_url,
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "LMSTRIX_JOB_RETRY_DELAYS": "0.01",
+        "LMSTRIX_QUEUE__RETRY_DELAYS": "0.01",
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)

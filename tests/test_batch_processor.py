@@ -32,14 +32,19 @@ SMALL = EmulatedModel(key="small-model", max_context_length=32768, loadable_limi
 
 @pytest.fixture(autouse=True)
 def _embedded(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("LMSTRIX_JOB_RETRY_DELAYS", "0.01")
+    monkeypatch.setenv("LMSTRIX_QUEUE__RETRY_DELAYS", "0.01")  # the dramatiq workers
     monkeypatch.delenv("LMSTRIX_REDIS_URL", raising=False)
     yield
     embedded.stop_all()
 
 
 def config_for(*emulators: LMStudioEmulator) -> Config:
-    return Config({"hosts": [{"name": f"h{i}", "url": e.url} for i, e in enumerate(emulators, 1)]})
+    return Config(
+        {
+            "hosts": [{"name": f"h{i}", "url": e.url} for i, e in enumerate(emulators, 1)],
+            "queue": {"retry_delays": [0.01]},
+        }
+    )
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -450,6 +455,7 @@ def cluster(
                 "hosts": [{"name": n, "url": e.url} for n, e in hosts.items()],
                 "database": {"url": db_url},
                 "redis": {"url": redis_url},
+                "queue": {"retry_delays": [0.01]},
             }
         )
 

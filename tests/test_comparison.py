@@ -18,14 +18,18 @@ MODELS = ["qwen/qwen3-4b", "google/gemma-3-4b", "llama-3.2-1b-instruct"]
 
 @pytest.fixture(autouse=True)
 def _embedded(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("LMSTRIX_JOB_RETRY_DELAYS", "0.01")
     monkeypatch.delenv("LMSTRIX_REDIS_URL", raising=False)
     yield
     embedded.stop_all()
 
 
 def config_for(*emulators: LMStudioEmulator) -> Config:
-    return Config({"hosts": [{"name": f"h{i}", "url": e.url} for i, e in enumerate(emulators, 1)]})
+    return Config(
+        {
+            "hosts": [{"name": f"h{i}", "url": e.url} for i, e in enumerate(emulators, 1)],
+            "queue": {"retry_delays": [0.01]},
+        }
+    )
 
 
 def test_compare_models_on_one_host(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from lmstrix.api.exceptions import ConfigurationError
-from lmstrix.utils.config import Config
+from lmstrix.utils.config import Config, mask_url_password
+from lmstrix.utils.logging import redact
 
 
 def test_defaults_without_file_or_env() -> None:
@@ -138,3 +141,81 @@ def test_tests_never_see_the_users_directories(isolated_user_dirs: Path) -> None
     from lmstrix.utils.config import default_config_path
 
     assert default_config_path().is_relative_to(isolated_user_dirs)
+
+
+def test_queue_section_defaults_file_env_and_validation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = Config()
+    q = c.settings.queue
+    assert (q.lease_seconds, q.reap_every, q.linger_seconds, q.max_attempts) == (30, 15, 5, 3)
+    assert q.retry_delays == (1, 2, 4, 8, 16)
+    assert (q.policy.max_wait, q.policy.max_run) == (300, 100)
+    assert c.get("queue.lease_seconds") == 30
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[queue]\nlease_seconds = 8\nretry_delays = [0.5, 1]\n")
+    monkeypatch.setenv("LMSTRIX_QUEUE__MAX_WAIT", "60")
+    monkeypatch.setenv("LMSTRIX_QUEUE__RETRY_DELAYS", "0.01, 0.02")
+    q = Config.load(cfg).settings.queue
+    assert (q.lease_seconds, q.reap_every, q.max_wait) == (8, 4, 60)
+    assert q.retry_delays == (0.01, 0.02)  # the environment wins over the file
+
+    c.set("queue.reaper_interval", 2)
+    assert c.settings.queue.reap_every == 2
+    for key, bad in [
+        ("queue.lease_seconds", 0),
+        ("queue.max_attempts", "many"),
+        ("queue.retry_delays", [1, -1]),
+        ("queue.max_run", 0),
+        ("queue.no_such_key", 1),
+    ]:
+        with pytest.raises(ConfigurationError, match=key.split(".")[1]):
+            c.set(key, bad)
+    assert c.get("queue.lease_seconds") == 30 and c.get("queue.max_run") == 100
+
+
+def test_a_bad_queue_value_in_the_environment_names_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LMSTRIX_QUEUE__LEASE_SECONDS", "soon")
+    with pytest.raises(ConfigurationError, match=r"queue\.lease_seconds") as e:
+        Config.load()
+    assert "LMSTRIX_" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:pw@db/x", "postgresql://u:***@db/x"),
+        ("redis://:s3cret@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("postgresql://u:p@ss@db/x?a=b@c", "postgresql://u:***@db/x?a=b@c"),
+        ("postgresql://u:pa/ss@db/x", "postgresql://u:***@db/x"),
+        ("sqlite:////tmp/lmstrix.db", "sqlite:////tmp/lmstrix.db"),
+        ("no such thing://", "no such thing://"),
+        (
+            "at postgresql://u:pw@db/x and redis://:pw@r/0",
+            "at postgresql://u:***@db/x and redis://:***@r/0",
+        ),
+    ],
+)
+def test_one_url_masking_helper(url: str, shown: str) -> None:
+    assert mask_url_password(url) == shown
+    assert mask_url_password(url) == redact(url)
+
+
+def test_the_lower_layers_never_read_the_configuration() -> None:
+    """lmstrix.db, lmstrix.jobs, lmstrix.api and lmstrix.domain get every setting as an
+    argument: importing all of them loads nothing from lmstrix.utils."""
+    code = (
+        "import sys, pkgutil, importlib, lmstrix\n"
+        "for pkg in ('db', 'jobs', 'api', 'domain'):\n"
+        "    root = importlib.import_module('lmstrix.' + pkg)\n"
+        "    for m in pkgutil.walk_packages(root.__path__, root.__name__ + '.'):\n"
+        "        importlib.import_module(m.name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('lmstrix.utils')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"

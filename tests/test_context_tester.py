@@ -62,7 +62,6 @@ def assert_near(optimal: int, usable: int) -> None:
 
 @pytest.fixture(autouse=True)
 def _embedded(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("LMSTRIX_JOB_RETRY_DELAYS", "0.01,0.01")
     monkeypatch.delenv("LMSTRIX_REDIS_URL", raising=False)
     yield
     embedded.stop_all()
@@ -78,6 +77,7 @@ def config_for(*hosts: tuple[str, str]) -> Config:
         {
             "hosts": [{"name": n, "url": u} for n, u in hosts],
             "lmstudio": {"max_retries": 0},
+            "queue": {"retry_delays": [0.01, 0.01]},
         }
     )
 
@@ -291,7 +291,8 @@ def test_worker_killed_mid_probe_resumes_without_repeating_it(
         "LMSTRIX_HOSTS": f"h1={emu.url}",
         "LMSTRIX_DATABASE_URL": db,
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "LMSTRIX_JOB_LEASE_SECONDS": "1",
+        "LMSTRIX_QUEUE__LEASE_SECONDS": "1",
+        "LMSTRIX_QUEUE__RETRY_DELAYS": "0.01,0.01",
         "LMSTRIX_LMSTUDIO__MAX_RETRIES": "0",
     }
     for key, value in env.items():

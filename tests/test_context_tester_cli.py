@@ -45,7 +45,7 @@ def env(
         "LMSTRIX_HOSTS": f"h1={emu.url}",
         "LMSTRIX_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "LMSTRIX_JOB_RETRY_DELAYS": "0.01",
+        "LMSTRIX_QUEUE__RETRY_DELAYS": "0.01",
         "LMSTRIX_LMSTUDIO__MAX_RETRIES": "0",
     }
     for k, v in values.items():

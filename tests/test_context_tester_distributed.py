@@ -75,9 +75,9 @@ def setup(
         redis_url,
         tmp_path,
         {
-            "LMSTRIX_JOB_LEASE_SECONDS": "2",
-            "LMSTRIX_REAPER_INTERVAL": "0.5",
-            "LMSTRIX_WORKER_LINGER": "2",
+            "LMSTRIX_QUEUE__LEASE_SECONDS": "2",
+            "LMSTRIX_QUEUE__REAPER_INTERVAL": "0.5",
+            "LMSTRIX_QUEUE__LINGER_SECONDS": "2",
             "LMSTRIX_LMSTUDIO__MAX_RETRIES": "0",
         },
     )

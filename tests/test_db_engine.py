@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -15,12 +16,17 @@ from lmstrix.db import (
     Host,
     Job,
     ModelRow,
+    downgrade,
+    ensure_schema,
     get_engine,
     normalize_url,
     read_session,
+    revision_state,
+    upgrade,
     write_session,
 )
 from lmstrix.db import engine as engine_mod
+from lmstrix.loaders.model_loader import load_model_registry
 
 
 def test_postgres_urls_use_psycopg3() -> None:
@@ -45,10 +51,20 @@ def test_one_engine_per_process_and_url(tmp_path: Path, monkeypatch: pytest.Monk
     assert get_engine(url) is not first
 
 
+def test_the_database_url_is_always_named() -> None:
+    """Nothing in lmstrix.db picks a database by itself: a caller that forgot the URL must fail
+    at once, not write to the user's real registry (the edges resolve it from the config)."""
+    named = (get_engine, read_session, write_session, ensure_schema, revision_state, upgrade)
+    for fn in (*named, downgrade):
+        assert inspect.signature(fn).parameters["url"].default is inspect.Parameter.empty, fn
+
+
 def test_database_url_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path / 'env.db'}"
     monkeypatch.setenv("LMSTRIX_DATABASE_URL", url)
-    assert str(get_engine().url) == url
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("LMSTRIX_CONFIG", raising=False)
+    assert load_model_registry().database_url == url
 
 
 def test_sqlite_connection_settings(tmp_path: Path) -> None:

@@ -28,6 +28,8 @@ from lmstrix.testing import LMStudioEmulator
 from lmstrix.utils.config import Config
 
 MODELS = ("qwen/qwen3-4b", "google/gemma-3-4b", "llama-3.2-1b-instruct")
+# A refused connection is retried after 10 ms instead of seconds.
+QUICK_RETRIES = {"retry_delays": [0.01, 0.01]}
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -40,7 +42,6 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 @pytest.fixture(autouse=True)
 def _stop_workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("LMSTRIX_JOB_RETRY_DELAYS", "0.01,0.01")
     monkeypatch.delenv("LMSTRIX_REDIS_URL", raising=False)
     yield
     embedded.stop_all()
@@ -51,9 +52,12 @@ def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'lmstrix.db'}"
 
 
+def config_for(url: str) -> Config:
+    return Config({"hosts": [{"name": "h1", "url": url}], "queue": QUICK_RETRIES})
+
+
 def manager_for(url: str, db_url: str, timeout: float = 30) -> InferenceManager:
-    config = Config({"hosts": [{"name": "h1", "url": url}]})
-    return InferenceManager(timeout=timeout, config=config, database_url=db_url)
+    return InferenceManager(timeout=timeout, config=config_for(url), database_url=db_url)
 
 
 def test_quick_start_on_a_fresh_registry(lmstudio_emulator: LMStudioEmulator, db_url: str) -> None:
@@ -168,7 +172,7 @@ def test_unreachable_host_raises_connection_error(
 
 
 def test_async_many_in_flight(lmstudio_emulator: LMStudioEmulator, db_url: str) -> None:
-    config = Config({"hosts": [{"name": "h1", "url": lmstudio_emulator.url}]})
+    config = config_for(lmstudio_emulator.url)
 
     async def main() -> list[InferenceResult]:
         manager = AsyncInferenceManager(timeout=30, config=config, database_url=db_url)
@@ -189,7 +193,7 @@ def test_async_accepts_the_api_docs_prompt_first_order(
     lmstudio_emulator: LMStudioEmulator, db_url: str
 ) -> None:
     """The documented async example calls ``manager.infer("Question 1", "model1")``."""
-    config = Config({"hosts": [{"name": "h1", "url": lmstudio_emulator.url}]})
+    config = config_for(lmstudio_emulator.url)
 
     async def main() -> list[InferenceResult]:
         manager = AsyncInferenceManager(timeout=30, config=config, database_url=db_url)

@@ -267,7 +267,11 @@ def test_dramatiq_worker_runs_the_real_model(
     db_url = postgres_database_factory()
     host = f"real{uuid.uuid4().hex[:6]}"
     env = worker_env(
-        f"{host}={emulator.url}", db_url, redis_url, tmp_path, {"LMSTRIX_WORKER_LINGER": "2"}
+        f"{host}={emulator.url}",
+        db_url,
+        redis_url,
+        tmp_path,
+        {"LMSTRIX_QUEUE__LINGER_SECONDS": "2"},
     )
     config = Config(
         {

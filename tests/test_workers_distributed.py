@@ -87,9 +87,9 @@ def cluster(
         redis_url,
         tmp,
         {
-            "LMSTRIX_JOB_LEASE_SECONDS": "2",
-            "LMSTRIX_REAPER_INTERVAL": "0.5",
-            "LMSTRIX_WORKER_LINGER": "2",
+            "LMSTRIX_QUEUE__LEASE_SECONDS": "2",
+            "LMSTRIX_QUEUE__REAPER_INTERVAL": "0.5",
+            "LMSTRIX_QUEUE__LINGER_SECONDS": "2",
         },
     )
     config = Config(

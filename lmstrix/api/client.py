@@ -26,7 +26,6 @@ from pydantic import SecretStr
 from lmstrix.api.error_mapping import extract_error, to_exception
 from lmstrix.api.parsing import (
     Message,
-    check_url,
     looks_like,
     messages_payload,
     model_from_openai,
@@ -52,6 +51,7 @@ from lmstrix.domain.host_types import (
     LoadResult,
     ModelRecord,
 )
+from lmstrix.domain.urls import check_url
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Pure parsing of LM Studio's model lists, chat requests and URLs into lmstrix's records.
+"""Pure parsing of LM Studio's model lists and chat requests into lmstrix's records.
 
 No I/O here: ``client.py`` fetches, this module interprets, so each shape (``/api/v1``,
 ``/api/v0``, OpenAI ``/v1`` including llama.cpp's ``meta``) is tested directly.
@@ -8,24 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from lmstrix.domain.errors import ValidationError
 from lmstrix.domain.host_types import ApiGeneration, Capabilities, LoadedInstance, ModelRecord
 
 Message = Mapping[str, Any]
-
-
-def check_url(url: str, *, field: str = "base_url") -> str:
-    """An LM Studio URL without its trailing slash; ``ValidationError`` naming ``field``."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationError(field, url, "must be an http(s) URL such as http://localhost:1234")
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise ValidationError(field, url, "has an invalid port") from None
-    return url.strip().rstrip("/")
 
 
 def to_int(v: Any) -> int | None:

@@ -40,7 +40,7 @@ class Target:
 def demo_target(config: Config, err: Console, *, force_emulator: bool = False) -> Iterator[Target]:
     """The configured LM Studio if it answers, else a started emulator (said out loud)."""
     host = config.hosts[0]
-    if not force_emulator and lmstudio_answers(host):
+    if not force_emulator and lmstudio_answers(host, config.settings.lmstudio):
         err.print(f"LM Studio answers at {host.url}: using it.")
         yield Target(config, None, emulated=False, real_model=False)
         return
@@ -72,6 +72,7 @@ def demo_target(config: Config, err: Console, *, force_emulator: bool = False) -
             "hosts": [{"name": "emulator", "url": emulator.url}],
             "database": {"url": f"sqlite:///{Path(db_path)}"},
             "lmstudio": config.as_dict()["lmstudio"] | {"base_url": emulator.url},
+            "queue": config.as_dict()["queue"],
         }
     )
     try:

@@ -27,6 +27,7 @@ from typing import Any
 
 from lmstrix.core.batch_requests import RequestPlanner
 from lmstrix.core.inference_result import InferenceResult
+from lmstrix.core.job_service import open_job_service
 from lmstrix.domain.errors import (
     ContextLimitExceededError,
     InferenceTimeoutError,
@@ -47,7 +48,6 @@ from lmstrix.domain.openai_batch import (
 from lmstrix.domain.requests import InferenceOptions
 from lmstrix.jobs.batch_store import BatchNotFound, BatchStore, NewItem
 from lmstrix.jobs.doorbell import BrokerUnavailableError
-from lmstrix.jobs.service import JobService
 from lmstrix.jobs.store import JobView
 from lmstrix.utils.config import Config
 
@@ -114,7 +114,7 @@ class BatchProcessor:
         self.max_workers = max_workers
         self.batch_size = batch_size
         self.timeout = timeout
-        self.service = JobService(config, database_url=database_url)
+        self.service = open_job_service(config, database_url=database_url)
         self.batches = BatchStore(self.service.database_url, self.service.store)
 
     def close(self) -> None:

@@ -20,12 +20,13 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from lmstrix.core.job_service import open_job_service
 from lmstrix.domain.context_search import DEFAULT_MAX_ITERATIONS, DEFAULT_THRESHOLD
 from lmstrix.domain.context_test_request import ContextTestRequest, plan_context_test
 from lmstrix.domain.errors import LMStrixError, ValidationError
 from lmstrix.domain.model import Model
 from lmstrix.jobs.context_test import ProbeRow, check_min_context, read_probes
-from lmstrix.jobs.service import JobService, SubmittedJob
+from lmstrix.jobs.service import SubmittedJob
 from lmstrix.jobs.store import JobView
 from lmstrix.utils.config import Config
 
@@ -127,8 +128,8 @@ class ContextTester:
         self.output_tokens = output_tokens
         # Refused here, before any host is asked; the threshold is checked per test.
         self.min_context = None if min_context is None else check_min_context(min_context)
-        self.service = JobService(
-            config, database_url=database_url, base_url=base_url, request_timeout=timeout
+        self.service = open_job_service(
+            config, database_url=database_url, base_url=base_url, timeout=timeout
         )
         self.last_job_id: str | None = None
 

@@ -16,10 +16,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from lmstrix.core.inference_result import RESULT_KEYS, InferenceResult
+from lmstrix.core.job_service import open_job_service
 from lmstrix.core.prompt_loader import PromptLoader
 from lmstrix.domain.payloads import InferenceJobResult
 from lmstrix.domain.requests import InferenceOptions, inference_request
-from lmstrix.jobs.service import JobService, SubmittedJob
+from lmstrix.jobs.service import SubmittedJob
 from lmstrix.jobs.store import JobView
 from lmstrix.utils.config import Config
 
@@ -46,11 +47,11 @@ class InferenceManager:
     ) -> None:
         self.verbose = verbose
         self.timeout = timeout
-        self.service = JobService(
+        self.service = open_job_service(
             config,
             database_url=database_url,
             base_url=base_url,
-            request_timeout=timeout,
+            timeout=timeout,
             max_retries=max_retries,
         )
 

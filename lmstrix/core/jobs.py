@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
+from lmstrix.core.job_service import open_job_service
 from lmstrix.jobs.doorbell import queue_name
 from lmstrix.jobs.embedded import EmbeddedWorker
 from lmstrix.jobs.notify import local_notifier
@@ -40,7 +41,7 @@ class JobManager:
     def _service(self) -> JobService:
         # Built on first use: naming a dramatiq worker's command line needs no database or broker.
         if self._built is None:
-            self._built = JobService(self.config, database_url=self._database_url)
+            self._built = open_job_service(self.config, database_url=self._database_url)
         return self._built
 
     def close(self) -> None:

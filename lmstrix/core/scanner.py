@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmstrix.api.client import LMStudioClient
+from lmstrix.api.factory import client_for
 from lmstrix.core.models import Model, ModelRegistry, ScanSummary
 from lmstrix.domain.errors import LMStrixError
 from lmstrix.domain.host_types import ModelRecord
-from lmstrix.utils.config import Config, HostConfig
+from lmstrix.utils.config import Config, HostConfig, LMStudioSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +56,12 @@ class HostScan:
         }
 
 
-def lmstudio_answers(host: HostConfig) -> bool:
+def lmstudio_answers(host: HostConfig, lmstudio: LMStudioSettings) -> bool:
     """Whether an LM Studio server greets at ``host``'s URL, within about a second and without
     retries: a quick "is it running?" before deciding what to use."""
+    probe = lmstudio.for_probe(3, max_retries=0, connect_timeout=1)
     try:
-        with LMStudioClient(
-            host.url, token=host.token, timeout=3, connect_timeout=1, max_retries=0
-        ) as client:
+        with client_for(host, probe) as client:
             return client.greeting()
     except LMStrixError:
         return False
@@ -94,14 +94,9 @@ class Scanner:
 
     def client(self, host: HostConfig) -> LMStudioClient:
         assert self.config is not None
-        s = self.config.settings.lmstudio
-        return LMStudioClient(
-            host.url,
-            token=host.token,
-            timeout=self.timeout,
-            connect_timeout=min(s.connect_timeout, self.timeout),
-            max_retries=min(s.max_retries, 1),  # a scan should report a down host quickly
-        )
+        # One retry at most: a scan should report a down host quickly.
+        lmstudio = self.config.settings.lmstudio.for_probe(self.timeout, max_retries=1)
+        return client_for(host, lmstudio)
 
     def scan_hosts(self, on_host: Callable[[HostScan], None] | None = None) -> list[HostScan]:
         """Scan every host (in parallel: hosts are independent), calling ``on_host`` (in the

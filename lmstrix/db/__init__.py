@@ -3,9 +3,7 @@
 from lmstrix.db.engine import (
     dispose_engines,
     get_engine,
-    mask_password,
     normalize_url,
-    resolve_database_url,
 )
 from lmstrix.db.migrate import RevisionState, downgrade, ensure_schema, revision_state, upgrade
 from lmstrix.db.session import read_session, write_session
@@ -38,10 +36,8 @@ __all__ = [
     "downgrade",
     "ensure_schema",
     "get_engine",
-    "mask_password",
     "normalize_url",
     "read_session",
-    "resolve_database_url",
     "revision_state",
     "upgrade",
     "utcnow",

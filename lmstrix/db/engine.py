@@ -27,6 +27,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.pool import StaticPool
 
 from lmstrix.domain.errors import ConfigurationError
+from lmstrix.domain.urls import mask_url_password
 
 # Execution option read by the ``begin`` hook: "IMMEDIATE" takes SQLite's write lock at BEGIN.
 SQLITE_BEGIN_OPTION = "lmstrix_sqlite_begin"
@@ -36,40 +37,19 @@ _engines: dict[tuple[int, str], Engine] = {}
 _lock = threading.Lock()
 
 
-def resolve_database_url(url: str | None = None) -> str:
-    """The URL to use: the argument, else ``LMSTRIX_DATABASE_URL``/``database.url`` from the
-    config, else a SQLite file ``lmstrix.db`` in the user data dir."""
-    if url:
-        return url
-    env = os.environ.get("LMSTRIX_DATABASE_URL")
-    if env:
-        return env
-    from lmstrix.utils.config import Config  # lazy: config reads files and the environment
-
-    return Config.load().database_url()
-
-
 def normalize_url(url: str | URL) -> URL:
     """Parse a database URL and pick the drivers lmstrix ships with (psycopg 3 for PostgreSQL)."""
     try:
         parsed = make_url(url) if isinstance(url, str) else url
     except Exception as exc:  # ArgumentError for garbage; ValueError for a bad port
         raise ConfigurationError(
-            f"database URL {mask_password(str(url))!r} is not a valid SQLAlchemy URL ({exc}); "
+            f"database URL {mask_url_password(str(url))!r} is not a valid SQLAlchemy URL ({exc}); "
             "use e.g. sqlite:////path/to/lmstrix.db or postgresql://user@host/db",
             key="database.url",
         ) from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
-
-
-def mask_password(url: str | URL) -> str:
-    """The URL with any password hidden, for messages and logs."""
-    try:
-        return (make_url(url) if isinstance(url, str) else url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparsable database URL>"
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -87,13 +67,13 @@ def sqlite_path(url: str | URL) -> Path | None:
     return Path(db).expanduser().resolve()
 
 
-def get_engine(url: str | None = None) -> Engine:
-    """The process-wide engine for ``url`` (resolved from the config when None).
+def get_engine(url: str) -> Engine:
+    """The process-wide engine for ``url``.
 
     Does not create or migrate tables; sessions from :mod:`lmstrix.db.session` do that on first
     use.
     """
-    key = (os.getpid(), str(normalize_url(resolve_database_url(url))))
+    key = (os.getpid(), normalize_url(url).render_as_string(hide_password=False))
     engine = _engines.get(key)
     if engine is not None:
         return engine

@@ -33,11 +33,10 @@ import lmstrix
 from lmstrix.db.engine import (
     SQLITE_BEGIN_OPTION,
     get_engine,
-    mask_password,
-    resolve_database_url,
     sqlite_path,
 )
 from lmstrix.domain.errors import LMStrixError, RegistryError
+from lmstrix.domain.urls import mask_url_password
 
 # Arbitrary constant naming lmstrix's migration lock among all advisory locks on the server.
 PG_MIGRATION_LOCK_KEY = 0x6C6D_7374_7278  # "lmstrx"
@@ -72,12 +71,12 @@ def script_location() -> Path:
     )
 
 
-def alembic_config(url: str | None = None) -> AlembicConfig:
+def alembic_config(url: str) -> AlembicConfig:
     """An Alembic config for ``url`` built in code, so no ``alembic.ini`` is needed."""
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(script_location()))
     # ConfigParser interpolation would choke on '%' in URL-encoded passwords.
-    cfg.set_main_option("sqlalchemy.url", resolve_database_url(url).replace("%", "%%"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 
@@ -89,17 +88,15 @@ def current_revisions(connection: Connection) -> tuple[str, ...]:
     return tuple(MigrationContext.configure(connection).get_current_heads())
 
 
-def revision_state(url: str | None = None) -> RevisionState:
+def revision_state(url: str) -> RevisionState:
     """The database's current revision(s) and the newest known ones, without changing anything."""
-    url = resolve_database_url(url)
     with _translate_errors(url), get_engine(url).connect() as conn:
         current = current_revisions(conn)
-    return RevisionState(url=mask_password(url), current=current, heads=head_revisions())
+    return RevisionState(url=mask_url_password(url), current=current, heads=head_revisions())
 
 
-def upgrade(url: str | None = None, revision: str = "head") -> RevisionState:
+def upgrade(url: str, revision: str = "head") -> RevisionState:
     """Migrate to ``revision`` under the cross-process lock; a no-op when already there."""
-    url = resolve_database_url(url)
     engine = get_engine(url)
     with _translate_errors(url), _process_lock(url):
         _upgrade_locked(engine, revision)
@@ -109,9 +106,8 @@ def upgrade(url: str | None = None, revision: str = "head") -> RevisionState:
     return revision_state(url)
 
 
-def downgrade(url: str | None = None, revision: str = "base") -> RevisionState:
+def downgrade(url: str, revision: str = "base") -> RevisionState:
     """Undo migrations down to ``revision`` (tests and rollbacks; drops data)."""
-    url = resolve_database_url(url)
     engine = get_engine(url)
     with _translate_errors(url), _process_lock(url), _migration_connection(engine) as conn:
         cfg = alembic_config(url)
@@ -122,9 +118,8 @@ def downgrade(url: str | None = None, revision: str = "base") -> RevisionState:
     return revision_state(url)
 
 
-def ensure_schema(url: str | None = None) -> None:
+def ensure_schema(url: str) -> None:
     """Migrate on first use: once per process and URL, cheap afterwards."""
-    url = resolve_database_url(url)
     key = _key(url)
     if key in _migrated:
         return
@@ -248,9 +243,9 @@ def storage_error(url: str, exc: BaseException) -> RegistryError:
                 "exists and that you may read and write the file",
                 path=str(path),
             )
-    where = str(path) if path is not None else mask_password(url)
+    where = str(path) if path is not None else mask_url_password(url)
     return RegistryError(
         f"the registry database {where} cannot be used ({reason}); check database.url / "
         "LMSTRIX_DATABASE_URL, or run `lmstrix db upgrade` to see the full error",
-        url=mask_password(url),
+        url=mask_url_password(url),
     )

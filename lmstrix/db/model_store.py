@@ -18,7 +18,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from lmstrix.db.engine import mask_password
 from lmstrix.db.hosts import get_or_create_host
 from lmstrix.db.migrate import ensure_schema
 from lmstrix.db.session import read_session, write_session
@@ -44,6 +43,7 @@ from lmstrix.domain.model import (
     tags_field,
     text_field,
 )
+from lmstrix.domain.urls import mask_url_password
 
 log = logging.getLogger("lmstrix.registry")
 
@@ -119,7 +119,7 @@ class ModelStore:
         return self.configured_hosts
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({mask_password(self.database_url)!r})"
+        return f"{type(self).__name__}({mask_url_password(self.database_url)!r})"
 
     # -- reads ------------------------------------------------------------------------------------
 

@@ -22,14 +22,13 @@ from contextlib import contextmanager
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from lmstrix.db.engine import get_engine, resolve_database_url, write_engine
+from lmstrix.db.engine import get_engine, write_engine
 from lmstrix.db.migrate import ensure_schema, storage_error
 
 
 @contextmanager
-def write_session(url: str | None = None) -> Iterator[Session]:
+def write_session(url: str) -> Iterator[Session]:
     """A session whose transaction commits when the block ends and rolls back on any error."""
-    url = resolve_database_url(url)
     ensure_schema(url)
     engine = write_engine(get_engine(url))
     with (
@@ -41,9 +40,8 @@ def write_session(url: str | None = None) -> Iterator[Session]:
 
 
 @contextmanager
-def read_session(url: str | None = None) -> Iterator[Session]:
+def read_session(url: str) -> Iterator[Session]:
     """A session for reads; whatever it did is rolled back at the end."""
-    url = resolve_database_url(url)
     ensure_schema(url)
     with (
         _storage_errors(url),

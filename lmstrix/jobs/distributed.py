@@ -3,7 +3,8 @@
 On a doorbell the host's runner drains the queue, then lingers: it keeps listening on the host's
 wake list (which every ring also pushes to) for a few seconds, so a host that is being used picks
 up the next job within a Redis round trip instead of waiting for dramatiq's next poll. A doorbell
-for work that is already done finds nothing and returns (rule 3: extra rings are harmless).
+for work that is already done finds nothing and returns: extra rings are harmless, so ringers
+never need to know whether someone rang already.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import threading
 
 import redis
 
+from lmstrix.api.factory import client_for
+from lmstrix.domain.errors import ConfigurationError
 from lmstrix.jobs.doorbell import WAKE_KEY, RedisDoorbell, sanitize_host
+from lmstrix.jobs.jobs_config import JobsConfig
 from lmstrix.jobs.notify import RedisNotifier
 from lmstrix.jobs.runner import JobRunner
-from lmstrix.jobs.settings import QueueSettings
 from lmstrix.jobs.store import JobStore
-from lmstrix.utils.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -26,31 +28,18 @@ log = logging.getLogger(__name__)
 class HostServer:
     """Serves one host in this process: one runner (so one model call at a time)."""
 
-    def __init__(self, config: Config, host: str, settings: QueueSettings | None = None) -> None:
+    def __init__(self, config: JobsConfig, host: str) -> None:
         redis_url = config.redis_url
         if not redis_url:
-            from lmstrix.domain.errors import ConfigurationError
-
             raise ConfigurationError(
                 "dramatiq workers need Redis: set LMSTRIX_REDIS_URL (or run `lmstrix worker` "
                 "without Redis to drain the queue in embedded mode)",
                 key="redis.url",
             )
         self.host = host
-        self.settings = settings or QueueSettings.from_env()
-        self.store = JobStore(config.database_url())
-        hc = config.host(host)
-        lm = config.settings.lmstudio
-        from lmstrix.api.client import LMStudioClient
-
-        self.client = LMStudioClient(
-            hc.url,
-            token=hc.token,
-            timeout=lm.timeout,
-            load_timeout=lm.load_timeout,
-            connect_timeout=lm.connect_timeout,
-            max_retries=lm.max_retries,
-        )
+        self.settings = config.queue
+        self.store = JobStore(config.database_url)
+        self.client = client_for(config.host(host), config.lmstudio)
         self.notifier = RedisNotifier(redis_url)
         self.doorbell = RedisDoorbell(redis_url)
         self._wake = redis.Redis.from_url(redis_url, socket_timeout=None)

@@ -1,7 +1,7 @@
 """Ringing a host's doorbell: "there may be work for you", never the work itself.
 
-A doorbell carries only the host name (rule 1); the worker then chooses what to run from SQL
-(rule 3), so extra rings are harmless and a lost one is covered by the reaper, which rings every
+A doorbell carries only the host name; the worker then chooses what to run from SQL, so extra
+rings are harmless and a lost one is covered by the reaper, which rings every
 host that has queued jobs.
 
 Distributed: a dramatiq message to ``lmstudio.<host>`` (the durable trigger that starts an idle
@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import redis
 
 from lmstrix.domain.errors import LMStrixError
+from lmstrix.domain.urls import mask_url_password
 
 ACTOR_NAME = "doorbell"
 WAKE_KEY = "lmstrix:wake:{}"
@@ -32,16 +33,13 @@ class BrokerUnavailableError(LMStrixError):
     raised_to_caller = True
 
     def __init__(self, redis_url: str, reason: str) -> None:
+        where = mask_url_password(redis_url)
         super().__init__(
-            f"cannot ring the worker through Redis at {_mask(redis_url)}: {reason}; start Redis "
+            f"cannot ring the worker through Redis at {where}: {reason}; start Redis "
             "(or unset LMSTRIX_REDIS_URL to run jobs in-process)",
-            redis_url=_mask(redis_url),
+            redis_url=where,
             reason=reason,
         )
-
-
-def _mask(url: str) -> str:
-    return re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:***@", url)
 
 
 def sanitize_host(name: str) -> str:

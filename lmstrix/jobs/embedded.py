@@ -5,7 +5,8 @@ wake-up and the done-notification an in-process event. It also reaps expired lea
 so jobs left ``running`` by a process that died are picked up again.
 
 At most one embedded worker per (database, host) runs in a process, however many
-``InferenceManager`` objects exist: a host must see one caller at a time (rule 2).
+``InferenceManager`` objects exist: a host must see one caller at a time, or two callers would
+swap models under each other.
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ class EmbeddedWorker:
         host: str,
         client_factory: Callable[[], LMStudioClient],
         *,
+        settings: QueueSettings,
         notifier: Notifier | None = None,
         doorbell: Doorbell | None = None,
-        settings: QueueSettings | None = None,
     ) -> None:
         self.store = store
         self.host = host
-        self.settings = settings or QueueSettings.from_env()
+        self.settings = settings
         self.notifier = notifier or local_notifier()
         self.doorbell = doorbell or local_doorbell()
         self._client_factory = client_factory
@@ -78,14 +79,14 @@ class EmbeddedWorker:
         next_reap = time.monotonic()
         try:
             while not self._stopped.is_set():
-                self._wake.wait(self.settings.reaper_interval)
+                self._wake.wait(self.settings.reap_every)
                 self._wake.clear()
                 if self._stopped.is_set():
                     break
                 try:
                     if time.monotonic() >= next_reap:
                         reap(self.store, self.doorbell)
-                        next_reap = time.monotonic() + self.settings.reaper_interval
+                        next_reap = time.monotonic() + self.settings.reap_every
                     self.runner.drain(lambda: not self._stopped.is_set())
                 except Exception:  # the database went away for a moment: keep the thread
                     log.exception("embedded worker for %s: drain failed", self.host)
@@ -104,7 +105,7 @@ def ensure_worker(
     store: JobStore,
     host: str,
     client_factory: Callable[[], LMStudioClient],
-    settings: QueueSettings | None = None,
+    settings: QueueSettings,
 ) -> EmbeddedWorker:
     """The process's embedded worker for (database, host), started on first use."""
     key = (store.url, host)

@@ -141,7 +141,7 @@ class JobRunner:
         self.host = host
         self.client = client
         self.notifier = notifier
-        self.settings = settings or QueueSettings.from_env()
+        self.settings = settings or QueueSettings()
         self.worker_id = worker_id or default_worker_id(host)
         # Only connection failures (LM Studio restarting, a sleeping laptop) are retried: a bad
         # request would fail the same way again.

@@ -1,18 +1,20 @@
 """The caller's side of the queue: route, validate, insert, ring, wait (facades and CLI share it).
 
-Which mode runs is decided by the config alone: with a Redis URL, doorbells and notifications go
-through Redis and dramatiq workers do the work; without one, this process starts an embedded
-worker thread for each host it sends work to. The calls are the same either way.
+Which mode runs is decided by the :class:`JobsConfig` alone: with a Redis URL, doorbells and
+notifications go through Redis and dramatiq workers do the work; without one, this process starts
+an embedded worker thread for each host it sends work to. The calls are the same either way.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lmstrix.api.client import LMStudioClient
+from lmstrix.api.factory import client_for
 from lmstrix.db import JobKind
 from lmstrix.db.model_store import ModelStore
 from lmstrix.domain.budget import check_fits
@@ -23,6 +25,7 @@ from lmstrix.domain.errors import (
     ModelNotFoundError,
     ValidationError,
 )
+from lmstrix.domain.hosts import HostConfig
 from lmstrix.domain.load_sizing import DEFAULT_CONTEXT, choose_load_context
 from lmstrix.domain.model import Model
 from lmstrix.domain.requests import InferenceOptions, inference_request
@@ -30,11 +33,14 @@ from lmstrix.domain.routing import choose_host
 from lmstrix.domain.scheduler import PRIORITY_CONTEXT_TEST, PRIORITY_INTERACTIVE
 from lmstrix.jobs import embedded
 from lmstrix.jobs.doorbell import BrokerUnavailableError, Doorbell, RedisDoorbell, local_doorbell
-from lmstrix.jobs.notify import Notifier, RedisNotifier, local_notifier
-from lmstrix.jobs.settings import QueueSettings
+from lmstrix.jobs.jobs_config import JobsConfig
+from lmstrix.jobs.notify import (
+    Notifier,
+    RedisNotifier,
+    local_notifier,
+)
 from lmstrix.jobs.store import JobStore, JobView
 from lmstrix.jobs.wait import MAX_SLICE, OnLook, await_job, wait_for_job
-from lmstrix.utils.config import Config, HostConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,33 +63,20 @@ class SubmittedJob:
 class JobService:
     """Submit and wait for jobs against the configured hosts."""
 
-    def __init__(
-        self,
-        config: Config | None = None,
-        *,
-        database_url: str | None = None,
-        base_url: str | None = None,
-        request_timeout: float | None = None,
-        max_retries: int | None = None,
-        settings: QueueSettings | None = None,
-    ) -> None:
-        self.config = config or Config.load()
-        self.database_url = database_url or self.config.database_url()
+    def __init__(self, config: JobsConfig, *, hosts: Sequence[HostConfig] | None = None) -> None:
+        """``hosts``: where work may go when no host is named (default: every configured
+        host); a host named explicitly may be any configured one."""
+        self.config = config
+        self.database_url = config.database_url
         self.store = JobStore(self.database_url)
-        self.settings = settings or QueueSettings.from_env()
-        lm = self.config.settings.lmstudio
-        self.request_timeout = request_timeout or lm.timeout
-        self.max_retries = lm.max_retries if max_retries is None else max_retries
-        self.hosts: list[HostConfig] = (
-            [self.config.host_for_url(base_url)] if base_url else list(self.config.hosts)
-        )
-        self.distributed = self.config.distributed
+        self.settings = config.queue
+        self.hosts: list[HostConfig] = list(hosts) if hosts else list(config.hosts)
+        self.distributed = config.distributed
         self.doorbell: Doorbell
         self.notifier: Notifier
-        redis_url = self.config.redis_url
-        if redis_url:
-            self.doorbell = RedisDoorbell(redis_url)
-            self.notifier = RedisNotifier(redis_url)
+        if config.redis_url:
+            self.doorbell = RedisDoorbell(config.redis_url)
+            self.notifier = RedisNotifier(config.redis_url)
         else:
             self.doorbell = local_doorbell()
             self.notifier = local_notifier()
@@ -112,15 +105,7 @@ class JobService:
         return self.config.host(name)
 
     def client_for(self, host: HostConfig) -> LMStudioClient:
-        lm = self.config.settings.lmstudio
-        return LMStudioClient(
-            host.url,
-            token=host.token,
-            timeout=self.request_timeout,
-            load_timeout=lm.load_timeout,
-            connect_timeout=lm.connect_timeout,
-            max_retries=self.max_retries,
-        )
+        return client_for(host, self.config.lmstudio)
 
     def resolve_model(self, model_id: str, host: str | None = None) -> list[Model]:
         """The registry's entries for ``model_id`` on the candidate hosts (one per host).

@@ -14,14 +14,19 @@ Environment variables, exactly as named:
 - ``LMSTRIX_CONFIG``        path of the TOML config file
 - ``LM_API_TOKEN``          bearer token for hosts that have none of their own
 
-Any other key can be set as ``LMSTRIX_<SECTION>__<KEY>``, e.g. ``LMSTRIX_LMSTUDIO__TIMEOUT=60``.
+Any other key can be set as ``LMSTRIX_<SECTION>__<KEY>``, e.g. ``LMSTRIX_LMSTUDIO__TIMEOUT=60``
+or ``LMSTRIX_QUEUE__LEASE_SECONDS=10`` (the ``[queue]`` section tunes the job queue; see
+:class:`~lmstrix.domain.queue_settings.QueueSettings`).
+
+This module is read at the edges only (the CLI, the facades, the dramatiq entry point): they
+turn the configuration into plain values (a database URL, hosts, settings sections) and pass
+those down, so nothing below them looks at files or the environment.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,88 +35,36 @@ from urllib.parse import urlsplit
 
 import platformdirs
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lmstrix.api.parsing import check_url
-from lmstrix.domain.errors import ConfigurationError, ValidationError
+from lmstrix.domain.config_section import ConfigSection, validate_url
+from lmstrix.domain.errors import ConfigurationError
+from lmstrix.domain.hosts import DEFAULT_BASE_URL, HostConfig, LMStudioSettings, find_host
+from lmstrix.domain.queue_settings import QueueSettings
+from lmstrix.domain.urls import mask_url_password
 
 APP_NAME = "lmstrix"
-DEFAULT_BASE_URL = "http://localhost:1234"
-_HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-def validate_url(url: str, *, key: str) -> str:
-    """Check an LM Studio URL and return it without a trailing slash (``ValueError`` for
-    pydantic validators, naming the key)."""
-    try:
-        return check_url(url, field=key)
-    except ValidationError as exc:
-        raise ValueError(f"{key} {exc.reason}, got {url!r}") from None
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class HostConfig(_Section):
-    """One LM Studio host. ``name`` names its worker queue (``lmstudio.<name>``)."""
-
-    name: str
-    url: str
-    token: SecretStr | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _HOST_NAME_RE.match(v):
-            raise ValueError(
-                f"host name {v!r} must start with a letter or digit and contain only letters, "
-                "digits, '.', '_' or '-'"
-            )
-        return v
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return validate_url(v, key="hosts.url")
-
-    def __repr__(self) -> str:
-        token = "'**********'" if self.token else "None"
-        return f"HostConfig(name={self.name!r}, url={self.url!r}, token={token})"
-
-
-class LMStudioSettings(_Section):
-    base_url: str = DEFAULT_BASE_URL
-    timeout: float = Field(300.0, gt=0, description="seconds for one inference request")
-    load_timeout: float = Field(600.0, gt=0, description="seconds for one model load")
-    connect_timeout: float = Field(5.0, gt=0)
-    max_retries: int = Field(3, ge=0, le=20)
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return validate_url(v, key="lmstudio.base_url")
-
-
-class SafetySettings(_Section):
+class SafetySettings(ConfigSection):
     max_context_threshold: int = Field(65536, ge=256)
 
 
-class DatabaseSettings(_Section):
+class DatabaseSettings(ConfigSection):
     url: str | None = None
 
 
-class RedisSettings(_Section):
+class RedisSettings(ConfigSection):
     url: str | None = None
 
 
-class OutputSettings(_Section):
+class OutputSettings(ConfigSection):
     verbose_by_default: bool = False
 
 
-class Settings(_Section):
+class Settings(ConfigSection):
     """The validated configuration."""
 
     lmstudio: LMStudioSettings = Field(default_factory=LMStudioSettings)
@@ -120,6 +73,7 @@ class Settings(_Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
 
     @field_validator("hosts")
     @classmethod
@@ -137,15 +91,6 @@ def default_config_path() -> Path:
 
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME))
-
-
-def mask_url_password(url: str) -> str:
-    """``scheme://user:***@host/db`` for display; leaves URLs without a password as they are."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 def parse_hosts(spec: str) -> list[dict[str, Any]]:
@@ -193,11 +138,12 @@ class _Environment(BaseSettings):
     database: dict[str, Any] | None = None
     redis: dict[str, Any] | None = None
     output: dict[str, Any] | None = None
+    queue: dict[str, Any] | None = None
 
 
 def _env_layer(e: _Environment) -> dict[str, Any]:
     layer: dict[str, Any] = {}
-    for section in ("lmstudio", "safety", "database", "redis", "output"):
+    for section in ("lmstudio", "safety", "database", "redis", "output", "queue"):
         value = getattr(e, section)
         if value:
             layer[section] = dict(value)
@@ -355,15 +301,7 @@ class Config:
         return hosts
 
     def host(self, name: str) -> HostConfig:
-        for h in self.hosts:
-            if h.name == name:
-                return h
-        known = ", ".join(h.name for h in self.hosts)
-        raise ConfigurationError(
-            f"no host named {name!r} is configured (known: {known}); add it to LMSTRIX_HOSTS "
-            "or the [[hosts]] list of the config file",
-            key="hosts",
-        )
+        return find_host(self.hosts, name)
 
     def host_for_url(self, url: str) -> HostConfig:
         """The configured host with this URL, or an ad-hoc one named after it."""
@@ -422,3 +360,24 @@ def _explain(exc: PydanticValidationError, path: Path | None, has_env: bool) -> 
 def load_config(path: str | Path | None = None) -> Config:
     """Shorthand for ``Config.load``."""
     return Config.load(path)
+
+
+__all__ = [
+    "APP_NAME",
+    "DEFAULT_BASE_URL",
+    "Config",
+    "DatabaseSettings",
+    "HostConfig",
+    "LMStudioSettings",
+    "OutputSettings",
+    "QueueSettings",
+    "RedisSettings",
+    "SafetySettings",
+    "Settings",
+    "default_config_path",
+    "default_data_dir",
+    "load_config",
+    "mask_url_password",
+    "parse_hosts",
+    "validate_url",
+]

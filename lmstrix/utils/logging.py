@@ -11,11 +11,12 @@ import re
 import sys
 from pathlib import Path
 
-# LM Studio tokens, bearer headers and passwords inside URLs.
+from lmstrix.domain.urls import mask_url_password
+
+# LM Studio tokens and bearer headers; passwords inside URLs are mask_url_password's job.
 _SECRET_PATTERNS = [
     (re.compile(r"sk-lm-[A-Za-z0-9]+:[A-Za-z0-9]+"), "sk-lm-***"),
     (re.compile(r"(?i)(bearer\s+)[^\s'\"]+"), r"\1***"),
-    (re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@"), r"\g<pre>***@"),
 ]
 
 
@@ -23,7 +24,7 @@ def redact(text: str) -> str:
     """Mask tokens and URL passwords in a piece of text."""
     for rx, repl in _SECRET_PATTERNS:
         text = rx.sub(repl, text)
-    return text
+    return mask_url_password(text)
 
 
 class RedactingFilter(logging.Filter):

@@ -1,0 +1,81 @@
+"""``[queue]``: the job queue's timing and limits (leases, reaping, lingering, retries, the
+scheduler's bounds).
+
+They are operational knobs of the worker processes rather than preferences of one caller, and
+tests shorten them to keep crash-recovery tests fast. Like every other section they come from
+the config file or ``LMSTRIX_QUEUE__<KEY>`` and are validated there; the jobs layer receives the
+resulting value and never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ConfigDict, Field, field_validator
+
+from lmstrix.domain.config_section import ConfigSection
+from lmstrix.domain.scheduler import SchedulerPolicy
+
+
+class QueueSettings(ConfigSection):
+    """The queue's tunables; every field is a key of the ``[queue]`` section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="how long a claim holds without renewal: a worker killed mid-job is "
+        "noticed this long after its last renewal",
+    )
+    reaper_interval: float | None = Field(
+        None,
+        gt=0,
+        description="seconds between looks for expired leases (unset: half the lease)",
+    )
+    linger_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="how long a worker keeps listening for new work after its queue ran dry",
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="claims a job gets before a lost worker fails it for good"
+    )
+    retry_delays: tuple[float, ...] = Field(
+        (1.0, 2.0, 4.0, 8.0, 16.0),
+        description="waits between retries of a job whose host refused the connection (LM "
+        "Studio restarting); other failures are never retried",
+    )
+    max_wait: float = Field(
+        300.0,
+        gt=0,
+        description="seconds a job of another model may wait before it is served next (the "
+        "worker otherwise prefers jobs for the model already loaded)",
+    )
+    max_run: int = Field(
+        100, ge=1, description="jobs in a row on the loaded model before others get a turn"
+    )
+
+    @field_validator("retry_delays", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: Any) -> Any:
+        # An environment variable can only say "1,2,4"; the file says [1, 2, 4].
+        if isinstance(v, str):
+            return tuple(part.strip() for part in v.split(",") if part.strip())
+        return v
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _not_negative(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(d < 0 for d in v):
+            raise ValueError("retry delays must not be negative")
+        return v
+
+    @property
+    def reap_every(self) -> float:
+        """Seconds between reaper passes: ``reaper_interval``, or half the lease."""
+        return self.reaper_interval if self.reaper_interval is not None else self.lease_seconds / 2
+
+    @property
+    def policy(self) -> SchedulerPolicy:
+        return SchedulerPolicy(max_wait=self.max_wait, max_run=self.max_run)
