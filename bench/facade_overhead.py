@@ -30,10 +30,10 @@ from _common import (
 )
 
 from lmstrix.api.client import LMStudioClient
+from lmstrix.core.config import Config
 from lmstrix.core.inference_manager import InferenceManager
 from lmstrix.jobs import embedded
 from lmstrix.testing import LMStudioEmulator
-from lmstrix.utils.config import Config
 
 MODEL = "llama-3.2-1b-instruct"
 REDIS_URL = os.environ.get("LMSTRIX_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import httpx
 
+from lmstrix.core.config import Config
 from lmstrix.core.inference_manager import InferenceManager
 from lmstrix.jobs import embedded
 from lmstrix.testing.emulator import LMStudioEmulator
@@ -40,7 +41,6 @@ from lmstrix.testing.real_model import (
     real_model_unavailable_reason,
     smollm2_model,
 )
-from lmstrix.utils.config import Config
 
 TOKENS = 64
 

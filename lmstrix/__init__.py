@@ -28,7 +28,7 @@ _PUBLIC: dict[str, str] = {
     "PromptLoader": "lmstrix.loaders.prompt_loader",
     "ContextLoader": "lmstrix.loaders.context_loader",
     "load_model_registry": "lmstrix.loaders.model_loader",
-    "Config": "lmstrix.utils.config",
+    "Config": "lmstrix.core.config",
     "setup_logging": "lmstrix.utils.logging",
     "LMStrixError": "lmstrix.api.exceptions",
     "ConfigurationError": "lmstrix.api.exceptions",
@@ -91,6 +91,7 @@ if TYPE_CHECKING:
         ValidationError,
     )
     from lmstrix.core.batch_processor import BatchProcessor
+    from lmstrix.core.config import Config
     from lmstrix.core.context import ContextManager
     from lmstrix.core.context_tester import ContextTester
     from lmstrix.core.inference_manager import (
@@ -104,7 +105,6 @@ if TYPE_CHECKING:
     from lmstrix.loaders.model_loader import load_model_registry
     from lmstrix.loaders.prompt_loader import PromptLoader
     from lmstrix.utils.comparison import ModelComparator
-    from lmstrix.utils.config import Config
     from lmstrix.utils.logging import setup_logging
 
 

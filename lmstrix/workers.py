@@ -27,13 +27,13 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware, TimeLimit, default_middleware
 
+from lmstrix.core.config import Config
 from lmstrix.core.job_service import jobs_config
 from lmstrix.domain.errors import ConfigurationError
 from lmstrix.jobs.distributed import HostServer
 from lmstrix.jobs.doorbell import ACTOR_NAME, RedisDoorbell, queue_name
 from lmstrix.jobs.reaper import ReaperThread
 from lmstrix.jobs.store import JobStore
-from lmstrix.utils.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ def _url() -> str:
     if not url:
         # Only the alembic command line gets here (lmstrix.db.migrate always names the URL): it
         # is an entry point of its own, so it reads the lmstrix configuration itself.
-        from lmstrix.utils.config import Config
+        from lmstrix.core.config import Config
 
         url = Config.load().database_url()
     return str(normalize_url(url).render_as_string(hide_password=False))

@@ -25,9 +25,9 @@ import click
 from lmstrix.cli.errors import handle_errors
 from lmstrix.cli.output import echo_json
 from lmstrix.core.batch_processor import BatchProcessor
+from lmstrix.core.config import Config
 from lmstrix.domain.errors import ValidationError
 from lmstrix.domain.openai_batch import succeeded
-from lmstrix.utils.config import Config
 
 
 class _BatchGroup(click.Group):

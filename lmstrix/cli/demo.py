@@ -21,9 +21,9 @@ from rich.console import Console
 from lmstrix.cli.errors import handle_errors
 from lmstrix.cli.model_table import models_table
 from lmstrix.cli.models import run_scan
+from lmstrix.core.config import Config, default_data_dir
 from lmstrix.core.inference_manager import InferenceManager
 from lmstrix.core.scanner import Scanner, lmstudio_answers
-from lmstrix.utils.config import Config, default_data_dir
 
 DEMO_PROMPT = "What is the capital of France? Answer in one sentence."
 

@@ -10,9 +10,9 @@ import click
 
 from lmstrix.cli.errors import handle_errors
 from lmstrix.cli.output import echo_json, echo_submitted
+from lmstrix.core.config import Config
 from lmstrix.core.inference_manager import InferenceManager
 from lmstrix.domain.scheduler import PRIORITY_BATCH
-from lmstrix.utils.config import Config
 
 
 def _out_ctx(value: str) -> int | str:

@@ -13,12 +13,12 @@ from rich.table import Table
 from lmstrix.cli.errors import NO_HOST_ANSWERED, handle_errors
 from lmstrix.cli.model_table import models_table
 from lmstrix.cli.output import echo_json
+from lmstrix.core.config import Config
 from lmstrix.core.models import ModelRegistry
 from lmstrix.core.scanner import HostScan, Scanner
 from lmstrix.domain.enums import TestStatus
 from lmstrix.domain.errors import ValidationError
 from lmstrix.domain.model import Model
-from lmstrix.utils.config import Config
 
 # Sort keys; None means "not known" and sorts last in either direction.
 SORT_KEYS: dict[str, Callable[[Model], Any]] = {

@@ -21,11 +21,11 @@ from rich.console import Console
 from lmstrix.cli.errors import handle_errors
 from lmstrix.cli.output import echo_json, echo_submitted
 from lmstrix.cli.probe_view import ProbeView
+from lmstrix.core.config import Config
 from lmstrix.core.context_tester import ContextTester, ContextTestRequest, JobView, size_order
 from lmstrix.domain.context_search import DEFAULT_THRESHOLD
 from lmstrix.domain.errors import LMStrixError, ValidationError
 from lmstrix.domain.model import Model
-from lmstrix.utils.config import Config
 
 
 def _test_options(fn: Any) -> Any:

@@ -11,8 +11,8 @@ import os
 import click
 
 from lmstrix.cli.errors import handle_errors
+from lmstrix.core.config import HostConfig
 from lmstrix.core.jobs import JobManager
-from lmstrix.utils.config import HostConfig
 
 
 @click.command()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lmstrix.core.batch_requests import RequestPlanner
+from lmstrix.core.config import Config
 from lmstrix.core.inference_result import InferenceResult
 from lmstrix.core.job_service import open_job_service
 from lmstrix.domain.errors import (
@@ -49,7 +50,6 @@ from lmstrix.domain.requests import InferenceOptions
 from lmstrix.jobs.batch_store import BatchNotFound, BatchStore, NewItem
 from lmstrix.jobs.doorbell import BrokerUnavailableError
 from lmstrix.jobs.store import JobView
-from lmstrix.utils.config import Config
 
 # Faults of the host or its credentials: every later item would fail the same way (after its
 # own connection retries), so the batch stops and the error is raised, as infer() raises it.

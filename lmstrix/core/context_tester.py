@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from lmstrix.core.config import Config
 from lmstrix.core.job_service import open_job_service
 from lmstrix.domain.context_search import DEFAULT_MAX_ITERATIONS, DEFAULT_THRESHOLD
 from lmstrix.domain.context_test_request import ContextTestRequest, plan_context_test
@@ -28,7 +29,6 @@ from lmstrix.domain.model import Model
 from lmstrix.jobs.context_test import ProbeRow, check_min_context, read_probes
 from lmstrix.jobs.service import SubmittedJob
 from lmstrix.jobs.store import JobView
-from lmstrix.utils.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ given.
 
 from __future__ import annotations
 
+from lmstrix.core.config import Config
 from lmstrix.db.migrate import RevisionState, revision_state, upgrade
-from lmstrix.utils.config import Config
 
 
 def _url(database_url: str | None, config: Config | None) -> str:

@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from lmstrix.core.config import Config
 from lmstrix.core.inference_result import RESULT_KEYS, InferenceResult
 from lmstrix.core.job_service import open_job_service
 from lmstrix.core.prompt_loader import PromptLoader
@@ -22,7 +23,6 @@ from lmstrix.domain.payloads import InferenceJobResult
 from lmstrix.domain.requests import InferenceOptions, inference_request
 from lmstrix.jobs.service import SubmittedJob
 from lmstrix.jobs.store import JobView
-from lmstrix.utils.config import Config
 
 log = logging.getLogger(__name__)
 

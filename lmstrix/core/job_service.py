@@ -6,9 +6,9 @@ layer below never opens a file or reads the environment.
 
 from __future__ import annotations
 
+from lmstrix.core.config import Config
 from lmstrix.jobs.jobs_config import JobsConfig
 from lmstrix.jobs.service import JobService
-from lmstrix.utils.config import Config
 
 
 def jobs_config(

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
+from lmstrix.core.config import Config, HostConfig
 from lmstrix.core.job_service import open_job_service
 from lmstrix.jobs.doorbell import queue_name
 from lmstrix.jobs.embedded import EmbeddedWorker
@@ -22,7 +23,6 @@ from lmstrix.jobs.reaper import reap
 from lmstrix.jobs.runner import JobRunner
 from lmstrix.jobs.service import JobService
 from lmstrix.jobs.store import FINISHED, JobView, ReapedJob
-from lmstrix.utils.config import Config, HostConfig
 
 # How often a long-running embedded worker looks at its queue: other processes cannot ring an
 # in-process doorbell, so work they queue is found by looking.

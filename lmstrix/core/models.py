@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lmstrix.core.config import Config
 from lmstrix.db.model_store import ModelStore
 from lmstrix.domain.errors import LMStrixError
 from lmstrix.domain.model import Model, ScanSummary
-from lmstrix.utils.config import Config
 
 
 class ModelRegistry(ModelStore):

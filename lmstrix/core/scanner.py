@@ -15,10 +15,10 @@ from typing import Any
 
 from lmstrix.api.client import LMStudioClient
 from lmstrix.api.factory import client_for
+from lmstrix.core.config import Config, HostConfig, LMStudioSettings
 from lmstrix.core.models import Model, ModelRegistry, ScanSummary
 from lmstrix.domain.errors import LMStrixError
 from lmstrix.domain.host_types import ModelRecord
-from lmstrix.utils.config import Config, HostConfig, LMStudioSettings
 
 
 @dataclass(frozen=True, slots=True)

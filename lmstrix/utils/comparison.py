@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from lmstrix.core.config import Config
 from lmstrix.core.inference_manager import InferenceManager
 from lmstrix.core.inference_result import InferenceResult
 from lmstrix.domain.errors import LMStrixError, ValidationError
 from lmstrix.jobs.service import SubmittedJob
-from lmstrix.utils.config import Config
 
 DEFAULT_METRICS = ("response_time", "tokens_per_second", "response_length")
 # metric -> what it measures
