@@ -16,6 +16,7 @@ from lmstrix.db import (
     Host,
     Job,
     ModelRow,
+    dispose_engines,
     downgrade,
     ensure_schema,
     get_engine,
@@ -171,3 +172,15 @@ def test_unopenable_sqlite_path_is_a_registry_error(tmp_path: Path) -> None:
     path.mkdir()
     with pytest.raises(RegistryError, match=r"a-directory\.db"), write_session(f"sqlite:///{path}"):
         pass
+
+
+def test_the_engine_connects_with_the_real_password_and_shows_it_nowhere() -> None:
+    """SQLAlchemy's str(URL) hides the password as ***: the engine must be built from the
+    whole URL, or a PostgreSQL server with password auth would be sent '***'."""
+    url = "postgresql://lmstrix:s3cret-pw@127.0.0.1:1/lmstrix"
+    engine = get_engine(url)
+    try:
+        assert engine.url.password == "s3cret-pw"
+        assert "s3cret-pw" not in repr(engine) and "s3cret-pw" not in str(engine.url)
+    finally:
+        dispose_engines()
