@@ -15,6 +15,7 @@ import pytest
 
 from lmstrix.db import dispose_engines, ensure_schema
 from lmstrix.db import testing as dbtesting
+from lmstrix.jobs import embedded
 
 # ---------------------------------------------------------------------------------------------
 # Isolation: every test runs with its own home and XDG directories and without the caller's
@@ -45,6 +46,14 @@ def isolated_user_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
         ):
             monkeypatch.delenv(name)
     return home
+
+
+@pytest.fixture(autouse=True)
+def stop_embedded_workers() -> Iterator[None]:
+    """In-process workers started by a test (embedded mode) end with it, so no worker thread
+    of one test claims the jobs of the next."""
+    yield
+    embedded.stop_all()
 
 
 DB_BACKENDS = [

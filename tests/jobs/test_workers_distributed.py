@@ -7,14 +7,14 @@ Skips when Redis or PostgreSQL do not answer, except under CI=true, where it fai
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from dramatiq_worker import DramatiqWorkers, require_redis, worker_env
+from helpers.dramatiq_worker import DramatiqWorkers, require_redis, worker_env
+from helpers.waiting import wait_for
 
 from lmstrix.api.exceptions import InferenceTimeoutError
 from lmstrix.core.inference_manager import InferenceManager
@@ -25,14 +25,6 @@ from lmstrix.utils.config import Config
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
 MODELS = ("qwen/qwen3-4b", "google/gemma-3-4b", "llama-3.2-1b-instruct")
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

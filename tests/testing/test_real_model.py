@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from real_model_timing import tokens_in_slot
+from helpers.real_model_timing import tokens_in_slot
 
 from lmstrix.testing.backend import ContextOverflow, LoadFailure
 from lmstrix.testing.llama_server import (

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from real_model_timing import TimedBackend
+from helpers.real_model_timing import TimedBackend
 
 from lmstrix.testing.emulator import LMStudioEmulator
 from lmstrix.testing.pytest_plugin import EmulatorFactory

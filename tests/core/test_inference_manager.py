@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers.configs import config_for
+from helpers.waiting import wait_for
 
 from lmstrix.api.exceptions import (
     ContextLimitExceededError,
@@ -23,37 +24,15 @@ from lmstrix.core.inference_manager import (
     InferenceResult,
 )
 from lmstrix.core.models import ModelRegistry
-from lmstrix.jobs import embedded
 from lmstrix.testing import LMStudioEmulator
-from lmstrix.utils.config import Config
 
 MODELS = ("qwen/qwen3-4b", "google/gemma-3-4b", "llama-3.2-1b-instruct")
 # A refused connection is retried after 10 ms instead of seconds.
-QUICK_RETRIES = {"retry_delays": [0.01, 0.01]}
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-
-
-@pytest.fixture(autouse=True)
-def _stop_workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("LMSTRIX_REDIS_URL", raising=False)
-    yield
-    embedded.stop_all()
 
 
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'lmstrix.db'}"
-
-
-def config_for(url: str) -> Config:
-    return Config({"hosts": [{"name": "h1", "url": url}], "queue": QUICK_RETRIES})
 
 
 def manager_for(url: str, db_url: str, timeout: float = 30) -> InferenceManager:

@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers.configs import config_for
 
 from lmstrix.api.exceptions import ValidationError
-from lmstrix.jobs import embedded
 from lmstrix.testing import DEFAULT_MODELS, LMStudioEmulator
 from lmstrix.utils.comparison import DEFAULT_METRICS, ModelComparator
-from lmstrix.utils.config import Config
 
 MODELS = ["qwen/qwen3-4b", "google/gemma-3-4b", "llama-3.2-1b-instruct"]
-
-
-@pytest.fixture(autouse=True)
-def _embedded(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("LMSTRIX_REDIS_URL", raising=False)
-    yield
-    embedded.stop_all()
-
-
-def config_for(*emulators: LMStudioEmulator) -> Config:
-    return Config(
-        {
-            "hosts": [{"name": f"h{i}", "url": e.url} for i, e in enumerate(emulators, 1)],
-            "queue": {"retry_delays": [0.01]},
-        }
-    )
 
 
 def test_compare_models_on_one_host(

@@ -14,21 +14,20 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers.configs import config_for
+from helpers.waiting import wait_for
 
 from lmstrix.api.exceptions import ModelNotFoundError, ValidationError
 from lmstrix.core.context_tester import RESULT_KEYS, ContextTester
 from lmstrix.core.inference_manager import InferenceManager
 from lmstrix.core.models import ModelRegistry
 from lmstrix.domain.probe_sizing import PromptBudget
-from lmstrix.jobs import embedded
 from lmstrix.jobs.context_test import INTERRUPTED_ERROR, read_probes, read_progress
 from lmstrix.testing import EMBEDDING_KEY, EmulatedModel, LMStudioEmulator
-from lmstrix.utils.config import Config
 
 BUDGET = 32
 DECLARED, LOADABLE, USABLE = 32768, 24576, 16384
@@ -42,14 +41,6 @@ EMBEDDER = EmulatedModel(key=EMBEDDING_KEY, type="embedding", max_context_length
 Factory = Callable[..., LMStudioEmulator]
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.01)
-
-
 def granularity(size: int) -> int:
     return max(256, size // 100)
 
@@ -60,31 +51,14 @@ def assert_near(optimal: int, usable: int) -> None:
     assert usable - granularity(usable) <= optimal <= usable + slack, optimal
 
 
-@pytest.fixture(autouse=True)
-def _embedded(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("LMSTRIX_REDIS_URL", raising=False)
-    yield
-    embedded.stop_all()
-
-
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'lmstrix.db'}"
 
 
-def config_for(*hosts: tuple[str, str]) -> Config:
-    return Config(
-        {
-            "hosts": [{"name": n, "url": u} for n, u in hosts],
-            "lmstudio": {"max_retries": 0},
-            "queue": {"retry_delays": [0.01, 0.01]},
-        }
-    )
-
-
 def make_tester(url: str, db_url: str, **kwargs: object) -> ContextTester:
     return ContextTester(
-        config=config_for(("h1", url)),
+        config=config_for(("h1", url), lmstudio={"max_retries": 0}),
         database_url=db_url,
         output_tokens=BUDGET,
         **kwargs,  # type: ignore[arg-type]
@@ -346,7 +320,7 @@ def test_multiple_models_smallest_first_one_per_host(make_emulator: Factory, db_
     )
     e1, e2 = make_emulator([small, big]), make_emulator([mid])
     tester = ContextTester(
-        config=config_for(("h1", e1.url), ("h2", e2.url)),
+        config=config_for(("h1", e1.url), ("h2", e2.url), lmstudio={"max_retries": 0}),
         database_url=db_url,
         output_tokens=BUDGET,
     )
@@ -368,7 +342,7 @@ def test_multiple_models_smallest_first_one_per_host(make_emulator: Factory, db_
 def test_worker_reloads_after_a_test(make_emulator: Factory, db_url: str) -> None:
     """A test loads and unloads at will: the runner must not trust what it loaded before."""
     emu = make_emulator([MODEL])
-    config = config_for(("h1", emu.url))
+    config = config_for(("h1", emu.url), lmstudio={"max_retries": 0})
     manager = InferenceManager(config=config, database_url=db_url)
     manager.service.rescan()
     ModelRegistry(db_url).update_model(MODEL.key, {"tested_context": 8192})
@@ -389,7 +363,7 @@ def test_worker_reloads_after_a_test(make_emulator: Factory, db_url: str) -> Non
 def test_same_model_on_two_hosts_needs_a_host(make_emulator: Factory, db_url: str) -> None:
     e1, e2 = make_emulator([MODEL]), make_emulator([MODEL])
     tester = ContextTester(
-        config=config_for(("h1", e1.url), ("h2", e2.url)),
+        config=config_for(("h1", e1.url), ("h2", e2.url), lmstudio={"max_retries": 0}),
         database_url=db_url,
         output_tokens=BUDGET,
     )

@@ -13,15 +13,15 @@ test skips when Redis or PostgreSQL do not answer, except under CI=true, where i
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dramatiq_worker import DramatiqWorkers, require_redis, worker_env
-from real_model_timing import CLOSED, TimedBackend, generating, tokens_in_slot
+from helpers.dramatiq_worker import DramatiqWorkers, require_redis, worker_env
+from helpers.real_model_timing import CLOSED, TimedBackend, generating, tokens_in_slot
+from helpers.waiting import wait_for
 
 from lmstrix.api.client import LMStudioClient
 from lmstrix.api.exceptions import ContextLimitExceededError
@@ -29,7 +29,6 @@ from lmstrix.core.context_tester import ContextTester
 from lmstrix.core.inference_manager import InferenceManager, InferenceResult
 from lmstrix.domain.host_types import ChatResult
 from lmstrix.domain.probe_sizing import PromptBudget
-from lmstrix.jobs import embedded
 from lmstrix.jobs.context_test import DEFAULT_OUTPUT_TOKENS
 from lmstrix.testing.emulator import LMStudioEmulator
 from lmstrix.testing.pytest_plugin import EmulatorFactory
@@ -44,14 +43,6 @@ pytestmark = pytest.mark.real_model
 
 HAIKU = "Write a haiku about the sea."
 STORY = "Write a long story about a dragon."  # SmolLM2 goes on for hundreds of tokens
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.01)
 
 
 def assert_real_figures(result: InferenceResult, wall_time: float) -> None:
@@ -71,14 +62,6 @@ def assert_real_figures(result: InferenceResult, wall_time: float) -> None:
         f"\nSmolLM2 through the queue: ttft {ttft * 1000:.0f} ms, {tps:.0f} tok/s, "
         f"{result.response_tokens} tokens in {wall_time:.2f} s: {result.response[:60]!r}"
     )
-
-
-@pytest.fixture(autouse=True)
-def _embedded_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("LMSTRIX_REDIS_URL", raising=False)
-    monkeypatch.delenv("LMSTRIX_CONFIG", raising=False)
-    yield
-    embedded.stop_all()
 
 
 @pytest.fixture

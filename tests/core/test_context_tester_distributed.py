@@ -8,13 +8,13 @@ Skips when Redis or PostgreSQL do not answer, except under CI=true, where it fai
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from dramatiq_worker import DramatiqWorkers, require_redis, worker_env
+from helpers.dramatiq_worker import DramatiqWorkers, require_redis, worker_env
+from helpers.waiting import wait_for
 
 from lmstrix.core.context_tester import ContextTester
 from lmstrix.core.models import ModelRegistry
@@ -32,14 +32,6 @@ MODEL = EmulatedModel(
     loadable_limit=LOADABLE,
     usable_limit=USABLE,
 )
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from real_model_timing import (
+from helpers.real_model_timing import (
     CLOSED,
     FINISHED,
     TimedBackend,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -11,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dramatiq_worker import DramatiqWorkers, require_redis, worker_env
+from helpers.configs import config_for
+from helpers.dramatiq_worker import DramatiqWorkers, require_redis, worker_env
+from helpers.waiting import wait_for
 from sqlalchemy import select, update
 
 from lmstrix.api.exceptions import InferenceTimeoutError, ModelNotFoundError, ValidationError
@@ -20,7 +21,7 @@ from lmstrix.core.inference_manager import RESULT_KEYS, InferenceManager
 from lmstrix.db import Batch, Job, read_session, utcnow, write_session
 from lmstrix.domain.openai_batch import Counts, next_status, parse_lines
 from lmstrix.domain.scheduler import PRIORITY_BATCH
-from lmstrix.jobs import batch_store, embedded
+from lmstrix.jobs import batch_store
 from lmstrix.testing import DEFAULT_MODELS, EmulatedModel, LMStudioEmulator
 from lmstrix.utils.config import Config
 
@@ -28,31 +29,6 @@ MODEL = "llama-3.2-1b-instruct"
 # Loads above 10 000 tokens fail ("insufficient resources"): a long prompt fails at run time
 # while short ones load at the default 8192.
 SMALL = EmulatedModel(key="small-model", max_context_length=32768, loadable_limit=10_000)
-
-
-@pytest.fixture(autouse=True)
-def _embedded(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("LMSTRIX_QUEUE__RETRY_DELAYS", "0.01")  # the dramatiq workers
-    monkeypatch.delenv("LMSTRIX_REDIS_URL", raising=False)
-    yield
-    embedded.stop_all()
-
-
-def config_for(*emulators: LMStudioEmulator) -> Config:
-    return Config(
-        {
-            "hosts": [{"name": f"h{i}", "url": e.url} for i, e in enumerate(emulators, 1)],
-            "queue": {"retry_delays": [0.01]},
-        }
-    )
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
 
 
 def request_line(custom_id: str, text: str, **body: Any) -> str:
