@@ -1,6 +1,6 @@
 """``ContextTester``: find the largest context a model both loads and really uses, on its host.
 
-A facade over ``context_test`` jobs (rule 1: everything is a job row): each test is validated
+A facade over ``context_test`` jobs (everything the queue does is a job row): each test is validated
 here, queued for the model's host, run by that host's worker (:mod:`lmstrix.jobs.context_test`
 drives the search of :mod:`lmstrix.domain.context_search` with real load and use probes) and
 waited for. The registry is updated by the worker, so a test that outlives its caller still

@@ -1,7 +1,7 @@
 """``InferenceManager`` / ``AsyncInferenceManager``: ``infer()`` as a blocking (or awaitable) call
 over the job queue.
 
-Every call is a job row (rule 1): it is validated, routed to a host, queued, run by that host's
+Every call is a job row: it is validated, routed to a host, queued, run by that host's
 worker (an in-process thread in embedded mode, a dramatiq process in distributed mode) and waited
 for by notification. The caller sees a plain result with the keys of the public API, plus
 ``job_id``, so a slow call can be looked up later with ``lmstrix jobs show``.
@@ -117,7 +117,7 @@ class InferenceManager:
         system_prompt: str | None = None,
         context_data: dict[str, Any] | None = None,
     ) -> InferenceResult:
-        """Generate a completion; see the module docstring and python-api.md for the keys."""
+        """Generate a completion; see the module docstring and ``RESULT_KEYS`` for the keys."""
         job = self.submit(
             model_id,
             prompt,

@@ -1,7 +1,7 @@
-"""Recovery from dead workers, independent of the broker (ARCHITECTURE.md rule 4).
+"""Recovery from dead workers, independent of the broker.
 
 Dramatiq on Redis returns a dead worker's message only after a heartbeat timeout *and* a random
-maintenance pass, which for an idle per-host queue means many minutes (queue notes §1.2). Our own
+maintenance pass, which for an idle per-host queue means many minutes. Our own
 lease is exact: a running job whose lease was not renewed in time belonged to a worker that died,
 so it goes back to ``queued`` (or fails for good after ``max_attempts`` claims) and its host's
 doorbell rings. Every host with queued jobs is rung too, which also covers a lost doorbell.

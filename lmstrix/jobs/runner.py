@@ -1,7 +1,7 @@
 """Running jobs on one host: claim (scheduler policy), load, generate, store, notify.
 
 One ``JobRunner`` per host and process, used by one thread at a time: it is the only code that
-loads, unloads or calls models on its host (rule 2), so it can remember what it loaded and skip
+loads, unloads or calls models on its host, so it can remember what it loaded and skip
 the load call when the next job wants the same model at the same size.
 
 Both modes call :meth:`JobRunner.drain`; only what calls it differs (a dramatiq doorbell, or the

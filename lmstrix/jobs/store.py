@@ -1,4 +1,4 @@
-"""The job rows: the one source of truth of the queue (ARCHITECTURE.md rules 1, 4 and 5).
+"""The job rows: the one source of truth of the queue (status, lease, result, cancel flag).
 
 Every state change is one short conditional UPDATE, so two processes can never both believe they
 own a job: a claim only succeeds on a ``queued`` row, and a finish only on the ``running`` row of

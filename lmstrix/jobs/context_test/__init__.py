@@ -1,9 +1,10 @@
 """A context test as a job on the host's worker, in one module per concept.
 
 Why a job: a test loads and unloads models at will, so it must be the only thing touching the
-host (rule 2), and it can take many minutes, so it must survive the caller going away, report
-progress, be cancellable and resume after a crash. The worker's runner calls
-:func:`~lmstrix.jobs.context_test.driver.run_context_test`; callers submit through
+host (only the host's worker may load or call models there), and it can take many minutes, so
+it must survive the caller going away, report progress, be cancellable and resume after a
+crash. The worker's runner calls :func:`~lmstrix.jobs.context_test.driver.run_context_test`;
+callers submit through
 ``JobService.submit_context_test`` after :func:`plan_context_test` has refused bad input (no row
 is written for a test that cannot run).
 
