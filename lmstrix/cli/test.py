@@ -26,6 +26,7 @@ from lmstrix.core.context_tester import ContextTester, ContextTestRequest, JobVi
 from lmstrix.domain.context_search import DEFAULT_THRESHOLD
 from lmstrix.domain.errors import LMStrixError, ValidationError
 from lmstrix.domain.model import Model
+from lmstrix.domain.payloads import ContextTestJobResult
 
 
 def _test_options(fn: Any) -> Any:
@@ -115,17 +116,18 @@ def verdict_line(model: str, host: str, job: JobView, result: dict[str, Any]) ->
     took = f"{result['iterations']} probes, {result['total_time']:.1f}s"
     if job.status != "succeeded":
         return f"✗ {where}: the test did not finish ({result['error']}); job {job.id}"
-    r = job.result or {}
+    stored = ContextTestJobResult.from_row(job.result)
+    single_size = stored.single_size
     optimal = result["optimal_context"]
-    if r.get("single_size"):
+    if single_size:
         if result["test_successful"]:
             return f"✓ {where}: works at {optimal} tokens ({took})"
-        return f"✗ {where}: fails at {r['single_size']} tokens: {result['error']} ({took})"
+        return f"✗ {where}: fails at {single_size} tokens: {result['error']} ({took})"
     if not result["test_successful"]:
         return f"✗ {where}: {result['error']} ({took})"
     if result["failure_point"] is None:
         return f"✓ {where}: works at {optimal} tokens, the top of the range tested ({took})"
-    loads = r.get("loadable_context")
+    loads = stored.loadable_context
     also = f", loads up to {loads}" if loads and loads > optimal else ""
     return (
         f"✓ {where}: uses up to {optimal} tokens (fails at {result['failure_point']}{also}; {took})"

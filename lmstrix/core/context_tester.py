@@ -26,6 +26,7 @@ from lmstrix.domain.context_search import DEFAULT_MAX_ITERATIONS, DEFAULT_THRESH
 from lmstrix.domain.context_test_request import ContextTestRequest, plan_context_test
 from lmstrix.domain.errors import LMStrixError, ValidationError
 from lmstrix.domain.model import Model
+from lmstrix.domain.payloads import ContextTestJobResult
 from lmstrix.jobs.context_test import ProbeRow, check_min_context, read_probes
 from lmstrix.jobs.service import SubmittedJob
 from lmstrix.jobs.store import JobView
@@ -57,15 +58,15 @@ def job_result(job: JobView, probes: Sequence[ProbeRow], total_time: float) -> d
     when none did), ``failure_point`` the smallest size that failed above it (None: the cap
     works), ``iterations`` and ``test_points`` the job's probes (all attempts, in order).
     """
-    r = job.result or {}
-    optimal = r.get("optimal_context")
+    r = ContextTestJobResult.from_row(job.result)
+    optimal = r.optimal_context
     error: str | None = None
     if job.status == "cancelled":
         error = "cancelled"
     elif job.status != "succeeded":
         error = job.error_message or job.error_type or job.status
     elif optimal is None:
-        error = (r.get("registry") or {}).get("test_error") or "no working context size found"
+        error = (r.registry or {}).get("test_error") or "no working context size found"
     return {
         "model_id": job.model,
         "optimal_context": optimal or 0,
@@ -75,7 +76,7 @@ def job_result(job: JobView, probes: Sequence[ProbeRow], total_time: float) -> d
         "error": error,
         "test_points": [p.to_dict() for p in probes],
         "final_working_size": optimal or 0,
-        "failure_point": r.get("failure_point"),
+        "failure_point": r.failure_point,
     }
 
 

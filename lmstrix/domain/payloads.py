@@ -58,3 +58,59 @@ class InferenceJobResult(BaseModel):
 
     def to_row(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+class ContextTestResumed(BaseModel):
+    """What a context test started from: the sizes already known good and bad, the probes a
+    crash left in flight (each counted as a failure), and how many probes came before."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    known_good: int | None = None
+    known_bad: int | None = None
+    in_flight: list[int] = []
+    history: int = 0
+
+
+class ContextTestJobResult(BaseModel):
+    """The result of a ``context_test`` job, as its row stores it: the verdict of the search,
+    how it was reached, what it resumed from, and the registry columns it wrote."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    model_id: str | None = None
+    host: str | None = None
+    optimal_context: int | None = None
+    failure_point: int | None = None
+    loadable_context: int | None = None
+    stop_reason: str | None = None
+    converged: bool = False
+    # The one size tested when the caller asked for a single size (``--ctx``), else None.
+    single_size: int | None = None
+    lower: int | None = None
+    upper: int | None = None
+    granularity: int | None = None
+    iterations: int = 0
+    load_probes: int = 0
+    use_probes: int = 0
+    probe_seconds: float = 0.0
+    time_to_first_token: float | None = None
+    tokens_per_second: float | None = None
+    test_points: list[dict[str, Any]] = []
+    resumed: ContextTestResumed | None = None
+    # The registry columns the verdict wrote (absent when the test was cancelled first).
+    registry: dict[str, Any] | None = None
+    cancelled: bool = False
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any] | None) -> ContextTestJobResult:
+        present = {k: v for k, v in (row or {}).items() if v is not None}
+        result = validate_request(cls, present)
+        assert isinstance(result, ContextTestJobResult)
+        return result
+
+    def to_row(self) -> dict[str, Any]:
+        # ``registry`` and ``cancelled`` are written only when they say something, so a row
+        # reads the same as the ones written before this model existed.
+        unset = {k for k in ("registry", "cancelled") if not getattr(self, k)}
+        return self.model_dump(mode="json", exclude=unset)

@@ -158,7 +158,7 @@ def run_context_test(
         write_progress(url, job, progress(req, state, job))
         speed = rows.speeds.get(state.use_good or -1)
         stopped = summary(job, req, state, resume, speed, stopped="cancelled")
-        return {**stopped, "cancelled": True}
+        return stopped.model_copy(update={"cancelled": True}).to_row()
     speed = rows.speeds.get(res.optimal) if res.optimal is not None else None
     if req.ctx is not None:
         passed = res.optimal == req.ctx
@@ -169,7 +169,9 @@ def run_context_test(
     write_registry(url, known.row_id, columns)
     write_progress(url, job, progress(req, state, job, done=res.stop_reason))
     registry = {k: columns[k] for k in REGISTRY_KEYS}
-    return {**summary(job, req, state, resume, speed), "registry": registry}
+    return (
+        summary(job, req, state, resume, speed).model_copy(update={"registry": registry}).to_row()
+    )
 
 
 __all__ = ["run_context_test"]

@@ -13,6 +13,7 @@ from typing import Any
 from lmstrix.db import utcnow
 from lmstrix.domain.context_search import ProbeRequest, SearchState, StopReason, TestPoint, result
 from lmstrix.domain.context_test_request import ContextTestRequest
+from lmstrix.domain.payloads import ContextTestJobResult, ContextTestResumed
 from lmstrix.domain.search_resume import Resume
 from lmstrix.domain.verdicts import Speed
 from lmstrix.jobs.store import ClaimedJob
@@ -81,36 +82,36 @@ def summary(
     speed: Speed | None,
     *,
     stopped: str | None = None,
-) -> dict[str, Any]:
+) -> ContextTestJobResult:
     """The job's result: the verdict, how it was reached and what it resumed from."""
     res = result(state)
     fresh = req.reset or req.ctx is not None
-    return {
-        "model_id": job.model,
-        "host": job.host,
-        "optimal_context": res.optimal,
-        "failure_point": res.failure_point,
-        "loadable_context": res.loadable,
-        "stop_reason": stopped or res.stop_reason.value,
-        "converged": stopped is None and res.converged,
-        "single_size": req.ctx,
-        "lower": res.lower,
-        "upper": res.upper,
-        "granularity": res.granularity,
-        "iterations": res.iterations,
-        "load_probes": res.load_probes,
-        "use_probes": res.use_probes,
-        "probe_seconds": round(res.seconds, 3),
-        "time_to_first_token": None if speed is None else speed.time_to_first_token,
-        "tokens_per_second": None if speed is None else speed.tokens_per_second,
-        "test_points": [point_dict(p) for p in res.points],
-        "resumed": {
-            "known_good": None if fresh else resume.known.good,
-            "known_bad": None if fresh else resume.known.bad,
-            "in_flight": list(resume.in_flight),
-            "history": len(resume.history),
-        },
-    }
+    return ContextTestJobResult(
+        model_id=job.model,
+        host=job.host,
+        optimal_context=res.optimal,
+        failure_point=res.failure_point,
+        loadable_context=res.loadable,
+        stop_reason=stopped or res.stop_reason.value,
+        converged=stopped is None and res.converged,
+        single_size=req.ctx,
+        lower=res.lower,
+        upper=res.upper,
+        granularity=res.granularity,
+        iterations=res.iterations,
+        load_probes=res.load_probes,
+        use_probes=res.use_probes,
+        probe_seconds=round(res.seconds, 3),
+        time_to_first_token=None if speed is None else speed.time_to_first_token,
+        tokens_per_second=None if speed is None else speed.tokens_per_second,
+        test_points=[point_dict(p) for p in res.points],
+        resumed=ContextTestResumed(
+            known_good=None if fresh else resume.known.good,
+            known_bad=None if fresh else resume.known.bad,
+            in_flight=list(resume.in_flight),
+            history=len(resume.history),
+        ),
+    )
 
 
 __all__ = ["point_dict", "progress", "summary"]
