@@ -9,7 +9,10 @@ The public classes are importable from here; each is loaded on first use, so ``i
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+# Not ``from typing import TYPE_CHECKING``: importing typing would double what ``import lmstrix``
+# costs, and the names below are for type checkers only.
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 
@@ -76,6 +79,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from lmstrix.api.exceptions import (
         ConfigurationError,
         ContextLimitExceededError,
