@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 from lmstrix.api.client import LMStudioClient
+from lmstrix.domain.queue_settings import QueueSettings
 from lmstrix.domain.scheduler import PRIORITY_BATCH
 from lmstrix.jobs.embedded import EmbeddedWorker
 from lmstrix.jobs.notify import LocalNotifier
-from lmstrix.jobs.settings import QueueSettings
 from lmstrix.jobs.store import JobStore
 from lmstrix.testing import LMStudioEmulator
 

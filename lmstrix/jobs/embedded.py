@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable
 
 from lmstrix.api.client import LMStudioClient
+from lmstrix.domain.queue_settings import QueueSettings
 from lmstrix.jobs.doorbell import Doorbell, local_doorbell
 from lmstrix.jobs.notify import Notifier, local_notifier
 from lmstrix.jobs.reaper import reap
 from lmstrix.jobs.runner import JobRunner
-from lmstrix.jobs.settings import QueueSettings
 from lmstrix.jobs.store import JobStore
 
 log = logging.getLogger(__name__)

@@ -25,10 +25,10 @@ from lmstrix.db import JobKind, JobStatus
 from lmstrix.domain.errors import ErrorPayload, LMStrixError, LMStudioConnectionError
 from lmstrix.domain.load_sizing import load_context_for
 from lmstrix.domain.payloads import InferenceJobResult, LoadedModelInfo
+from lmstrix.domain.queue_settings import QueueSettings
 from lmstrix.domain.requests import inference_request
 from lmstrix.domain.scheduler import HostState, QueuedJob, next_state
 from lmstrix.jobs.notify import Notifier
-from lmstrix.jobs.settings import QueueSettings
 from lmstrix.jobs.store import Claim, ClaimedJob, JobStore, JobView
 
 log = logging.getLogger(__name__)

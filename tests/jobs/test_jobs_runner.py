@@ -25,11 +25,11 @@ from lmstrix.domain.budget import check_fits
 from lmstrix.domain.errors import ErrorPayload
 from lmstrix.domain.load_sizing import DEFAULT_CONTEXT, choose_load_context
 from lmstrix.domain.payloads import InferenceJobResult
+from lmstrix.domain.queue_settings import QueueSettings
 from lmstrix.domain.routing import choose_host
 from lmstrix.jobs.doorbell import BrokerUnavailableError
 from lmstrix.jobs.notify import LocalNotifier
 from lmstrix.jobs.runner import JobRunner
-from lmstrix.jobs.settings import QueueSettings
 from lmstrix.jobs.store import JobStore
 from lmstrix.jobs.wait import wait_until_final
 from lmstrix.testing import LMStudioEmulator
