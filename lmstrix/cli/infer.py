@@ -12,6 +12,7 @@ from lmstrix.cli.errors import handle_errors
 from lmstrix.cli.output import echo_json, echo_submitted
 from lmstrix.core.config import Config
 from lmstrix.core.inference_manager import InferenceManager
+from lmstrix.domain.errors import ValidationError
 from lmstrix.domain.scheduler import PRIORITY_BATCH
 
 
@@ -31,6 +32,21 @@ def _stats_line(result: dict[str, Any]) -> str:
         + (f", {tps:.1f} tok/s" if tps else "")
         + f", job {result['job_id']}"
     )
+
+
+def read_prompt(prompt: str | None) -> str:
+    """PROMPT as given, or standard input when it is ``-`` or left out and input is piped in
+    (``echo "..." | lmstrix infer -m M``)."""
+    if prompt is not None and prompt != "-":
+        return prompt
+    if prompt is None and sys.stdin.isatty():
+        raise ValidationError(
+            "prompt", None, "give PROMPT as an argument, or pipe it in (PROMPT '-' reads stdin)"
+        )
+    text = sys.stdin.read()
+    if not text.strip():
+        raise ValidationError("prompt", text, "standard input was empty; pipe the prompt in")
+    return text
 
 
 def _sampling_options(fn: Any) -> Any:
@@ -56,7 +72,7 @@ def _sampling_options(fn: Any) -> Any:
 
 
 @click.command()
-@click.argument("prompt")
+@click.argument("prompt", required=False)
 @_sampling_options
 @click.option(
     "--timeout",
@@ -73,7 +89,7 @@ def _sampling_options(fn: Any) -> Any:
 )
 @handle_errors
 def infer(
-    prompt: str,
+    prompt: str | None,
     model_id: str,
     out_ctx: str,
     max_tokens: int | None,
@@ -86,12 +102,15 @@ def infer(
     as_json: bool,
     stream: bool,
 ) -> None:
-    """Run PROMPT through the queue and print the response (stats on stderr)."""
+    """Run PROMPT through the queue and print the response (stats on stderr).
+
+    PROMPT ``-`` (or none, with input piped in) reads the prompt from standard input."""
+    text = read_prompt(prompt)
     manager = InferenceManager(timeout=timeout)
     try:
         job = manager.submit(
             model_id,
-            prompt,
+            text,
             _out_ctx(out_ctx),
             temperature,
             top_p,
@@ -114,12 +133,12 @@ def infer(
 
 
 @click.command(name="infer")
-@click.argument("prompt")
+@click.argument("prompt", required=False)
 @_sampling_options
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @handle_errors
 def submit_infer(
-    prompt: str,
+    prompt: str | None,
     model_id: str,
     out_ctx: str,
     max_tokens: int | None,
@@ -130,13 +149,14 @@ def submit_infer(
     host: str | None,
     as_json: bool,
 ) -> None:
-    """Queue one inference (batch priority) and print its job id."""
+    """Queue one inference (batch priority) and print its job id; PROMPT ``-`` reads stdin."""
+    text = read_prompt(prompt)
     config = Config.load()
     manager = InferenceManager(config=config)
     try:
         job = manager.submit(
             model_id,
-            prompt,
+            text,
             _out_ctx(out_ctx),
             temperature,
             top_p,

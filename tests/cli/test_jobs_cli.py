@@ -48,9 +48,29 @@ def env(
     embedded.stop_all()
 
 
-def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), input=stdin, catch_exceptions=False)
     return result.exit_code, result.stdout, result.stderr
+
+
+def test_infer_reads_a_piped_prompt(env: dict[str, str]) -> None:
+    code, out, err = run("infer", "-", "-m", MODEL, stdin="say piped words\n")
+    assert code == 0, err
+    assert out.strip() == "piped words"
+    code, out, err = run("infer", "-m", MODEL, stdin="say no argument")
+    assert code == 0 and out.strip() == "no argument", err
+    code, out, err = run("submit", "infer", "-", "-m", MODEL, stdin="say queued")
+    assert code == 0, err
+    code, out, _ = run("jobs", "show", out.strip(), "--json")
+    assert json.loads(out)["request"]["prompt"] == "say queued"
+
+
+def test_infer_refuses_an_empty_piped_prompt(
+    env: dict[str, str], lmstudio_emulator: LMStudioEmulator
+) -> None:
+    code, _, err = run("infer", "-", "-m", MODEL, stdin="  \n")
+    assert code == 2 and "prompt" in err and "empty" in err
+    assert lmstudio_emulator.counters.inferences == 0
 
 
 def test_infer_prints_response_and_stats(env: dict[str, str]) -> None:
