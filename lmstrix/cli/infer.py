@@ -14,6 +14,7 @@ from lmstrix.core.config import Config
 from lmstrix.core.inference_manager import InferenceManager
 from lmstrix.domain.errors import ValidationError
 from lmstrix.domain.scheduler import PRIORITY_BATCH
+from lmstrix.loaders.context_loader import ContextLoader
 
 
 def _out_ctx(value: str) -> int | str:
@@ -34,9 +35,13 @@ def _stats_line(result: dict[str, Any]) -> str:
     )
 
 
-def read_prompt(prompt: str | None) -> str:
-    """PROMPT as given, or standard input when it is ``-`` or left out and input is piped in
-    (``echo "..." | lmstrix infer -m M``)."""
+def read_prompt(prompt: str | None, file: str | None = None) -> str:
+    """PROMPT as given; the text of ``--file``; or standard input when PROMPT is ``-`` or left
+    out and input is piped in (``echo "..." | lmstrix infer -m M``)."""
+    if file is not None:
+        if prompt is not None:
+            raise ValidationError("prompt", prompt, "give PROMPT or --file, not both")
+        return ContextLoader().load_text_file(file)
     if prompt is not None and prompt != "-":
         return prompt
     if prompt is None and sys.stdin.isatty():
@@ -65,6 +70,12 @@ def _sampling_options(fn: Any) -> Any:
             click.option("--top-k", type=int, default=-1, show_default=True),
             click.option("--system", "system_prompt", help="System prompt."),
             click.option("--host", help="Run on this configured host (default: any with it)."),
+            click.option(
+                "--file",
+                "prompt_file",
+                type=click.Path(dir_okay=False),
+                help="Read the prompt from this text file (instead of PROMPT).",
+            ),
         ]
     ):
         fn = option(fn)
@@ -98,6 +109,7 @@ def infer(
     top_k: int,
     system_prompt: str | None,
     host: str | None,
+    prompt_file: str | None,
     timeout: float,
     as_json: bool,
     stream: bool,
@@ -105,7 +117,7 @@ def infer(
     """Run PROMPT through the queue and print the response (stats on stderr).
 
     PROMPT ``-`` (or none, with input piped in) reads the prompt from standard input."""
-    text = read_prompt(prompt)
+    text = read_prompt(prompt, prompt_file)
     manager = InferenceManager(timeout=timeout)
     try:
         job = manager.submit(
@@ -147,10 +159,11 @@ def submit_infer(
     top_k: int,
     system_prompt: str | None,
     host: str | None,
+    prompt_file: str | None,
     as_json: bool,
 ) -> None:
     """Queue one inference (batch priority) and print its job id; PROMPT ``-`` reads stdin."""
-    text = read_prompt(prompt)
+    text = read_prompt(prompt, prompt_file)
     config = Config.load()
     manager = InferenceManager(config=config)
     try:

@@ -65,6 +65,17 @@ def test_infer_reads_a_piped_prompt(env: dict[str, str]) -> None:
     assert json.loads(out)["request"]["prompt"] == "say queued"
 
 
+def test_infer_reads_the_prompt_from_a_file(env: dict[str, str], tmp_path: Path) -> None:
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("say from a file", encoding="utf-8")
+    code, out, err = run("infer", "--file", str(prompt), "-m", MODEL)
+    assert code == 0 and out.strip() == "from a file", err
+    code, _, err = run("infer", "say both", "--file", str(prompt), "-m", MODEL)
+    assert code == 2 and "not both" in err
+    code, _, err = run("infer", "--file", str(tmp_path / "missing.txt"), "-m", MODEL)
+    assert code == 2 and "no such file" in err
+
+
 def test_infer_refuses_an_empty_piped_prompt(
     env: dict[str, str], lmstudio_emulator: LMStudioEmulator
 ) -> None:
