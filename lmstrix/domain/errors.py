@@ -329,17 +329,40 @@ class InferenceError(LMStrixError):
 
 
 class InferenceTimeoutError(LMStrixError):
-    """A job did not finish within the caller's timeout (the job was cancelled)."""
+    """A job did not finish within the caller's timeout. ``cancelled`` says whether the caller
+    cancelled it then; otherwise ``status`` is where the job still stands (it goes on)."""
 
-    def __init__(self, job_id: str | None, waited_seconds: float, *, model_id: str | None = None):
+    def __init__(
+        self,
+        job_id: str | None,
+        waited_seconds: float,
+        *,
+        model_id: str | None = None,
+        cancelled: bool = True,
+        status: str | None = None,
+    ):
         job = f"job {job_id}" if job_id else "the request"
+        if cancelled or job_id is None:
+            message = (
+                f"{job} did not finish within {waited_seconds:.1f}s and was cancelled; raise the "
+                "timeout, or check the host's worker with `lmstrix jobs list` and `lmstrix hosts`"
+            )
+        else:
+            message = (
+                f"{job} did not finish within {waited_seconds:.1f}s; it is still "
+                f"{status or 'queued'} and goes on: `lmstrix jobs wait {job_id}` waits again, "
+                f"`lmstrix jobs cancel {job_id}` stops it"
+            )
         super().__init__(
-            f"{job} did not finish within {waited_seconds:.1f}s and was cancelled; raise the "
-            "timeout, or check the host's worker with `lmstrix jobs` and `lmstrix hosts`",
+            message,
             job_id=job_id,
             waited_seconds=waited_seconds,
             model_id=model_id,
+            cancelled=cancelled,
+            status=status,
         )
+        self.cancelled = cancelled
+        self.status = status
         self.job_id = job_id
         self.waited_seconds = waited_seconds
         self.model_id = model_id

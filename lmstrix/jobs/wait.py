@@ -121,9 +121,15 @@ class _Looks:
         self.last = self.store.get(self.job_id)
         return self.last.finished
 
-    def timeout(self, started: float) -> InferenceTimeoutError:
+    def timeout(self, started: float, *, cancelled: bool, status: str) -> InferenceTimeoutError:
         model = self.last.model if self.last is not None else None
-        return InferenceTimeoutError(self.job_id, time.monotonic() - started, model_id=model)
+        return InferenceTimeoutError(
+            self.job_id,
+            time.monotonic() - started,
+            model_id=model,
+            cancelled=cancelled,
+            status=status,
+        )
 
 
 def wait_for_job(
@@ -155,9 +161,8 @@ def wait_for_job(
         notifier.forget(job_id)
     if done and looks.last is not None:
         return looks.last
-    if cancel_on_timeout:
-        store.cancel(job_id)
-    raise looks.timeout(started)
+    status = store.cancel(job_id).status if cancel_on_timeout else store.status(job_id)
+    raise looks.timeout(started, cancelled=cancel_on_timeout, status=status)
 
 
 async def await_job(
@@ -186,5 +191,7 @@ async def await_job(
     if done and looks.last is not None:
         return looks.last
     if cancel_on_timeout:
-        await asyncio.to_thread(store.cancel, job_id)
-    raise looks.timeout(started)
+        status = (await asyncio.to_thread(store.cancel, job_id)).status
+    else:
+        status = await asyncio.to_thread(store.status, job_id)
+    raise looks.timeout(started, cancelled=cancel_on_timeout, status=status)

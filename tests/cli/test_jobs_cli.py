@@ -138,3 +138,18 @@ def test_parse_duration() -> None:
     assert parse_duration("7d").days == 7
     with pytest.raises(click.BadParameter):
         parse_duration("soon")
+
+
+def test_jobs_wait_timeout_tells_the_jobs_real_state(env: dict[str, str]) -> None:
+    _, out, _ = run("submit", "infer", "say waited for", "-m", MODEL)
+    job_id = out.strip()
+    code, _, err = run("jobs", "wait", job_id, "--timeout", "0.2")
+    assert code == 9
+    assert "still queued" in err and f"lmstrix jobs wait {job_id}" in err
+    assert "cancelled" not in err
+    _, out, _ = run("jobs", "show", job_id, "--json")
+    assert json.loads(out)["status"] == "queued"
+    code, _, err = run("jobs", "wait", job_id, "--timeout", "0.2", "--cancel-on-timeout")
+    assert code == 9 and "was cancelled" in err
+    _, out, _ = run("jobs", "show", job_id, "--json")
+    assert json.loads(out)["status"] == "cancelled"
