@@ -17,17 +17,18 @@ from lmstrix.core.jobs import JobManager
 
 @click.command()
 @click.option("--host", "host_name", required=True, help="The configured host to serve.")
-@click.option("--once", is_flag=True, help="Embedded mode: drain the queue, then exit.")
+@click.option("--once", is_flag=True, help="Drain the host's queue in this process, then exit.")
 @handle_errors
 def worker(host_name: str, once: bool) -> None:
     """Run the worker of one host.
 
     With Redis configured this is `dramatiq lmstrix.workers --processes 1 --threads 1 --queues
-    lmstudio.<host>`; without, it drains the host's SQL queue in this process.
+    lmstudio.<host>`; without, it runs the host's SQL queue in this process. `--once` drains the
+    queue here and exits, in both modes (waiters are told through Redis when it is configured).
     """
     with JobManager() as manager:
         manager.host(host_name)  # a clear error for an unknown host, before anything starts
-        if manager.distributed:
+        if manager.distributed and not once:
             argv = manager.worker_argv(host_name)
             os.execv(argv[0], argv)
 

@@ -18,7 +18,6 @@ from lmstrix.core.config import Config, HostConfig
 from lmstrix.core.job_service import open_job_service
 from lmstrix.jobs.doorbell import queue_name
 from lmstrix.jobs.embedded import EmbeddedWorker
-from lmstrix.jobs.notify import local_notifier
 from lmstrix.jobs.reaper import reap
 from lmstrix.jobs.runner import JobRunner
 from lmstrix.jobs.service import JobService
@@ -148,8 +147,10 @@ class JobManager:
         if once:
             reap(service.store, None)
             with service.client_for(hc) as client:
+                # The service's notifier: through Redis when configured, so that waiters in
+                # other processes hear of the jobs this drain finishes.
                 runner = JobRunner(
-                    service.store, host, client, local_notifier(), settings=service.settings
+                    service.store, host, client, service.notifier, settings=service.settings
                 )
                 try:
                     return runner.drain()

@@ -1,14 +1,17 @@
-"""The queue's CLI commands in embedded mode (SQLite file, the emulator over HTTP)."""
+"""The queue's CLI commands: embedded mode on a SQLite file against the emulator over HTTP, and
+`worker --once` with Redis configured."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
+from helpers.dramatiq_worker import require_redis
 
 from lmstrix.cli.infer import infer
 from lmstrix.cli.jobs import jobs, parse_duration
@@ -153,3 +156,22 @@ def test_jobs_wait_timeout_tells_the_jobs_real_state(env: dict[str, str]) -> Non
     assert code == 9 and "was cancelled" in err
     _, out, _ = run("jobs", "show", job_id, "--json")
     assert json.loads(out)["status"] == "cancelled"
+
+
+@pytest.mark.redis
+def test_worker_once_drains_and_exits_in_distributed_mode(
+    env: dict[str, str], lmstudio_emulator: LMStudioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With Redis configured, `worker --once` runs the queued jobs here and returns; it does
+    not become a long-running dramatiq worker."""
+    host = f"once{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("LMSTRIX_HOSTS", f"{host}={lmstudio_emulator.url}")
+    monkeypatch.setenv("LMSTRIX_REDIS_URL", require_redis())
+    _, out, err = run("submit", "infer", "say drained once", "-m", MODEL)
+    job_id = out.strip()
+    assert job_id, err
+    code, _, err = run("worker", "--host", host, "--once")
+    assert code == 0 and "ran 1 job(s)" in err
+    _, out, _ = run("jobs", "show", job_id, "--json")
+    assert json.loads(out)["status"] == "succeeded"
+    assert lmstudio_emulator.counters.inferences == 1
