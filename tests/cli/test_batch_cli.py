@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers.configs import CliEnv
 
 from lmstrix.cli import cli
-from lmstrix.jobs import embedded
 from lmstrix.testing import DEFAULT_MODELS, EmulatedModel, LMStudioEmulator
 
 MODEL = "llama-3.2-1b-instruct"
@@ -40,29 +40,14 @@ def emulator(make_emulator: Callable[..., LMStudioEmulator]) -> LMStudioEmulator
 
 
 @pytest.fixture
-def run(
-    emulator: LMStudioEmulator,
-    database_url: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Run]:
-    env = {
-        "LMSTRIX_HOSTS": f"h1={emulator.url}",
-        "LMSTRIX_DATABASE_URL": database_url,
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "LMSTRIX_QUEUE__RETRY_DELAYS": "0.01",
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("LMSTRIX_REDIS_URL", raising=False)
-    monkeypatch.delenv("LMSTRIX_CONFIG", raising=False)
+def run(emulator: LMStudioEmulator, database_url: str, cli_env: CliEnv) -> Run:
+    cli_env(emulator.url, database_url)
 
     def invoke(*args: str) -> tuple[int, str, str]:
         result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
         return result.exit_code, result.stdout, result.stderr
 
-    yield invoke
-    embedded.stop_all()
+    return invoke
 
 
 @pytest.fixture

@@ -4,17 +4,17 @@ HTTP, the in-process worker)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers.configs import CliEnv
 
 from lmstrix.cli import cli
 from lmstrix.core.context_tester import RESULT_KEYS
 from lmstrix.core.models import ModelRegistry
 from lmstrix.domain.probe_sizing import PromptBudget
-from lmstrix.jobs import embedded
 from lmstrix.jobs.context_test import read_probes
 from lmstrix.jobs.store import JobStore
 from lmstrix.testing import EMBEDDING_KEY, EmulatedModel, LMStudioEmulator
@@ -38,22 +38,9 @@ def emu(make_emulator: Callable[..., LMStudioEmulator]) -> LMStudioEmulator:
 
 
 @pytest.fixture
-def env(
-    emu: LMStudioEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[dict[str, str]]:
-    values = {
-        "LMSTRIX_HOSTS": f"h1={emu.url}",
-        "LMSTRIX_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "LMSTRIX_QUEUE__RETRY_DELAYS": "0.01",
-        "LMSTRIX_LMSTUDIO__MAX_RETRIES": "0",
-    }
-    for k, v in values.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("LMSTRIX_REDIS_URL", raising=False)
-    monkeypatch.delenv("LMSTRIX_CONFIG", raising=False)
-    yield values
-    embedded.stop_all()
+def env(emu: LMStudioEmulator, tmp_path: Path, cli_env: CliEnv) -> dict[str, str]:
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    return cli_env(emu.url, db, LMSTRIX_LMSTUDIO__MAX_RETRIES="0")
 
 
 def run(*args: str) -> tuple[int, str, str]:

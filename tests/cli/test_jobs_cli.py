@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
+from helpers.configs import CliEnv
 from helpers.dramatiq_worker import require_redis
 
 from lmstrix.cli.infer import infer
 from lmstrix.cli.jobs import jobs, parse_duration
 from lmstrix.cli.submit import submit
 from lmstrix.cli.worker import worker
-from lmstrix.jobs import embedded
 from lmstrix.testing import LMStudioEmulator
 
 MODEL = "llama-3.2-1b-instruct"
@@ -34,21 +33,8 @@ for _c in (infer, submit, jobs, worker):
 
 
 @pytest.fixture
-def env(
-    lmstudio_emulator: LMStudioEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[dict[str, str]]:
-    values = {
-        "LMSTRIX_HOSTS": f"h1={lmstudio_emulator.url}",
-        "LMSTRIX_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "LMSTRIX_QUEUE__RETRY_DELAYS": "0.01",
-    }
-    for k, v in values.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("LMSTRIX_REDIS_URL", raising=False)
-    monkeypatch.delenv("LMSTRIX_CONFIG", raising=False)
-    yield values
-    embedded.stop_all()
+def env(lmstudio_emulator: LMStudioEmulator, tmp_path: Path, cli_env: CliEnv) -> dict[str, str]:
+    return cli_env(lmstudio_emulator.url, f"sqlite:///{tmp_path / 'cli.db'}")
 
 
 def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lmstrix.testing import LMStudioEmulator
 from lmstrix.utils.config import Config
 
 Host = LMStudioEmulator | str | tuple[str, str]
+
+# ``cli_env(host_url, database_url, **more)``: the CLI tests' environment (tests/cli/conftest.py).
+CliEnv = Callable[..., dict[str, str]]
 
 
 def config_for(
