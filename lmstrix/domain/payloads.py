@@ -1,5 +1,5 @@
-"""What an inference job's row holds as its result, typed: written by the worker, read by the
-facades and the batch output file.
+"""What a job's row holds as its result, typed: written by the worker, read by the facades, the
+CLI and the batch output file.
 
 The row stores it as JSON and rows outlive versions, so reading is lenient: a key that is missing
 or null reads as its no-answer value (a failed job's row holds only its error's details), and
@@ -9,11 +9,27 @@ keys this version does not know are ignored.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict
 
 from lmstrix.domain.requests import validate_request
+
+
+class RowPayload(BaseModel):
+    """A job result as its row stores it; read leniently (see the module docstring)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any] | None) -> Self:
+        present = {k: v for k, v in (row or {}).items() if v is not None}
+        result = validate_request(cls, present)
+        assert isinstance(result, cls)
+        return result
+
+    def to_row(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
 
 
 class LoadedModelInfo(BaseModel):
@@ -30,10 +46,8 @@ class LoadedModelInfo(BaseModel):
     reduced: bool = False
 
 
-class InferenceJobResult(BaseModel):
+class InferenceJobResult(RowPayload):
     """The result of one chat completion, as an ``inference`` or ``batch_item`` row stores it."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
     response: str = ""
     prompt_tokens: int = 0
@@ -49,16 +63,6 @@ class InferenceJobResult(BaseModel):
     wall_time: float | None = None
     model_info: LoadedModelInfo | None = None
 
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any] | None) -> InferenceJobResult:
-        present = {k: v for k, v in (row or {}).items() if v is not None}
-        result = validate_request(cls, present)
-        assert isinstance(result, InferenceJobResult)
-        return result
-
-    def to_row(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
 
 class ContextTestResumed(BaseModel):
     """What a context test started from: the sizes already known good and bad, the probes a
@@ -72,11 +76,9 @@ class ContextTestResumed(BaseModel):
     history: int = 0
 
 
-class ContextTestJobResult(BaseModel):
+class ContextTestJobResult(RowPayload):
     """The result of a ``context_test`` job, as its row stores it: the verdict of the search,
     how it was reached, what it resumed from, and the registry columns it wrote."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
     model_id: str | None = None
     host: str | None = None
@@ -101,13 +103,6 @@ class ContextTestJobResult(BaseModel):
     # The registry columns the verdict wrote (absent when the test was cancelled first).
     registry: dict[str, Any] | None = None
     cancelled: bool = False
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any] | None) -> ContextTestJobResult:
-        present = {k: v for k, v in (row or {}).items() if v is not None}
-        result = validate_request(cls, present)
-        assert isinstance(result, ContextTestJobResult)
-        return result
 
     def to_row(self) -> dict[str, Any]:
         # ``registry`` and ``cancelled`` are written only when they say something, so a row

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -194,35 +193,6 @@ class RedisNotifier:
         if self._aredis is not None:
             await self._aredis.aclose()
             self._aredis = None
-
-
-class PollingNotifier:
-    """No notifications at all: the waiter's growing slices are plain polling with backoff."""
-
-    hands_over_rows = False
-
-    def notify_done(self, job_id: str, final: JobView | None = None) -> None:
-        pass
-
-    def wait_done(self, job_id: str, timeout: float) -> bool:
-        time.sleep(max(timeout, 0.0))
-        return False
-
-    async def wait_done_async(self, job_id: str, timeout: float) -> bool:
-        await asyncio.sleep(max(timeout, 0.0))
-        return False
-
-    def handed_over(self, job_id: str) -> JobView | None:
-        return None
-
-    def forget(self, job_id: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
 
 
 _local = LocalNotifier()

@@ -121,14 +121,14 @@ class _Looks:
         self.last = self.store.get(self.job_id)
         return self.last.finished
 
-    def timeout(self, started: float, *, cancelled: bool, status: str) -> InferenceTimeoutError:
+    def give_up(self, started: float, cancel: bool) -> InferenceTimeoutError:
+        """Cancel the job if asked, and the error that says where it now stands."""
+        waited = time.monotonic() - started
+        store = self.store
+        status = store.cancel(self.job_id).status if cancel else store.status(self.job_id)
         model = self.last.model if self.last is not None else None
         return InferenceTimeoutError(
-            self.job_id,
-            time.monotonic() - started,
-            model_id=model,
-            cancelled=cancelled,
-            status=status,
+            self.job_id, waited, model_id=model, cancelled=cancel, status=status
         )
 
 
@@ -161,8 +161,7 @@ def wait_for_job(
         notifier.forget(job_id)
     if done and looks.last is not None:
         return looks.last
-    status = store.cancel(job_id).status if cancel_on_timeout else store.status(job_id)
-    raise looks.timeout(started, cancelled=cancel_on_timeout, status=status)
+    raise looks.give_up(started, cancel_on_timeout)
 
 
 async def await_job(
@@ -190,8 +189,4 @@ async def await_job(
         notifier.forget(job_id)
     if done and looks.last is not None:
         return looks.last
-    if cancel_on_timeout:
-        status = (await asyncio.to_thread(store.cancel, job_id)).status
-    else:
-        status = await asyncio.to_thread(store.status, job_id)
-    raise looks.timeout(started, cancelled=cancel_on_timeout, status=status)
+    raise await asyncio.to_thread(looks.give_up, started, cancel_on_timeout)
