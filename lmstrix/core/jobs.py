@@ -9,14 +9,13 @@ submitting of work to the facades that know what the work is (``InferenceManager
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from lmstrix.core.config import Config, HostConfig
 from lmstrix.core.job_service import open_job_service
-from lmstrix.jobs.doorbell import queue_name
+from lmstrix.jobs.doorbell import worker_command
 from lmstrix.jobs.embedded import EmbeddedWorker
 from lmstrix.jobs.reaper import reap
 from lmstrix.jobs.runner import JobRunner
@@ -113,18 +112,7 @@ class JobManager:
     def worker_argv(self, host: str) -> list[str]:
         """The command line of a dramatiq worker serving ``host`` alone (distributed mode)."""
         self.host(host)  # a clear error for an unknown host, before anything starts
-        return [
-            sys.executable,
-            "-m",
-            "dramatiq",
-            "lmstrix.workers",
-            "--processes",
-            "1",
-            "--threads",
-            "1",
-            "--queues",
-            queue_name(host),
-        ]
+        return worker_command(host)
 
     def run_worker(
         self,

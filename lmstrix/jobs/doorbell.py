@@ -13,6 +13,7 @@ of dramatiq's poll interval. Embedded: a call into the in-process worker of that
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -49,6 +50,23 @@ def sanitize_host(name: str) -> str:
 
 def queue_name(host: str) -> str:
     return QUEUE_PREFIX + sanitize_host(host)
+
+
+def worker_command(host: str) -> list[str]:
+    """The command line of the distributed worker of ``host``: one dramatiq process with one
+    thread on the host's queue alone, so that it is the only caller of that host."""
+    return [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "lmstrix.workers",
+        "--processes",
+        "1",
+        "--threads",
+        "1",
+        "--queues",
+        queue_name(host),
+    ]
 
 
 class Doorbell(Protocol):

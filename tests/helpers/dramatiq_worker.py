@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
 import pytest
 import redis
+
+from lmstrix.jobs.doorbell import worker_command
 
 REDIS_URL = os.environ.get("LMSTRIX_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 
@@ -62,18 +63,7 @@ class DramatiqWorkers:
         name = log_name or f"worker-{host}-{len(self.procs)}.log"
         with (self.tmp / name).open("ab") as log:
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "dramatiq",
-                    "lmstrix.workers",
-                    "--processes",
-                    "1",
-                    "--threads",
-                    "1",
-                    "--queues",
-                    f"lmstudio.{host}",
-                ],
+                worker_command(host),
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
