@@ -6,5 +6,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 EXTRAS=dev source "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"
-"$ROOT/.venv/bin/lint-imports" >/dev/null || "$ROOT/.venv/bin/lint-imports"  # the import contracts (pyproject.toml)
 exec "$ROOT/.venv/bin/python" -m pytest "$@"
