@@ -41,6 +41,9 @@ EXIT_CODES: dict[type[LMStrixError], int] = {
     JobNotFound: 10,
 }
 
+# Ctrl-C: the shell's convention, 128 + SIGINT.
+INTERRUPTED = 130
+
 # A scan or probe that reached no host: the exit code of a connection error.
 NO_HOST_ANSWERED = EXIT_CODES[LMStudioConnectionError]
 
@@ -65,8 +68,12 @@ def handle_errors(fn: F) -> F:
                 raise
             click.echo(f"error: {exc}", err=True)
             sys.exit(exit_code_for(exc))
+        except KeyboardInterrupt:
+            # What the interrupted call owned (an infer's job) was cancelled on the way out.
+            click.echo("interrupted", err=True)
+            sys.exit(INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]
 
 
-__all__ = ["EXIT_CODES", "NO_HOST_ANSWERED", "exit_code_for", "handle_errors"]
+__all__ = ["EXIT_CODES", "INTERRUPTED", "NO_HOST_ANSWERED", "exit_code_for", "handle_errors"]

@@ -11,7 +11,7 @@ import click
 from lmstrix.cli.errors import handle_errors
 from lmstrix.cli.output import echo_json, echo_submitted
 from lmstrix.core.config import Config
-from lmstrix.core.inference_manager import InferenceManager
+from lmstrix.core.inference_manager import InferenceManager, InferenceResult, InferenceStream
 from lmstrix.domain.errors import ValidationError
 from lmstrix.domain.scheduler import PRIORITY_BATCH
 from lmstrix.loaders.context_loader import ContextLoader
@@ -33,6 +33,16 @@ def _stats_line(result: dict[str, Any]) -> str:
         + (f", {tps:.1f} tok/s" if tps else "")
         + f", job {result['job_id']}"
     )
+
+
+def echo_pieces(pieces: InferenceStream) -> InferenceResult:
+    """Print each piece the moment it arrives (``click.echo`` flushes), then a newline; the
+    stream's result."""
+    for piece in pieces:
+        click.echo(piece, nl=False)
+    click.echo()
+    assert pieces.result is not None
+    return pieces.result
 
 
 def read_prompt(prompt: str | None, file: str | None = None) -> str:
@@ -94,9 +104,7 @@ def _sampling_options(fn: Any) -> Any:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
 @click.option(
-    "--stream",
-    is_flag=True,
-    help="Print the response as soon as it is there (the queue delivers it whole).",
+    "--stream", is_flag=True, help="Print the response piece by piece as the model writes it."
 )
 @handle_errors
 def infer(
@@ -118,26 +126,22 @@ def infer(
 
     PROMPT ``-`` (or none, with input piped in) reads the prompt from standard input."""
     text = read_prompt(prompt, prompt_file)
+    options = (_out_ctx(out_ctx), temperature, top_p, top_k, max_tokens, system_prompt)
     manager = InferenceManager(timeout=timeout)
     try:
-        job = manager.submit(
-            model_id,
-            text,
-            _out_ctx(out_ctx),
-            temperature,
-            top_p,
-            top_k,
-            max_tokens,
-            system_prompt,
-            host=host,
-        )
-        result = manager.wait(job.id)
+        if stream and not as_json:
+            with manager.stream(model_id, text, *options, host=host) as pieces:
+                result = echo_pieces(pieces)
+        else:
+            job = manager.submit(model_id, text, *options, host=host)
+            result = manager.wait(job.id)
     finally:
         manager.close()
     if as_json:
         echo_json(dict(result))
-    else:
+    elif not stream:
         click.echo(result["response"])
+    if not as_json:
         click.echo(_stats_line(result), err=True)
     if not result["succeeded"]:
         click.echo(f"error: {result['error']}", err=True)

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from lmstrix.cli.errors import handle_errors
+from lmstrix.cli.infer import echo_pieces
 from lmstrix.cli.output import echo_json
 from lmstrix.core.jobs import JobManager, JobView
 
@@ -102,6 +103,28 @@ def jobs_wait(job_id: str, timeout: float, cancel_on_timeout: bool, as_json: boo
         click.echo(job.result["response"])
     click.echo(_job_line(job), err=True)
     if job.status != "succeeded":
+        sys.exit(1)
+
+
+@jobs.command(name="follow")
+@click.argument("job_id")
+@click.option("--timeout", type=float, default=None, help="Seconds to follow (default: no limit).")
+@handle_errors
+def jobs_follow(job_id: str, timeout: float | None) -> None:
+    """Print an inference job's answer as it is written, from its start; exit 1 unless it
+    succeeded. Ctrl-C stops following and leaves the job running."""
+    with JobManager() as manager:
+        stream = manager.follow_job(job_id, timeout)
+        try:
+            result = echo_pieces(stream)
+        except KeyboardInterrupt:
+            click.echo(f"stopped following; job {job_id} goes on", err=True)
+            sys.exit(130)
+        job = manager.get_job(stream.job_id)
+    click.echo(_job_line(job), err=True)
+    if not result["succeeded"]:
+        if result["error"]:
+            click.echo(f"error: {result['error']}", err=True)
         sys.exit(1)
 
 

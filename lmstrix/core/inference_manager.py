@@ -17,10 +17,12 @@ from typing import Any
 
 from lmstrix.core.config import Config
 from lmstrix.core.inference_result import RESULT_KEYS, InferenceResult
+from lmstrix.core.inference_stream import AsyncInferenceStream, InferenceStream
 from lmstrix.core.job_service import open_job_service
 from lmstrix.core.prompt_loader import PromptLoader
 from lmstrix.domain.payloads import InferenceJobResult
 from lmstrix.domain.requests import InferenceOptions, inference_request
+from lmstrix.jobs.follow import JobFollower
 from lmstrix.jobs.service import SubmittedJob
 from lmstrix.jobs.store import JobView
 
@@ -131,6 +133,55 @@ class InferenceManager:
         )
         return self.wait(job.id)
 
+    def stream(
+        self,
+        model_id: str,
+        prompt: str,
+        out_ctx: int | str = "auto",
+        temperature: float = 0.7,
+        top_p: float = 1.0,
+        top_k: int = -1,
+        max_tokens: int | None = None,
+        system_prompt: str | None = None,
+        context_data: dict[str, Any] | None = None,
+        *,
+        host: str | None = None,
+    ) -> InferenceStream:
+        """``infer()``, with the answer's text pieces as they come::
+
+            stream = manager.stream("qwen3-4b", "Tell me a story")
+            for piece in stream:
+                print(piece, end="", flush=True)
+            print(stream.result["tokens_per_second"])
+
+        The job is queued before this returns (``stream.job_id``); ``stream.result`` is set when
+        the loop ends. Leaving the loop early (then closing or dropping the stream, or a ``with``
+        block) cancels the job. Past the manager's ``timeout`` the job is cancelled and
+        ``InferenceTimeoutError`` raised from the loop.
+        """
+        job = self.submit(
+            model_id,
+            prompt,
+            out_ctx,
+            temperature,
+            top_p,
+            top_k,
+            max_tokens,
+            system_prompt,
+            context_data,
+            host=host,
+        )
+        return InferenceStream(self.follow(job.id, owned=True), self._calibrate)
+
+    def follow(
+        self, job_id: str, *, timeout: float | None = None, owned: bool = False
+    ) -> JobFollower:
+        """A reader of a queued or running job's pieces from its start (``lmstrix jobs follow``);
+        ``owned`` cancels the job when the reader stops early."""
+        return self.service.follow(
+            job_id, self.timeout if timeout is None else timeout, owned=owned
+        )
+
     def infer_with_template(
         self,
         template_name: str,
@@ -200,6 +251,42 @@ class AsyncInferenceManager:
         )
         return await self.wait(job.id)
 
+    def stream(
+        self,
+        model_id: str,
+        prompt: str,
+        out_ctx: int | str = "auto",
+        temperature: float = 0.7,
+        top_p: float = 1.0,
+        top_k: int = -1,
+        max_tokens: int | None = None,
+        system_prompt: str | None = None,
+        context_data: dict[str, Any] | None = None,
+        *,
+        host: str | None = None,
+    ) -> AsyncInferenceStream:
+        """``async for piece in manager.stream(...)``: the twin of
+        :meth:`InferenceManager.stream`. ``stream = await manager.stream(...)`` queues the job
+        at once (``stream.job_id``); otherwise the first piece asked for queues it."""
+
+        async def start() -> JobFollower:
+            job = await asyncio.to_thread(
+                self.sync.submit,
+                model_id,
+                prompt,
+                out_ctx,
+                temperature,
+                top_p,
+                top_k,
+                max_tokens,
+                system_prompt,
+                context_data,
+                host=host,
+            )
+            return self.sync.follow(job.id, timeout=self.timeout, owned=True)
+
+        return AsyncInferenceStream(start, self.sync._calibrate)
+
     def _argument_order(self, model_id: str, prompt: str) -> tuple[str, str]:
         """The API doc's async example calls ``infer("Question 1", "model1")``: prompt first.
         When the first argument is no known model and the second one is, take them that way."""
@@ -229,4 +316,11 @@ class AsyncInferenceManager:
         return InferenceResult.from_job(await self.sync.service.wait_async(job_id, timeout))
 
 
-__all__ = ["RESULT_KEYS", "AsyncInferenceManager", "InferenceManager", "InferenceResult"]
+__all__ = [
+    "RESULT_KEYS",
+    "AsyncInferenceManager",
+    "AsyncInferenceStream",
+    "InferenceManager",
+    "InferenceResult",
+    "InferenceStream",
+]

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from lmstrix.core.config import Config, HostConfig
+from lmstrix.core.inference_stream import InferenceStream
 from lmstrix.core.job_service import open_job_service
 from lmstrix.jobs.doorbell import worker_command
 from lmstrix.jobs.embedded import EmbeddedWorker
@@ -83,6 +84,12 @@ class JobManager:
         """Block until the job is finished; past ``timeout`` raise ``InferenceTimeoutError``
         (cancelling the job first with ``cancel_on_timeout``)."""
         return self._service.wait(job_id, timeout, cancel_on_timeout=cancel_on_timeout)
+
+    def follow_job(self, job_id: str, timeout: float | None = None) -> InferenceStream:
+        """The answer of a queued or running inference job, piece by piece from its start, as
+        it is written; a finished job gives its whole answer at once. Stopping early leaves the
+        job running (it is not the reader's)."""
+        return InferenceStream(self._service.follow(job_id, timeout, owned=False))
 
     def cancel_job(self, job_id: str) -> JobView:
         """Cancel a job: a queued one at once, a running one at its next chunk or probe."""

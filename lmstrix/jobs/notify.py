@@ -11,19 +11,28 @@ another process without Redis, costs latency, never correctness.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import redis
+
+from lmstrix.domain.urls import mask_url_password
+from lmstrix.jobs.pieces import PieceChannel, RedisPieces, local_pieces
 
 if TYPE_CHECKING:
     import redis.asyncio as aredis
 
     from lmstrix.jobs.store import JobView
 
+log = logging.getLogger(__name__)
+
 DONE_KEY = "lmstrix:done:{}"
 DONE_TTL_SECONDS = 3600
+#: A waiter that finds Redis down says so once per this many seconds, not once per slice.
+UNAVAILABLE_WARN_EVERY = 30.0
 
 
 class Notifier(Protocol):
@@ -35,9 +44,13 @@ class Notifier(Protocol):
     #: the job is not done without reading the row.
     hands_over_rows: bool
 
+    #: Where the worker publishes a job's streamed pieces and readers follow them.
+    pieces: PieceChannel
+
     def notify_done(self, job_id: str, final: JobView | None = None) -> None:
-        """Say the job's row is final (after the commit). ``final`` is the committed row, which
-        an in-process waiter may use instead of reading it back."""
+        """Say the job's row is final (after the commit), to its waiter and to the readers of
+        its pieces. ``final`` is the committed row, which an in-process waiter may use instead
+        of reading it back."""
         ...
 
     def wait_done(self, job_id: str, timeout: float) -> bool:
@@ -69,6 +82,7 @@ class LocalNotifier:
     hands_over_rows = True
 
     def __init__(self) -> None:
+        self.pieces: PieceChannel = local_pieces()
         self._lock = threading.Lock()
         self._events: dict[str, threading.Event] = {}
         self._callbacks: dict[str, list[Callable[[], None]]] = {}
@@ -86,6 +100,7 @@ class LocalNotifier:
             with self._lock:
                 self._finals[job_id] = final
         self._event(job_id).set()
+        self.pieces.end(job_id)
         with self._lock:
             callbacks = self._callbacks.pop(job_id, [])
         for cb in callbacks:
@@ -157,18 +172,30 @@ class RedisNotifier:
         # No socket_timeout: a BLPOP longer than it would fail.
         self._redis = redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=5)
         self._aredis: aredis.Redis | None = None
+        self._pieces = RedisPieces(url, self._redis)
+        self._warned_at = -UNAVAILABLE_WARN_EVERY
+        self.pieces: PieceChannel = self._pieces
 
     def notify_done(self, job_id: str, final: JobView | None = None) -> None:
         key = DONE_KEY.format(job_id)
         pipe = self._redis.pipeline()
         pipe.lpush(key, 1)
         pipe.expire(key, DONE_TTL_SECONDS)
+        self._pieces.end_in(pipe, job_id)
         pipe.execute()
 
+    # A waiter rides out a Redis outage: the slice passes without a notification, and the
+    # waiter's next look at the row (in SQL, the truth) tells it what it needs.
+
     def wait_done(self, job_id: str, timeout: float) -> bool:
-        if timeout <= 0:
-            return bool(self._redis.lpop(DONE_KEY.format(job_id)))
-        return self._redis.blpop([DONE_KEY.format(job_id)], timeout=timeout) is not None
+        try:
+            if timeout <= 0:
+                return bool(self._redis.lpop(DONE_KEY.format(job_id)))
+            return self._redis.blpop([DONE_KEY.format(job_id)], timeout=timeout) is not None
+        except redis.RedisError as exc:
+            self._unavailable(exc)
+            time.sleep(max(timeout, 0.0))
+            return False
 
     async def wait_done_async(self, job_id: str, timeout: float) -> bool:
         if self._aredis is None:
@@ -176,9 +203,24 @@ class RedisNotifier:
 
             self._aredis = aredis.Redis.from_url(self.url, socket_timeout=None)
         key = DONE_KEY.format(job_id)
-        if timeout <= 0:
-            return bool(await self._aredis.lpop(key))
-        return await self._aredis.blpop([key], timeout=timeout) is not None
+        try:
+            if timeout <= 0:
+                return bool(await self._aredis.lpop(key))
+            return await self._aredis.blpop([key], timeout=timeout) is not None
+        except redis.RedisError as exc:
+            self._unavailable(exc)
+            await asyncio.sleep(max(timeout, 0.0))
+            return False
+
+    def _unavailable(self, exc: redis.RedisError) -> None:
+        now = time.monotonic()
+        if now - self._warned_at > UNAVAILABLE_WARN_EVERY:
+            self._warned_at = now
+            log.warning(
+                "Redis at %s does not answer (%s); waiting on the database alone",
+                mask_url_password(self.url),
+                type(exc).__name__,
+            )
 
     def handed_over(self, job_id: str) -> JobView | None:
         return None
@@ -190,6 +232,7 @@ class RedisNotifier:
         self._redis.close()
 
     async def aclose(self) -> None:
+        await self._pieces.aclose()
         if self._aredis is not None:
             await self._aredis.aclose()
             self._aredis = None

@@ -286,6 +286,13 @@ class JobRunner:
         # what the lease keeper last saw.
         if self.keeper.should_stop or (loaded is not before and self.store.cancel_requested(job)):
             return {"stop_reason": "userStopped", "response": "", "cancelled": True}
+        # Inference jobs publish their pieces for stream() and `jobs follow`; batch items have
+        # no reader waiting on them, so they skip it.
+        pieces = (
+            self.notifier.pieces.writer(str(job.id), job.attempt)
+            if job.kind == JobKind.INFERENCE
+            else None
+        )
         chat = self.client.chat_completion(
             loaded.instance_id,
             req.prompt,
@@ -295,6 +302,7 @@ class JobRunner:
             top_k=req.top_k,
             system_prompt=req.system_prompt,
             stream=True,
+            on_token=None if pieces is None else pieces.write,
             should_stop=lambda: self.keeper.should_stop,
         )
         prompt_tokens = chat.prompt_tokens or 0

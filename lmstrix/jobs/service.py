@@ -33,6 +33,7 @@ from lmstrix.domain.routing import choose_host
 from lmstrix.domain.scheduler import PRIORITY_CONTEXT_TEST, PRIORITY_INTERACTIVE
 from lmstrix.jobs import embedded
 from lmstrix.jobs.doorbell import BrokerUnavailableError, Doorbell, RedisDoorbell, local_doorbell
+from lmstrix.jobs.follow import JobFollower
 from lmstrix.jobs.jobs_config import JobsConfig
 from lmstrix.jobs.notify import (
     Notifier,
@@ -329,4 +330,12 @@ class JobService:
         """:meth:`wait` for asyncio callers, holding no thread while it waits."""
         return await await_job(
             self.store, self.notifier, job_id, timeout, cancel_on_timeout=cancel_on_timeout
+        )
+
+    def follow(self, job_id: str, timeout: float | None, *, owned: bool = False) -> JobFollower:
+        """A reader of the job's streamed pieces from its first one (see :class:`JobFollower`);
+        ``owned``: the job is the caller's, cancelled when the reader stops early."""
+        self.store.status(job_id)  # an unknown id fails here, not at the first piece
+        return JobFollower(
+            self.store, self.notifier, self.notifier.pieces, job_id, timeout=timeout, owned=owned
         )

@@ -48,6 +48,10 @@ class _Slices:
         self.current = self.first if notified else min(self.current * 2, self.most)
 
 
+#: The slice schedule, for other loops that wait on a job in slices (following its pieces).
+Slices = _Slices
+
+
 def wait_until_final(
     is_final: Callable[[], bool],
     wait_slice: Callable[[float], bool],
