@@ -12,6 +12,7 @@ early: a ``break``, Ctrl-C, an exception, or the loss of its task.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 FIRST_SLICE = 0.05
 MAX_SLICE = 1.0
+#: How long a reader that cancels its running job waits for an in-process worker to end it.
+CANCEL_GRACE_SECONDS = 5.0
 
 
 class JobFollower:
@@ -76,9 +79,21 @@ class JobFollower:
         if not self.owned or self.final is not None:
             return
         try:
-            self.store.cancel(self.job_id)
-        except Exception:  # the caller is leaving anyway; the waiter heartbeat ends the job
+            view = self.store.cancel(self.job_id)
+        except Exception:  # the caller is leaving anyway; the lease ends the job
             log.warning("could not cancel job %s", self.job_id, exc_info=True)
+            return
+        if view.status == JobStatus.RUNNING.value and self.notifier.hands_over_rows:
+            # The worker may be a thread of this process, which may be about to exit: give it
+            # the moment it needs to stop at its next chunk and end the row itself.
+            with contextlib.suppress(Exception):
+                wait_for_job(
+                    self.store,
+                    self.notifier,
+                    self.job_id,
+                    CANCEL_GRACE_SECONDS,
+                    cancel_on_timeout=False,
+                )
 
     def _take(self, pieces: list[Piece]) -> list[str]:
         out = []
