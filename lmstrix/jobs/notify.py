@@ -178,6 +178,7 @@ class RedisNotifier:
 
     def notify_done(self, job_id: str, final: JobView | None = None) -> None:
         key = DONE_KEY.format(job_id)
+        self._pieces.flush()  # the final marker comes after the job's last piece
         pipe = self._redis.pipeline()
         pipe.lpush(key, 1)
         pipe.expire(key, DONE_TTL_SECONDS)
@@ -229,7 +230,7 @@ class RedisNotifier:
         pass
 
     def close(self) -> None:
-        self._redis.close()
+        self._pieces.close()
 
     async def aclose(self) -> None:
         await self._pieces.aclose()

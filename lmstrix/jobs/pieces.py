@@ -38,6 +38,10 @@ PIECES_MAXLEN = 20_000
 PIECES_TTL_SECONDS = 3600
 #: How long an in-process buffer outlives its job (readers attach late, ``jobs follow``).
 LOCAL_KEEP_SECONDS = 120.0
+#: The longest a final marker waits for the pieces before it to be sent.
+FLUSH_SECONDS = 5.0
+#: A publisher that cannot reach Redis says so once per this many seconds.
+PUBLISH_WARN_EVERY = 30.0
 #: Where a reader starts: before the first piece.
 START = "0"
 
@@ -62,8 +66,12 @@ class PieceChannel(Protocol):
 
     def writer(self, job_id: str, attempt: int) -> PieceWriter: ...
 
+    def flush(self) -> None:
+        """Wait until the pieces written so far are readable (or were given up on)."""
+        ...
+
     def end(self, job_id: str) -> None:
-        """Say the job's row is final (after the commit); never raises."""
+        """Say the job's row is final (after the commit), after its pieces; never raises."""
         ...
 
     def read(self, job_id: str, cursor: str, timeout: float) -> tuple[list[Piece], str]:
@@ -112,6 +120,9 @@ class LocalPieces:
     def writer(self, job_id: str, attempt: int) -> PieceWriter:
         self._purge()
         return _LocalWriter(self, job_id, attempt)
+
+    def flush(self) -> None:
+        pass  # written is readable
 
     def end(self, job_id: str) -> None:
         self._append(job_id, Piece(0, 0, final=True), ended=True)
@@ -182,33 +193,97 @@ class LocalPieces:
 # -- Redis --------------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
 class _RedisWriter:
-    def __init__(self, channel: RedisPieces, job_id: str, attempt: int) -> None:
-        self.channel = channel
-        self.key = PIECES_KEY.format(job_id)
-        self.attempt = attempt
-        self.seq = 0
-        self.broken = False
+    publisher: _Publisher
+    key: str
+    attempt: int
+    seq: int = 0
 
     def write(self, text: str) -> None:
-        if self.broken:
-            return
-        fields: dict[Any, Any] = {"a": self.attempt, "s": self.seq, "t": text}
-        try:
-            client = self.channel.redis
-            if self.seq == 0:
-                pipe = client.pipeline(transaction=False)
-                pipe.xadd(self.key, fields, maxlen=PIECES_MAXLEN, approximate=True)
-                pipe.expire(self.key, PIECES_TTL_SECONDS)
-                pipe.execute()
-            else:
-                client.xadd(self.key, fields, maxlen=PIECES_MAXLEN, approximate=True)
-        except redis.RedisError as exc:
-            self.broken = True
-            log.warning(
-                "streaming %s stopped (%s); readers get the answer from the job", self.key, exc
-            )
+        self.publisher.put(self.key, {"a": self.attempt, "s": self.seq, "t": text}, self.seq == 0)
         self.seq += 1
+
+
+class _Publisher:
+    """Sends the pieces of every job this process streams, off the generating thread.
+
+    ``put`` only queues; a daemon thread takes everything queued so far and sends it in one
+    pipelined round trip, so a host that produces pieces faster than Redis answers costs one
+    round trip per batch, not per piece, and generation never waits on Redis. ``flush`` waits
+    until everything queued before it was sent (the final marker must come after the pieces).
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._cond = threading.Condition()
+        self._queue: list[tuple[str, dict[Any, Any], bool]] = []
+        self._sending = False
+        self._closed = False
+        self._warned_at = -PUBLISH_WARN_EVERY
+        self._thread: threading.Thread | None = None
+
+    def put(self, key: str, fields: dict[Any, Any], first: bool) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._queue.append((key, fields, first))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="lmstrix-pieces", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = FLUSH_SECONDS) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self._sending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._cond.wait(remaining)
+
+    def close(self) -> None:
+        self.flush()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=FLUSH_SECONDS)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+                self._sending = True
+            try:
+                self._send(batch)
+            finally:
+                with self._cond:
+                    self._sending = False
+                    self._cond.notify_all()
+
+    def _send(self, batch: list[tuple[str, dict[Any, Any], bool]]) -> None:
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for key, fields, first in batch:
+                pipe.xadd(key, fields, maxlen=PIECES_MAXLEN, approximate=True)
+                if first:
+                    pipe.expire(key, PIECES_TTL_SECONDS)
+            pipe.execute()
+        except redis.RedisError as exc:
+            now = time.monotonic()
+            if now - self._warned_at > PUBLISH_WARN_EVERY:
+                self._warned_at = now
+                log.warning(
+                    "streamed pieces not published (%s); readers get the answers from the jobs",
+                    type(exc).__name__,
+                )
 
 
 def _decode(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> tuple[list[Piece], str | None]:
@@ -236,11 +311,17 @@ class RedisPieces:
             url, socket_timeout=None, socket_connect_timeout=5
         )
         self._aredis: aredis.Redis | None = None
+        self._publisher = _Publisher(self.redis)
 
     def writer(self, job_id: str, attempt: int) -> PieceWriter:
-        return _RedisWriter(self, job_id, attempt)
+        return _RedisWriter(self._publisher, PIECES_KEY.format(job_id), attempt)
+
+    def flush(self) -> None:
+        """Wait until the pieces written so far were sent (or given up on)."""
+        self._publisher.flush()
 
     def end(self, job_id: str) -> None:
+        self.flush()
         try:
             pipe = self.redis.pipeline(transaction=False)
             self.end_in(pipe, job_id)
@@ -279,6 +360,7 @@ class RedisPieces:
         return _entries(answer, cursor)
 
     def close(self) -> None:
+        self._publisher.close()
         self.redis.close()
 
     async def aclose(self) -> None:

@@ -53,7 +53,7 @@ def test_a_late_reader_gets_every_piece_in_order_then_the_marker(channel: PieceC
     writer = channel.writer(job, attempt=1)
     for text in ["a", "b", "c"]:
         writer.write(text)
-    channel.end(job)
+    channel.end(job)  # after the pieces, even though they are sent off the writing thread
     got = _read_all(channel, job)
     assert [(p.attempt, p.seq, p.text) for p in got[:3]] == [(1, 0, "a"), (1, 1, "b"), (1, 2, "c")]
     assert got[3].final and len(got) == 4
@@ -80,8 +80,10 @@ def test_the_cursor_moves_past_what_was_read(channel: PieceChannel) -> None:
     job = _job()
     writer = channel.writer(job, attempt=1)
     writer.write("one")
+    channel.flush()
     first, cursor = channel.read(job, START, 0)
     writer.write("two")
+    channel.flush()
     second, _ = channel.read(job, cursor, 0)
     assert [p.text for p in first] == ["one"] and [p.text for p in second] == ["two"]
     assert channel.read(job, START, 0)[0][0].text == "one"  # any reader may start over
@@ -109,6 +111,7 @@ def test_redis_stream_is_bounded_and_expires(monkeypatch: pytest.MonkeyPatch) ->
     writer = ch.writer(job, attempt=1)
     for i in range(500):
         writer.write(str(i))
+    ch.flush()
     client = redis.Redis.from_url(url)
     key = PIECES_KEY.format(job)
     # approximate trimming keeps at most a node's worth beyond the bound, never all 500
@@ -126,7 +129,7 @@ def test_the_final_marker_leaves_no_key_for_a_job_that_streamed_nothing() -> Non
     notifier.notify_done(job)
     assert not redis.Redis.from_url(url).exists(PIECES_KEY.format(job))
     notifier.pieces.writer(job, attempt=1).write("x")
-    notifier.notify_done(job)
+    notifier.notify_done(job)  # flushes the piece first: the marker needs the stream
     assert _read_all(notifier.pieces, job)[-1].final
     notifier.close()
 
