@@ -11,6 +11,7 @@ import click
 
 from lmstrix import __version__
 from lmstrix.cli.batch import batch
+from lmstrix.cli.compare import compare
 from lmstrix.cli.demo import demo
 from lmstrix.cli.emulator import emulator
 from lmstrix.cli.infer import infer
@@ -40,6 +41,7 @@ for _command in (
     hosts,
     test,
     infer,
+    compare,
     submit,
     jobs,
     worker,
