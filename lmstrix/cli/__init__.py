@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from lmstrix import __version__
+from lmstrix.cli.apply import apply
 from lmstrix.cli.batch import batch
 from lmstrix.cli.compare import compare
 from lmstrix.cli.demo import demo
@@ -42,6 +43,7 @@ for _command in (
     test,
     infer,
     compare,
+    apply,
     submit,
     jobs,
     worker,

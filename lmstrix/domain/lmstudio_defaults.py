@@ -198,12 +198,12 @@ def refusal(
     """Why ``model``'s tested context cannot be written into this machine's LM Studio, or None
     when it can. ``path`` overrides the registry's file path; ``host_named`` means the caller
     named the model's host, and so vouches that its LM Studio is this machine's."""
+    if model.type == "embedding":
+        return "is an embedding model; only LLMs have a context length to load with"
     if not model.tested_context:
         return f"was never tested; run `lmstrix test {model.id}` first"
     if not model.present:
         return f"is no longer on host {model.host!r}; run `lmstrix scan` if it is back"
-    if model.type == "embedding":
-        return "is an embedding model; only LLMs have a context length to load with"
     if not host_named and not on_this_machine(model.host_url, local_names):
         return (
             f"is on host {model.host!r} ({model.host_url or 'no URL'}), not on this machine; "
