@@ -118,15 +118,28 @@ class ModelComparator:
         if not isinstance(prompt, str) or not prompt:
             raise ValidationError("prompt", prompt, "must be a non-empty string")
         submitted: list[SubmittedJob | LMStrixError] = []
-        for model_id in self.model_ids:
-            try:
-                submitted.append(self.manager.submit(model_id, prompt, **options))
-            except LMStrixError as exc:
-                submitted.append(exc)
-        rows = []
-        for model_id, job in zip(self.model_ids, submitted, strict=True):
-            rows.append(self._row(model_id, self._answer(model_id, job), chosen))
-        return rows
+        try:
+            for model_id in self.model_ids:
+                try:
+                    submitted.append(self.manager.submit(model_id, prompt, **options))
+                except LMStrixError as exc:
+                    submitted.append(exc)
+            return [
+                self._row(model_id, self._answer(model_id, job), chosen)
+                for model_id, job in zip(self.model_ids, submitted, strict=True)
+            ]
+        except BaseException:  # Ctrl-C while waiting: nobody wants the other answers any more
+            self._cancel(submitted)
+            raise
+
+    def _cancel(self, submitted: Sequence[SubmittedJob | LMStrixError]) -> None:
+        """Cancel the queued or running jobs of an abandoned comparison (finished ones stay)."""
+        for job in submitted:
+            if isinstance(job, SubmittedJob):
+                try:
+                    self.manager.service.store.cancel(job.id)
+                except LMStrixError:
+                    continue
 
     def _answer(self, model_id: str, job: SubmittedJob | LMStrixError) -> InferenceResult:
         """The model's result; one that could not answer gets a failed result with its error

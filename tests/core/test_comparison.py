@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import _thread
 import math
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from helpers.configs import config_for
+from helpers.waiting import wait_for
 
 from lmstrix.api.exceptions import ValidationError
 from lmstrix.testing import DEFAULT_MODELS, LMStudioEmulator
@@ -146,3 +149,35 @@ def test_the_documented_example_runs_with_a_failed_model(
         assert re.fullmatch(r"Response time: \d+\.\d\ds", time_line), time_line
         assert float(speed_line.removeprefix("Speed: ").removesuffix(" tok/s")) > 0
     assert blocks[2].splitlines()[1:] == ["Response time: nans", "Speed: nan tok/s"]
+
+
+def test_an_interrupted_comparison_cancels_the_jobs_it_queued(
+    make_emulator: Callable[..., LMStudioEmulator], tmp_path: Path
+) -> None:
+    # Ctrl-C while the first model is answering: none of the comparison's jobs stays queued
+    # for a worker to run later.
+    emu = make_emulator()
+    db_url = f"sqlite:///{tmp_path / 'c.db'}"
+    with ModelComparator(MODELS, config=config_for(emu), database_url=db_url) as cmp:
+        store = cmp.manager.service.store
+        cmp.manager.service.rescan()  # the models are known: submitting needs no request
+
+        def interrupt_when_a_job_hangs() -> None:
+            wait_for(lambda: emu.hanging > 0 and len(store.list_jobs()) == len(MODELS))
+            _thread.interrupt_main()
+
+        interrupter = threading.Thread(target=interrupt_when_a_job_hangs, daemon=True)
+        emu.configure(hang_requests=True)
+        try:
+            interrupter.start()
+            with pytest.raises(KeyboardInterrupt):
+                cmp.compare_models("say hello")
+            jobs = store.list_jobs()
+            assert all(j.cancel_requested_at is not None for j in jobs)
+        finally:
+            emu.configure(hang_requests=False)
+            emu.release_hangs()
+            interrupter.join(timeout=60)
+        wait_for(lambda: all(store.get(j.id).finished for j in jobs), what="the jobs to end")
+        assert {store.get(j.id).status for j in jobs} <= {"cancelled", "failed"}
+        assert emu.counters.inferences <= 1  # only the one that was already running
