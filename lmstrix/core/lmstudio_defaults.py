@@ -56,8 +56,11 @@ class LMStudioDefaults:
         home: str | Path | None = None,
         config: Config | None = None,
     ) -> None:
+        if registry is None:
+            config = config or Config.load()
+            registry = ModelRegistry(config=config)
         self._config = config
-        self.registry = registry if registry is not None else ModelRegistry(config=config)
+        self.registry = registry
         self._home_setting = home
         self._home: Path | None = None
 
