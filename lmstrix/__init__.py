@@ -28,6 +28,7 @@ _PUBLIC: dict[str, str] = {
     "ContextManager": "lmstrix.core.context",
     "BatchProcessor": "lmstrix.core.batch_processor",
     "ModelComparator": "lmstrix.utils.comparison",
+    "LMStudioDefaults": "lmstrix.core.lmstudio_defaults",
     "PromptLoader": "lmstrix.loaders.prompt_loader",
     "ContextLoader": "lmstrix.loaders.context_loader",
     "load_model_registry": "lmstrix.loaders.model_loader",
@@ -64,6 +65,7 @@ __all__ = [
     "LMStrixError",
     "LMStudioAuthError",
     "LMStudioConnectionError",
+    "LMStudioDefaults",
     "Model",
     "ModelComparator",
     "ModelLoadError",
@@ -104,6 +106,7 @@ if TYPE_CHECKING:
         InferenceManager,
         InferenceResult,
     )
+    from lmstrix.core.lmstudio_defaults import LMStudioDefaults
     from lmstrix.core.models import Model, ModelRegistry
     from lmstrix.core.scanner import Scanner
     from lmstrix.loaders.context_loader import ContextLoader

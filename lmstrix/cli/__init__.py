@@ -10,7 +10,9 @@ from __future__ import annotations
 import click
 
 from lmstrix import __version__
+from lmstrix.cli.apply import apply
 from lmstrix.cli.batch import batch
+from lmstrix.cli.compare import compare
 from lmstrix.cli.demo import demo
 from lmstrix.cli.emulator import emulator
 from lmstrix.cli.infer import infer
@@ -40,6 +42,8 @@ for _command in (
     hosts,
     test,
     infer,
+    compare,
+    apply,
     submit,
     jobs,
     worker,

@@ -47,6 +47,10 @@ INTERRUPTED = 130
 # A scan or probe that reached no host: the exit code of a connection error.
 NO_HOST_ANSWERED = EXIT_CODES[LMStudioConnectionError]
 
+# A command over several items (`compare`'s models, `apply --all`'s files) that ran, where some
+# items failed: the output reports each one.
+SOME_FAILED = 11
+
 
 def exit_code_for(exc: LMStrixError) -> int:
     for kind in type(exc).__mro__:
@@ -76,4 +80,11 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-__all__ = ["EXIT_CODES", "INTERRUPTED", "NO_HOST_ANSWERED", "exit_code_for", "handle_errors"]
+__all__ = [
+    "EXIT_CODES",
+    "INTERRUPTED",
+    "NO_HOST_ANSWERED",
+    "SOME_FAILED",
+    "exit_code_for",
+    "handle_errors",
+]

@@ -46,13 +46,15 @@ class HostConfig(ConfigSection):
 
 
 class LMStudioSettings(ConfigSection):
-    """``[lmstudio]``: the default host's URL and how long and how often a client tries."""
+    """``[lmstudio]``: the default host's URL and how long and how often a client tries; ``home``
+    is where this machine's LM Studio keeps its files (found when unset; ``lmstrix apply``)."""
 
     base_url: str = DEFAULT_BASE_URL
     timeout: float = Field(300.0, gt=0, description="seconds for one inference request")
     load_timeout: float = Field(600.0, gt=0, description="seconds for one model load")
     connect_timeout: float = Field(5.0, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
+    home: str | None = Field(None, description="LM Studio's home directory on this machine")
 
     @field_validator("base_url")
     @classmethod

@@ -8,10 +8,15 @@ All prompts are submitted first and then waited for, so models on different host
 same time, while models on one host run one after the other (that host's worker serializes them,
 and each is loaded once). Timings come from the host (LM Studio's stats), so time spent queued or
 loading the model does not count against a model's speed.
+
+Every metric is a number: one a host did not report, or of a model that failed, is NaN (a float),
+so ``f"{row['response_time']:.2f}"`` prints ``nan`` instead of raising; ``math.isnan`` tells
+them apart.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -34,22 +39,24 @@ METRICS = {
 }
 
 
-def metric_value(name: str, result: InferenceResult) -> float | int | None:
-    """One metric of a result (``None`` when the host did not report it or the call failed)."""
+def metric_value(name: str, result: InferenceResult) -> float | int:
+    """One metric of a result: NaN when the host did not report it or the call failed."""
     if not result["succeeded"]:
-        return None
+        return math.nan
+    value: float | int | None
     if name == "response_time":
-        return float(result["inference_time"])
-    if name == "tokens_per_second":
-        tps = result.tokens_per_second
-        if tps is None and result.inference_time > 0:
-            return result.response_tokens / result.inference_time
-        return tps
-    if name == "response_length":
-        return len(result["response"])
-    if name == "time_to_first_token":
-        return result.time_to_first_token
-    return int(result[name])
+        value = result.inference_time
+    elif name == "tokens_per_second":
+        value = result.tokens_per_second
+        if value is None and result.inference_time > 0:
+            value = result.response_tokens / result.inference_time
+    elif name == "response_length":
+        value = len(result.response)
+    elif name == "time_to_first_token":
+        value = result.time_to_first_token
+    else:
+        value = int(result[name])
+    return math.nan if value is None else value
 
 
 def check_metrics(metrics: Iterable[str]) -> list[str]:
@@ -104,21 +111,35 @@ class ModelComparator:
 
         ``options`` are ``infer()``'s (``max_tokens``, ``temperature``...). A model that fails,
         is unknown or whose host is down gets ``succeeded=False`` and ``error``; the others are
-        still compared. Metrics a host did not report (or of a failed model) are ``None``.
+        still compared. Metrics a host did not report (or of a failed model) are NaN, so a
+        format such as ``:.2f`` never raises.
         """
         chosen = check_metrics(metrics)
         if not isinstance(prompt, str) or not prompt:
             raise ValidationError("prompt", prompt, "must be a non-empty string")
         submitted: list[SubmittedJob | LMStrixError] = []
-        for model_id in self.model_ids:
-            try:
-                submitted.append(self.manager.submit(model_id, prompt, **options))
-            except LMStrixError as exc:
-                submitted.append(exc)
-        rows = []
-        for model_id, job in zip(self.model_ids, submitted, strict=True):
-            rows.append(self._row(model_id, self._answer(model_id, job), chosen))
-        return rows
+        try:
+            for model_id in self.model_ids:
+                try:
+                    submitted.append(self.manager.submit(model_id, prompt, **options))
+                except LMStrixError as exc:
+                    submitted.append(exc)
+            return [
+                self._row(model_id, self._answer(model_id, job), chosen)
+                for model_id, job in zip(self.model_ids, submitted, strict=True)
+            ]
+        except BaseException:  # Ctrl-C while waiting: nobody wants the other answers any more
+            self._cancel(submitted)
+            raise
+
+    def _cancel(self, submitted: Sequence[SubmittedJob | LMStrixError]) -> None:
+        """Cancel the queued or running jobs of an abandoned comparison (finished ones stay)."""
+        for job in submitted:
+            if isinstance(job, SubmittedJob):
+                try:
+                    self.manager.service.store.cancel(job.id)
+                except LMStrixError:
+                    continue
 
     def _answer(self, model_id: str, job: SubmittedJob | LMStrixError) -> InferenceResult:
         """The model's result; one that could not answer gets a failed result with its error
