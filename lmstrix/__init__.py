@@ -21,6 +21,8 @@ _PUBLIC: dict[str, str] = {
     "InferenceManager": "lmstrix.core.inference_manager",
     "AsyncInferenceManager": "lmstrix.core.inference_manager",
     "InferenceResult": "lmstrix.core.inference_manager",
+    "InferenceStream": "lmstrix.core.inference_manager",
+    "AsyncInferenceStream": "lmstrix.core.inference_manager",
     "ModelRegistry": "lmstrix.core.models",
     "Model": "lmstrix.core.models",
     "Scanner": "lmstrix.core.scanner",
@@ -50,6 +52,7 @@ _PUBLIC: dict[str, str] = {
 
 __all__ = [
     "AsyncInferenceManager",
+    "AsyncInferenceStream",
     "BatchProcessor",
     "Config",
     "ConfigurationError",
@@ -60,6 +63,7 @@ __all__ = [
     "InferenceError",
     "InferenceManager",
     "InferenceResult",
+    "InferenceStream",
     "InferenceTimeoutError",
     "JobNotFound",
     "LMStrixError",
@@ -103,8 +107,10 @@ if TYPE_CHECKING:
     from lmstrix.core.context_tester import ContextTester
     from lmstrix.core.inference_manager import (
         AsyncInferenceManager,
+        AsyncInferenceStream,
         InferenceManager,
         InferenceResult,
+        InferenceStream,
     )
     from lmstrix.core.lmstudio_defaults import LMStudioDefaults
     from lmstrix.core.models import Model, ModelRegistry
