@@ -334,8 +334,10 @@ class JobService:
 
     def follow(self, job_id: str, timeout: float | None, *, owned: bool = False) -> JobFollower:
         """A reader of the job's streamed pieces from its first one (see :class:`JobFollower`);
-        ``owned``: the job is the caller's, cancelled when the reader stops early."""
-        self.store.status(job_id)  # an unknown id fails here, not at the first piece
+        ``owned``: the job is the caller's (it was just submitted), cancelled when the reader
+        stops early."""
+        if not owned:
+            self.store.status(job_id)  # an unknown id fails here, not at the first piece
         return JobFollower(
             self.store, self.notifier, self.notifier.pieces, job_id, timeout=timeout, owned=owned
         )
