@@ -6,17 +6,21 @@ so jobs left ``running`` by a process that died are picked up again.
 
 At most one embedded worker per (database, host) runs in a process, however many
 ``InferenceManager`` objects exist: a host must see one caller at a time, or two callers would
-swap models under each other.
+swap models under each other. Across processes the host lock (``db.host_lock``) does the same:
+only the process holding it runs the host's jobs, including those other processes queued, and
+the others take over when it exits or dies.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
 from collections.abc import Callable
 
 from lmstrix.api.client import LMStudioClient
+from lmstrix.db.host_lock import host_lock_for
 from lmstrix.domain.queue_settings import QueueSettings
 from lmstrix.jobs.doorbell import Doorbell, local_doorbell
 from lmstrix.jobs.notify import Notifier, local_notifier
@@ -25,6 +29,11 @@ from lmstrix.jobs.runner import JobRunner
 from lmstrix.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
+
+#: How often the process that runs a host looks for jobs queued by other processes.
+HELD_POLL_SECONDS = 1.0
+#: How often a process whose host another one runs asks whether it may take over.
+LOCK_RETRY_SECONDS = 0.5
 
 
 class EmbeddedWorker:
@@ -52,6 +61,7 @@ class EmbeddedWorker:
             target=self._loop, name=f"lmstrix-worker-{host}", daemon=True
         )
         self.runner: JobRunner | None = None
+        self.lock = host_lock_for(store.url, host)
 
     def start(self) -> None:
         local_doorbell().register(self.host, self.wake)
@@ -77,13 +87,22 @@ class EmbeddedWorker:
             self.store, self.host, client, self.notifier, settings=self.settings
         )
         next_reap = time.monotonic()
+        # While this process holds the host it also looks for jobs other processes queued (they
+        # cannot ring an in-process doorbell); while another holds it, it asks again soon.
+        held_poll = min(self.settings.reap_every, HELD_POLL_SECONDS)
         try:
             while not self._stopped.is_set():
-                self._wake.wait(self.settings.reap_every)
+                self._wake.wait(held_poll if self.lock.held else LOCK_RETRY_SECONDS)
                 self._wake.clear()
                 if self._stopped.is_set():
                     break
                 try:
+                    had_it = self.lock.held
+                    if not self.lock.try_acquire():
+                        continue  # another process runs this host; its worker takes our jobs
+                    if not had_it:
+                        # Another process may have loaded and unloaded models here meanwhile.
+                        self.runner.forget_loaded()
                     if time.monotonic() >= next_reap:
                         reap(self.store, self.doorbell)
                         next_reap = time.monotonic() + self.settings.reap_every
@@ -95,10 +114,16 @@ class EmbeddedWorker:
         finally:
             self.runner.close()
             client.close()
+            self.lock.release()
 
 
 _lock = threading.Lock()
 _workers: dict[tuple[str, str], EmbeddedWorker] = {}
+_exit_hook = False
+
+#: At interpreter exit a worker claims nothing more and gets this long to end the job it runs
+#: (often another process's: this one held the host), instead of dying with it mid-answer.
+EXIT_GRACE_SECONDS = 10.0
 
 
 def ensure_worker(
@@ -108,6 +133,7 @@ def ensure_worker(
     settings: QueueSettings,
 ) -> EmbeddedWorker:
     """The process's embedded worker for (database, host), started on first use."""
+    global _exit_hook
     key = (store.url, host)
     with _lock:
         worker = _workers.get(key)
@@ -115,6 +141,9 @@ def ensure_worker(
             worker = EmbeddedWorker(store, host, client_factory, settings=settings)
             _workers[key] = worker
             worker.start()
+        if not _exit_hook:
+            atexit.register(stop_all, EXIT_GRACE_SECONDS)
+            _exit_hook = True
     return worker
 
 

@@ -155,6 +155,10 @@ class JobRunner:
     def close(self) -> None:
         self.keeper.close()
 
+    def forget_loaded(self) -> None:
+        """Someone else may have changed what the host holds: load before the next job."""
+        self._loaded = None
+
     # -- the loop -------------------------------------------------------------------------
 
     def drain(self, should_continue: Callable[[], bool] = lambda: True) -> int:
