@@ -42,6 +42,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from lmstrix.domain.config_section import ConfigSection, validate_url
 from lmstrix.domain.errors import ConfigurationError
 from lmstrix.domain.hosts import DEFAULT_BASE_URL, HostConfig, LMStudioSettings, find_host
+from lmstrix.domain.nesting import loads_toml
 from lmstrix.domain.queue_settings import QueueSettings
 from lmstrix.domain.urls import mask_url_password
 
@@ -194,7 +195,7 @@ class Config:
         data: dict[str, Any] = {}
         if chosen.exists():
             try:
-                data = tomllib.loads(chosen.read_text(encoding="utf-8"))
+                data = loads_toml(chosen.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError) as exc:
                 raise ConfigurationError(
                     f"cannot read config file {chosen}: {exc}", source=str(chosen)

@@ -22,6 +22,7 @@ from typing import Any
 
 from lmstrix.domain import templating
 from lmstrix.domain.errors import ConfigurationError, ValidationError
+from lmstrix.domain.nesting import loads_toml
 
 MAX_FILE_BYTES = 8 * 1024 * 1024  # a prompt library, not a data set
 
@@ -126,7 +127,7 @@ def _split_key(raw: str) -> list[str]:
 def parse_prompts(text: str, source: str = "<string>") -> PromptLibrary:
     """Parse TOML text into a :class:`PromptLibrary`; errors name ``source``, line and column."""
     try:
-        data = tomllib.loads(text)
+        data = loads_toml(text)
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         pos = _TOML_POSITION.search(msg)
