@@ -5,6 +5,9 @@
     text = loader.load_text_file("legacy.txt", encoding="auto")   # detected (charset-normalizer)
     texts = loader.load_multiple_files(["a.txt", "b.md"])        # {path: text}, in order
 
+The facades read the files of ``infer(context_data={...: Path(...)})`` with it
+(:func:`read_context_files`), in the caller's process, when the call is made.
+
 Every failure is a ``ValidationError`` on ``path`` (or ``encoding``) that says what is wrong
 with which file: missing, a directory, too large, binary, or not in the encoding asked for. A
 size guard refuses huge files before reading them: a context window holds at most a few hundred
@@ -14,11 +17,14 @@ kilobytes of text, so a multi-megabyte file is almost always the wrong file.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from lmstrix.domain.context_blocks import ContextData, block_field, check_context_data
 from lmstrix.domain.errors import ValidationError
+from lmstrix.domain.requests import InferenceOptions
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_TOTAL_BYTES = 64 * 1024 * 1024
@@ -126,5 +132,53 @@ class ContextLoader:
             )
         return {name: self.load_text_file(name, encoding) for name, _, _ in checked}
 
+    def load_context_data(
+        self, context_data: ContextData | None, encoding: str = "utf-8"
+    ) -> dict[str, str]:
+        """``context_data`` with every file path replaced by the file's text; text blocks are
+        kept as they are, in the order given. Errors name the block (``context_data['notes']``)
+        and the file."""
+        blocks = check_context_data(context_data)
+        out: dict[str, str] = {}
+        total = 0
+        for name, block in blocks.items():
+            if isinstance(block, str):
+                out[name] = block
+                continue
+            try:
+                _, size = self._check(block)
+                total += size
+                if total > self.max_total_bytes:
+                    raise ValidationError(
+                        "path",
+                        os.fspath(block),
+                        f"brings the files to more than the {self.max_total_bytes}-byte limit",
+                    )
+                out[name] = self.load_text_file(block, encoding)
+            except ValidationError as exc:
+                reason = exc.reason
+                if "encoding=" in reason:  # infer() has no encoding argument to point at
+                    reason = reason.split(";")[0] + (
+                        "; pass its text instead, read with "
+                        "ContextLoader().load_text_file(path, encoding='auto')"
+                    )
+                raise ValidationError(block_field(name), os.fspath(block), reason) from None
+        return out
 
-__all__ = ["ContextLoader", "decode_text"]
+
+def read_context_files(options: InferenceOptions) -> InferenceOptions:
+    """``options`` with the files of its ``context_data`` read (see
+    :meth:`ContextLoader.load_context_data`); the same object when there are none."""
+    blocks = options.context_data
+    if not blocks or all(isinstance(b, str) for b in blocks.values()):
+        return options
+    return dataclasses.replace(options, context_data=ContextLoader().load_context_data(blocks))
+
+
+__all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_TOTAL_BYTES",
+    "ContextLoader",
+    "decode_text",
+    "read_context_files",
+]

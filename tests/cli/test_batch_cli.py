@@ -147,7 +147,7 @@ def test_file_nested_thousands_deep_is_one_line_and_exit_2(run: Run, tmp_path: P
     code, stdout, stderr = run("batch", "create", str(path))
     assert (code, stdout) == (2, "")
     assert stderr.count("\n") == 1 and "Traceback" not in stderr
-    assert stderr.startswith("error: invalid batch=")
+    assert stderr.startswith("error: invalid batch=") and "deep.jsonl': 1 problem" in stderr
     assert "line 2: not valid JSON: nested more than 64 levels deep" in stderr
     # the real command in its own process: the same line, no traceback
     proc = subprocess.run(
