@@ -212,6 +212,8 @@ class AsyncInferenceManager:
     def _argument_order(self, model_id: str, prompt: str) -> tuple[str, str]:
         """The API doc's async example calls ``infer("Question 1", "model1")``: prompt first.
         When the first argument is no known model and the second one is, take them that way."""
+        if not (isinstance(model_id, str) and isinstance(prompt, str)):
+            return model_id, prompt  # submit() names the bad one
         registry = self.sync.service.registry
         if not registry.has_model(model_id) and len(prompt) < 512 and registry.has_model(prompt):
             log.info("infer(%r, %r): taking the second argument as the model id", model_id, prompt)

@@ -94,6 +94,32 @@ def test_bad_arguments_of_submit_inference(manager: InferenceManager) -> None:
     assert service.store.list_jobs() == []
 
 
+def test_async_bad_values_are_typed_too(
+    lmstudio_emulator: LMStudioEmulator, database_url: str
+) -> None:
+    config = config_for(lmstudio_emulator.url)
+
+    async def main() -> list[str]:
+        manager = AsyncInferenceManager(timeout=30, config=config, database_url=database_url)
+        fields = []
+        try:
+            for args, kwargs in (
+                ((123, "hi"), {}),
+                ((MODEL, 5), {}),
+                ((MODEL, "hi"), {"system_prompt": 123}),
+                ((MODEL, "hi"), {"top_k": "5"}),
+            ):
+                with pytest.raises(ValidationError) as err:
+                    await manager.infer(*args, **kwargs)
+                fields.append(err.value.field)
+            assert manager.sync.service.store.list_jobs() == []
+        finally:
+            await manager.aclose()
+        return fields
+
+    assert asyncio.run(main()) == ["model_id", "prompt", "system_prompt", "top_k"]
+
+
 def test_numbers_of_the_right_type_are_accepted(manager: InferenceManager) -> None:
     result = manager.infer(MODEL, "2+3=", temperature=1, top_p=1, top_k=40, max_tokens=8)
     assert result.succeeded and result.response == "5"
