@@ -176,15 +176,14 @@ def main() -> None:
             made = sum(e.counters.inferences for e in emulators.values())
             succeeded = states.get("succeeded", 0)
             print(f"by kind: {dict(tally.done)}")
-            print(
-                f"final states: {dict(states)} (not final: {sum(v for k, v in states.items() if k in ('queued', 'running'))})"
-            )
-            print(
-                f"answers made by the hosts: {made}; jobs succeeded: {succeeded}; cancelled: {states.get('cancelled', 0)}"
-            )
+            open_jobs = states.get("queued", 0) + states.get("running", 0)
+            print(f"final states: {dict(states)} (not final: {open_jobs})")
+            cancelled = states.get("cancelled", 0)
+            print(f"answers made: {made}; jobs succeeded: {succeeded}; cancelled: {cancelled}")
             ok = "met" if growth < 10 else "MISSED"
             print(
-                f"workers' memory: {memory[0]:.1f} MB -> {memory[-1]:.1f} MB ({growth:+.1f} %, target < 10 %: {ok})"
+                f"workers' memory: {memory[0]:.1f} MB -> {memory[-1]:.1f} MB "
+                f"({growth:+.1f} %, target < 10 %: {ok})"
             )
         finally:
             stop.set()

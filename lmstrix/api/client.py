@@ -51,6 +51,7 @@ from lmstrix.domain.host_types import (
     LoadResult,
     ModelRecord,
 )
+from lmstrix.domain.nesting import loads_json
 from lmstrix.domain.urls import check_url
 
 log = logging.getLogger(__name__)
@@ -692,14 +693,13 @@ class LMStudioClient:
 
 
 def _json_or_none(resp: httpx.Response) -> Any:
-    try:
-        return resp.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
+    return _loads(resp.text)
 
 
 def _loads(data: str) -> Any:
+    # Bounded nesting: a body thousands of levels deep is no LM Studio answer, and must not
+    # end in RecursionError.
     try:
-        return json.loads(data)
+        return loads_json(data)
     except json.JSONDecodeError:
         return None

@@ -27,6 +27,7 @@ from typing import Any
 
 from lmstrix.core.batch_requests import RequestPlanner
 from lmstrix.core.config import Config
+from lmstrix.core.context_loader import read_context_files
 from lmstrix.core.inference_result import InferenceResult
 from lmstrix.core.job_service import open_job_service
 from lmstrix.domain.errors import (
@@ -142,7 +143,7 @@ class BatchProcessor:
         if not items:
             return []
         # Options and the model are the same for every prompt: if they are wrong, say so once.
-        opts = InferenceOptions(**options)
+        opts = read_context_files(InferenceOptions.of(**options))
         RequestPlanner(self.service, self.max_workers).prepare(model_id, ".", "-", opts)
         planner = RequestPlanner(self.service, self.max_workers)
         results: list[InferenceResult | None] = [None] * len(items)

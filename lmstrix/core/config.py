@@ -39,9 +39,10 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lmstrix.domain.config_section import ConfigSection, validate_url
+from lmstrix.domain.config_section import ConfigSection, MaskedModel, masked, validate_url
 from lmstrix.domain.errors import ConfigurationError
 from lmstrix.domain.hosts import DEFAULT_BASE_URL, HostConfig, LMStudioSettings, find_host
+from lmstrix.domain.nesting import loads_toml
 from lmstrix.domain.queue_settings import QueueSettings
 from lmstrix.domain.urls import mask_url_password
 
@@ -119,7 +120,7 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
-class _Environment(BaseSettings):
+class _Environment(MaskedModel, BaseSettings):
     """Reads lmstrix's environment variables (pydantic-settings does the parsing, including
     ``LMSTRIX_<SECTION>__<KEY>`` nesting); ``_env_layer`` turns them into a config layer."""
 
@@ -194,7 +195,7 @@ class Config:
         data: dict[str, Any] = {}
         if chosen.exists():
             try:
-                data = tomllib.loads(chosen.read_text(encoding="utf-8"))
+                data = loads_toml(chosen.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError) as exc:
                 raise ConfigurationError(
                     f"cannot read config file {chosen}: {exc}", source=str(chosen)
@@ -226,17 +227,13 @@ class Config:
         return self._settings
 
     def as_dict(self, *, reveal_secrets: bool = False) -> dict[str, Any]:
-        """The validated settings as plain data; tokens and URL passwords masked unless
-        ``reveal_secrets``."""
+        """The validated settings as plain data, to show; tokens and the passwords of every URL
+        masked unless ``reveal_secrets``."""
         data = self.settings.model_dump(mode="json")
         for host, cfg in zip(data["hosts"], self.settings.hosts, strict=True):
             if cfg.token is not None:
                 host["token"] = cfg.token.get_secret_value() if reveal_secrets else "**********"
-        if data["database"]["url"] and not reveal_secrets:
-            data["database"]["url"] = mask_url_password(data["database"]["url"])
-        if data["redis"]["url"] and not reveal_secrets:
-            data["redis"]["url"] = mask_url_password(data["redis"]["url"])
-        return data
+        return data if reveal_secrets else dict(masked(data))
 
     # -- dotted access ----------------------------------------------------------------------------
 

@@ -16,10 +16,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from lmstrix.core.config import Config
+from lmstrix.core.context_loader import read_context_files
 from lmstrix.core.inference_result import RESULT_KEYS, InferenceResult
 from lmstrix.core.inference_stream import AsyncInferenceStream, InferenceStream
 from lmstrix.core.job_service import open_job_service
 from lmstrix.core.prompt_loader import PromptLoader
+from lmstrix.domain.context_blocks import ContextData
 from lmstrix.domain.payloads import InferenceJobResult
 from lmstrix.domain.requests import InferenceOptions, inference_request
 from lmstrix.jobs.follow import JobFollower
@@ -76,7 +78,7 @@ class InferenceManager:
         top_k: int = -1,
         max_tokens: int | None = None,
         system_prompt: str | None = None,
-        context_data: dict[str, Any] | None = None,
+        context_data: ContextData | None = None,
         *,
         host: str | None = None,
         priority: int | None = None,
@@ -88,6 +90,7 @@ class InferenceManager:
         options = InferenceOptions(
             out_ctx, temperature, top_p, top_k, max_tokens, system_prompt, context_data
         )
+        options = read_context_files(options)
         return self.service.submit_inference(model_id, prompt, options, host=host, **extra)
 
     def wait(self, job_id: str, timeout: float | None = None) -> InferenceResult:
@@ -117,9 +120,15 @@ class InferenceManager:
         top_k: int = -1,
         max_tokens: int | None = None,
         system_prompt: str | None = None,
-        context_data: dict[str, Any] | None = None,
+        context_data: ContextData | None = None,
     ) -> InferenceResult:
-        """Generate a completion; see the module docstring and ``RESULT_KEYS`` for the keys."""
+        """Generate a completion; see the module docstring and ``RESULT_KEYS`` for the keys.
+
+        ``context_data`` (``{"document": text, "notes": Path("notes.md")}``) places named blocks
+        of text before the prompt, each under a ``## name`` header (files are read now, with
+        :class:`~lmstrix.loaders.context_loader.ContextLoader`); they count in the token budget.
+        Values of the wrong type raise ``ValidationError`` naming the field before anything is
+        queued."""
         job = self.submit(
             model_id,
             prompt,
@@ -234,7 +243,7 @@ class AsyncInferenceManager:
         top_k: int = -1,
         max_tokens: int | None = None,
         system_prompt: str | None = None,
-        context_data: dict[str, Any] | None = None,
+        context_data: ContextData | None = None,
     ) -> InferenceResult:
         model_id, prompt = await asyncio.to_thread(self._argument_order, model_id, prompt)
         job = await asyncio.to_thread(
@@ -290,6 +299,8 @@ class AsyncInferenceManager:
     def _argument_order(self, model_id: str, prompt: str) -> tuple[str, str]:
         """The API doc's async example calls ``infer("Question 1", "model1")``: prompt first.
         When the first argument is no known model and the second one is, take them that way."""
+        if not (isinstance(model_id, str) and isinstance(prompt, str)):
+            return model_id, prompt  # submit() names the bad one
         registry = self.sync.service.registry
         if not registry.has_model(model_id) and len(prompt) < 512 and registry.has_model(prompt):
             log.info("infer(%r, %r): taking the second argument as the model id", model_id, prompt)

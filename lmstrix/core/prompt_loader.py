@@ -22,6 +22,7 @@ from typing import Any
 
 from lmstrix.domain import templating
 from lmstrix.domain.errors import ConfigurationError, ValidationError
+from lmstrix.domain.nesting import loads_toml
 
 MAX_FILE_BYTES = 8 * 1024 * 1024  # a prompt library, not a data set
 
@@ -126,7 +127,7 @@ def _split_key(raw: str) -> list[str]:
 def parse_prompts(text: str, source: str = "<string>") -> PromptLibrary:
     """Parse TOML text into a :class:`PromptLibrary`; errors name ``source``, line and column."""
     try:
-        data = tomllib.loads(text)
+        data = loads_toml(text)
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         pos = _TOML_POSITION.search(msg)
@@ -141,8 +142,25 @@ def parse_prompts(text: str, source: str = "<string>") -> PromptLibrary:
 class PromptLoader:
     """Loads prompt libraries (TOML) and renders their prompts."""
 
-    def __init__(self, max_file_bytes: int = MAX_FILE_BYTES) -> None:
+    def __init__(
+        self,
+        max_file_bytes: int = MAX_FILE_BYTES,
+        *,
+        max_references: int = templating.MAX_REFERENCES,
+        max_rendered_chars: int = templating.MAX_RENDERED_CHARS,
+    ) -> None:
+        """``max_references`` (placeholders filled in one render, at every level) and
+        ``max_rendered_chars`` bound a render; past either it raises ``ValidationError``."""
+        for field, value in (
+            ("max_file_bytes", max_file_bytes),
+            ("max_references", max_references),
+            ("max_rendered_chars", max_rendered_chars),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValidationError(field, value, "must be a positive integer")
         self.max_file_bytes = max_file_bytes
+        self.max_references = max_references
+        self.max_rendered_chars = max_rendered_chars
 
     def load_prompts(self, path: str | os.PathLike[str]) -> PromptLibrary:
         """Read and parse a TOML prompt file."""
@@ -212,6 +230,7 @@ class PromptLoader:
         References to other prompts resolve in the prompt's own library; a placeholder with no
         value raises ``ValidationError`` naming it.
         """
+        refs, chars = self.max_references, self.max_rendered_chars
         if isinstance(prompt, PromptTemplate):
             return templating.render(
                 prompt.template,
@@ -219,8 +238,10 @@ class PromptLoader:
                 prompt.library,
                 name=prompt.name,
                 where=prompt.where,
+                max_references=refs,
+                max_chars=chars,
             )
-        return templating.render(prompt, variables)
+        return templating.render(prompt, variables, max_references=refs, max_chars=chars)
 
     def render_template(
         self,

@@ -143,11 +143,18 @@ class ConfigurationError(LMStrixError):
         self.source = source
 
 
+def _elide(text: str, keep: int = 57) -> str:
+    head = keep // 2
+    return text[:head] + "..." + text[len(text) - (keep - head) :]
+
+
 class ValidationError(LMStrixError):
     """A bad argument: names the field, the rejected value and what is accepted."""
 
     def __init__(self, field: str, value: Any, reason: str) -> None:
-        shown = value if not isinstance(value, str) or len(value) <= 60 else value[:57] + "..."
+        # A long value is shown by its start and its end (a path's file name, a prompt's last
+        # words), so the message stays one readable line.
+        shown = value if not isinstance(value, str) or len(value) <= 60 else _elide(value)
         super().__init__(f"invalid {field}={shown!r}: {reason}", field=field, value=value)
         self.field = field
         self.value = value

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from pydantic import Field, SecretStr, field_validator
 
-from lmstrix.domain.config_section import ConfigSection, validate_url
+from lmstrix.domain.config_section import ConfigSection, masked, validate_url
 from lmstrix.domain.errors import ConfigurationError
 
 DEFAULT_BASE_URL = "http://localhost:1234"
@@ -42,7 +42,7 @@ class HostConfig(ConfigSection):
 
     def __repr__(self) -> str:
         token = "'**********'" if self.token else "None"
-        return f"HostConfig(name={self.name!r}, url={self.url!r}, token={token})"
+        return f"HostConfig(name={self.name!r}, url={masked(self.url)!r}, token={token})"
 
 
 class LMStudioSettings(ConfigSection):

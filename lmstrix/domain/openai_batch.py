@@ -24,6 +24,7 @@ from typing import Any
 
 from lmstrix.domain.enums import BatchStatus, JobStatus
 from lmstrix.domain.errors import ValidationError
+from lmstrix.domain.nesting import loads_json
 from lmstrix.domain.payloads import InferenceJobResult
 
 CHAT_URL = "/v1/chat/completions"
@@ -252,7 +253,7 @@ def _decode(raw: str | bytes | Mapping[str, Any], c: _Collector, n: int) -> Any:
             c.add(n, "invalid_json", f"not UTF-8 (byte {exc.start})")
             return None
     try:
-        return json.loads(raw)
+        return loads_json(raw)
     except json.JSONDecodeError as exc:
         c.add(n, "invalid_json", f"not valid JSON: {exc.msg} (column {exc.colno})")
         return None

@@ -2,23 +2,44 @@
 
 A job row stores its request as JSON and a worker may run it hours later on another machine, so
 bad values must be refused at submit time, with the field named, not discovered by the worker.
+
+Types are strict: a number given as a string (``top_k="5"``), a bool given for a number, or a
+number given for text is refused, never converted, so what a caller meant is never guessed. An
+``int`` is accepted where a ``float`` is expected (``temperature=1``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from lmstrix.domain.context_blocks import ContextData, check_context_data
 from lmstrix.domain.errors import ValidationError
+
+# pydantic's error types for a value of the wrong type, and how lmstrix words the fix.
+_EXPECTED = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "finite_number": "a finite number",
+    "string_type": "a string",
+    "bool_type": "True or False",
+    "dict_type": "a dict",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class InferenceOptions:
     """What a caller sets for one inference besides the model and the prompt, as ``infer()``
-    takes it (``out_ctx`` still unresolved). Passed whole from the facades to the request."""
+    takes it (``out_ctx`` still unresolved). Passed whole from the facades to the request.
+
+    Validated when it is made, strictly (see the module docstring): a wrong value raises
+    ``ValidationError`` naming the field before anything else happens. ``context_data`` is
+    checked for its shape here (see :mod:`lmstrix.domain.context_blocks`); file paths in it are
+    read by the facades.
+    """
 
     out_ctx: int | str = "auto"
     temperature: float = 0.7
@@ -26,34 +47,86 @@ class InferenceOptions:
     top_k: int = -1
     max_tokens: int | None = None
     system_prompt: str | None = None
-    context_data: dict[str, Any] | None = None
+    context_data: ContextData | None = None
+
+    def __post_init__(self) -> None:
+        validate_request(
+            SamplingOptions, {k: getattr(self, k) for k in SamplingOptions.model_fields}
+        )
+        if isinstance(self.out_ctx, bool) or not isinstance(self.out_ctx, int | str):
+            raise ValidationError(
+                "out_ctx",
+                self.out_ctx,
+                "must be a positive integer, -1 (no limit), 'auto' or a percentage like '25%'",
+            )
+        check_context_data(self.context_data)
+
+    @classmethod
+    def of(cls, **options: Any) -> InferenceOptions:
+        """Options from keyword arguments, as ``BatchProcessor.process_batch(**options)`` takes
+        them; an unknown name is a ``ValidationError`` listing the known ones."""
+        known = [f.name for f in fields(cls)]
+        for name, value in options.items():
+            if name not in known:
+                raise ValidationError(
+                    name, value, f"is not an option of infer(); the options are {', '.join(known)}"
+                )
+        return cls(**options)
 
 
-class InferenceRequest(BaseModel):
-    """One chat completion: the prompt, sampling settings and the context to load the model at."""
+class SamplingOptions(BaseModel):
+    """The caller's sampling settings, strictly typed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
-    prompt: str = Field(min_length=1)
     system_prompt: str | None = None
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(-1, ge=-1)
     max_tokens: int | None = Field(None, ge=-1)
+
+
+class InferenceRequest(SamplingOptions):
+    """One chat completion as queued: the prompt as sent (``context_data`` blocks already
+    placed before it), sampling settings, the output budget and the context to load the model
+    at."""
+
+    prompt: str = Field(min_length=1)
     # The context length to load the model at (None: whatever the worker thinks sane).
     context_length: int | None = Field(None, ge=1)
-    context_data: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_context_data(cls, data: Any) -> Any:
+        # Rows queued before context_data reached the prompt carry the key (it was never sent,
+        # so it is dropped, which is what running them did).
+        if isinstance(data, dict) and "context_data" in data:
+            data = {k: v for k, v in data.items() if k != "context_data"}
+        return data
+
+
+def _reason(err: Any) -> str:
+    expected = _EXPECTED.get(err["type"])
+    if expected is None:
+        return str(err["msg"])
+    value = err.get("input")
+    reason = f"must be {expected}, not {type(value).__name__}"
+    if isinstance(value, bool):
+        return reason + "; a bool is not accepted for a number"
+    if isinstance(value, str) and expected in ("an integer", "a number"):
+        return reason + f"; pass the number itself ({value.strip()} without quotes)"
+    return reason + " (lmstrix does not convert values)"
 
 
 def validate_request(cls: type[BaseModel], data: dict[str, Any]) -> BaseModel:
-    """``cls(**data)`` with pydantic's errors turned into lmstrix's, naming the first bad field."""
+    """``cls(**data)`` with pydantic's errors turned into lmstrix's, naming the first bad field
+    and what it must be."""
     try:
         return cls.model_validate(data)
     except PydanticValidationError as exc:
         err = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in err["loc"]) or cls.__name__
-        value = err.get("input")
-        raise ValidationError(field, value, err["msg"]) from None
+        raise ValidationError(field, err.get("input"), _reason(err)) from None
 
 
 def inference_request(**data: Any) -> InferenceRequest:

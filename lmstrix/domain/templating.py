@@ -19,6 +19,15 @@ The rules, following the original lmstrix's templates where they were sound:
   cannot pull in other prompts or variables. Nothing is evaluated: there are no expressions.
 - Every placeholder that resolves to nothing is collected, and one ``ValidationError`` names them
   all (upstream left them in the output with a warning only visible under ``--verbose``).
+- ``{{`` followed by a name that is never closed (``{{name`` at the end, ``{{name} ...``, or
+  another ``{{`` before the next ``}}``) is a ``ValidationError`` naming the prompt, the line and
+  the column: it is almost always a typo that would otherwise reach the model as is.
+- Rendering is bounded: at most ``MAX_REFERENCES`` placeholders are filled in one render
+  (counting those of the prompts referred to, at every level), and the text of any prompt, the
+  result included, may not grow past ``MAX_RENDERED_CHARS``. A library whose prompts refer to
+  each other several times at every level grows exponentially (8 levels of 10 references are
+  10^8 copies); it is refused with a ``ValidationError`` naming the prompt and the limit instead
+  of running for hours.
 """
 
 from __future__ import annotations
@@ -33,7 +42,14 @@ from typing import Any
 from lmstrix.domain.errors import ValidationError
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w-]*(?:\.[\w-]+)*)\s*\}\}")
+# The start of a placeholder: ``{{`` and a name. Not followed by ``}}`` it is an unterminated one
+# (or, with ``}}`` later and no ``{{`` in between, other text between braces, left verbatim).
+_OPENING = re.compile(r"\{\{\s*[A-Za-z_][\w-]*(?:\.[\w-]+)*")
 MAX_DEPTH = 10
+# Placeholders filled in one render, counting those inside referenced prompts at every level.
+MAX_REFERENCES = 10_000
+# Characters any prompt may render to (about a million tokens: more than any context holds).
+MAX_RENDERED_CHARS = 4_000_000
 # Keys that make a table stand for a prompt: upstream's ``template``, and ``prompt`` as the
 # upstream docs' examples (``[aps] prompt = """..."""``) use it.
 TEMPLATE_KEYS = ("template", "prompt")
@@ -47,6 +63,23 @@ def placeholders(template: str) -> list[str]:
     for m in PLACEHOLDER.finditer(template):
         seen.setdefault(m.group(1), None)
     return list(seen)
+
+
+def unterminated(template: str) -> int | None:
+    """The offset of the first ``{{name`` in ``template`` that is never closed, or None.
+
+    Never closed: no ``}}`` follows, or another ``{{`` comes first. ``{{name|upper}}`` and the
+    like are closed (and stay verbatim, as they are no placeholder).
+    """
+    starts = {m.start() for m in PLACEHOLDER.finditer(template)}
+    for m in _OPENING.finditer(template):
+        if m.start() in starts:
+            continue
+        close = template.find("}}", m.end())
+        reopen = template.find("{{", m.end())
+        if close < 0 or 0 <= reopen < close:
+            return m.start()
+    return None
 
 
 def lookup(data: Mapping[str, Any], path: str) -> Any:
@@ -94,8 +127,62 @@ class _Render:
     # missing name -> the referenced prompt that uses it (when not the top template itself)
     used_by: dict[str, str] = field(default_factory=dict)
 
+    max_references: int = MAX_REFERENCES
+    max_chars: int = MAX_RENDERED_CHARS
+    references: int = 0
+
     def expand(self, template: str, chain: tuple[str, ...]) -> str:
-        return PLACEHOLDER.sub(lambda m: self.value(m.group(0), m.group(1), chain), template)
+        self.check_terminated(template, chain)
+        pieces: list[str] = []
+        size = 0
+        end = 0
+        for m in PLACEHOLDER.finditer(template):
+            self.references += 1
+            if self.references > self.max_references:
+                self.too_big(
+                    f"fills more than {self.max_references} placeholders", "max_references", chain
+                )
+            text = self.value(m.group(0), m.group(1), chain)
+            pieces += (template[end : m.start()], text)
+            size += m.start() - end + len(text)
+            end = m.end()
+            if size > self.max_chars:
+                self.too_big(
+                    f"renders to more than {self.max_chars} characters", "max_rendered_chars", chain
+                )
+        pieces.append(template[end:])
+        if size + len(template) - end > self.max_chars:
+            self.too_big(
+                f"renders to more than {self.max_chars} characters", "max_rendered_chars", chain
+            )
+        return "".join(pieces)
+
+    def too_big(self, what: str, knob: str, chain: tuple[str, ...]) -> None:
+        via = f" (at {' -> '.join(chain)})" if len(chain) > 1 else ""
+        raise ValidationError(
+            "template",
+            self.name,
+            f"prompt {self.label} {what}{via}, the limit ({knob}); prompts that refer to "
+            "each other several times at every level grow exponentially: flatten them, shorten "
+            f"the variables, or raise the limit with PromptLoader({knob}=...)",
+        )
+
+    def check_terminated(self, template: str, chain: tuple[str, ...]) -> None:
+        at = unterminated(template)
+        if at is None:
+            return
+        line = template.count("\n", 0, at) + 1
+        column = at - (template.rfind("\n", 0, at) + 1) + 1
+        opening = _OPENING.match(template, at)
+        shown = opening.group(0) if opening else "{{"
+        name = chain[-1] if chain else self.name
+        label = self.label if name == self.name else repr(name)
+        raise ValidationError(
+            "template",
+            name,
+            f"unterminated placeholder {shown!r} at line {line}, column {column} of prompt "
+            f"{label}; close it with '}}}}'",
+        )
 
     def value(self, raw: str, key: str, chain: tuple[str, ...]) -> str:
         var = lookup(self.variables, key)
@@ -149,19 +236,29 @@ def render(
     *,
     name: str = "<template>",
     where: str | None = None,
+    max_references: int = MAX_REFERENCES,
+    max_chars: int = MAX_RENDERED_CHARS,
 ) -> str:
     """``template`` with every placeholder filled (see the module docstring for the rules).
 
     Raises ``ValidationError`` whose ``field`` is ``variables`` and whose ``value`` lists the
     missing names when any placeholder has no value. ``where`` (a file and line) is added to the
-    messages so the prompt can be found.
+    messages so the prompt can be found. ``max_references`` and ``max_chars`` bound the work
+    (see the module docstring); past either, ``ValidationError`` on ``template``.
     """
     if not isinstance(template, str):
         raise ValidationError("template", template, "must be a string")
     if variables is not None and not isinstance(variables, Mapping):
         raise ValidationError("variables", variables, "must be a mapping of names to values")
     label = f"{name!r}" + (f" ({where})" if where else "")
-    job = _Render(variables or {}, library or {}, name, label)
+    job = _Render(
+        variables or {},
+        library or {},
+        name,
+        label,
+        max_references=max_references,
+        max_chars=max_chars,
+    )
     own = name if library is not None and lookup(library, name) is not MISSING else None
     out = job.expand(template, (own,) if own else ())
     if job.missing:

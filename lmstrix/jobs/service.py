@@ -19,6 +19,7 @@ from lmstrix.db import JobKind
 from lmstrix.db.model_store import ModelStore
 from lmstrix.domain.budget import check_fits
 from lmstrix.domain.context import ContextManager, resolve_out_ctx
+from lmstrix.domain.context_blocks import compose_prompt
 from lmstrix.domain.context_search import DEFAULT_MAX_ITERATIONS, DEFAULT_THRESHOLD
 from lmstrix.domain.errors import (
     LMStudioConnectionError,
@@ -114,6 +115,10 @@ class JobService:
         A model the registry does not know triggers one rescan of the hosts, so a fresh
         install works without ``lmstrix scan`` first.
         """
+        if not isinstance(model_id, str) or not model_id.strip():
+            raise ValidationError(
+                "model_id", model_id, "must be a model id such as 'qwen/qwen3-4b' (a string)"
+            )
         key = (model_id, host)
         cached = self._models.get(key)
         if cached is not None and cached[0] > time.monotonic():
@@ -164,9 +169,12 @@ class JobService:
         prompt: str,
         options: InferenceOptions = DEFAULT_OPTIONS,
     ) -> dict[str, Any]:
-        """The inference request for ``prompt`` on the ``chosen`` model, as queued: the output
-        budget resolved and checked against the model's context, the load size chosen to fit."""
+        """The inference request for ``prompt`` on the ``chosen`` model, as queued: the
+        ``context_data`` blocks placed before the prompt, the output budget resolved and checked
+        against the model's context (for the whole composed prompt), the load size chosen to
+        fit. ``context_data`` must hold text here: the facades read files before."""
         o = options
+        prompt = compose_prompt(o.context_data, prompt)
         estimate = self.context.estimate_tokens
         prompt_tokens = estimate(prompt, chosen.id) + estimate(o.system_prompt or "", chosen.id)
         limit = chosen.tested_context or chosen.declared_context or DEFAULT_CONTEXT
@@ -187,7 +195,6 @@ class JobService:
             top_k=o.top_k,
             max_tokens=budget,
             context_length=ctx,
-            context_data=o.context_data,
         ).model_dump(mode="json")
 
     def submit_inference(
@@ -203,6 +210,10 @@ class JobService:
         """Validate, route and queue one inference; returns at once with the job id."""
         if not isinstance(prompt, str) or not prompt:
             raise ValidationError("prompt", prompt, "must be a non-empty string")
+        if not isinstance(options, InferenceOptions):
+            raise ValidationError("options", options, "must be an InferenceOptions")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ValidationError("priority", priority, "must be an integer")
         models = self.resolve_model(model_id, host)
         chosen = models[0]
         if len(models) > 1:

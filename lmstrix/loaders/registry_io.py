@@ -32,6 +32,7 @@ from lmstrix.db import ModelRow, write_session
 from lmstrix.db.hosts import get_or_create_host
 from lmstrix.domain.errors import ValidationError
 from lmstrix.domain.model import column_values, default_host
+from lmstrix.domain.nesting import loads_json
 
 # Original field -> our public field name (validated by domain.model.column_values).
 _MAPPED = {
@@ -100,7 +101,7 @@ def read_upstream(path: str | Path) -> tuple[Path, str, dict[str, Any]]:
             "file", str(file), f"{file} is not UTF-8 text (bad byte at offset {exc.start})"
         ) from None
     try:
-        data = json.loads(text)
+        data = loads_json(text)
     except json.JSONDecodeError as exc:
         raise ValidationError(
             "file",

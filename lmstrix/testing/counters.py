@@ -5,9 +5,10 @@ from __future__ import annotations
 import copy
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,8 @@ class Counters:
     # inference and embedding requests, by model key
     requests_by_model: Counter[str] = field(default_factory=Counter)
     inferences: int = 0
+    # the chat messages of every completion request, in arrival order (what the model was sent)
+    received: list[list[dict[str, Any]]] = field(default_factory=list)
     # model calls = loads + inferences (+ embeddings) being executed right now / at most at once
     in_flight: int = 0
     max_in_flight: int = 0
@@ -94,6 +97,10 @@ class CounterBox:
     def unloaded(self, record: UnloadRecord) -> None:
         with self._lock:
             self._c.unloads.append(record)
+
+    def receive(self, messages: Sequence[Mapping[str, Any]]) -> None:
+        with self._lock:
+            self._c.received.append([dict(m) for m in messages])
 
     def inferred(self) -> None:
         with self._lock:

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmstrix.domain.nesting import loads_json
+
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 
 
@@ -76,7 +78,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
     try:
-        data = json.loads(body)
+        data = loads_json(body)  # a body nested thousands deep is a 400, not a crash
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"Invalid JSON in request body: {exc}", code="invalid_json") from exc
     if not isinstance(data, dict):

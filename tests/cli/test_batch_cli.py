@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -136,6 +138,28 @@ def test_invalid_file_exits_2_and_queues_nothing(run: Run, tmp_path: Path) -> No
     assert code == 2 and "no such file" in stderr
     code, _, stderr = run("batch", "create", str(path), "--output", "x.jsonl")
     assert code == 2 and "need --wait" in stderr
+
+
+def test_file_nested_thousands_deep_is_one_line_and_exit_2(run: Run, tmp_path: Path) -> None:
+    deep = '{"custom_id": "deep", "body": ' + "[" * 20_000 + "]" * 20_000 + "}"
+    path = tmp_path / "deep.jsonl"
+    path.write_text(line("a", "say a") + "\n" + deep + "\n", encoding="utf-8")
+    code, stdout, stderr = run("batch", "create", str(path))
+    assert (code, stdout) == (2, "")
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert stderr.startswith("error: invalid batch=") and "deep.jsonl': 1 problem" in stderr
+    assert "line 2: not valid JSON: nested more than 64 levels deep" in stderr
+    # the real command in its own process: the same line, no traceback
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmstrix.cli", "batch", "create", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", stderr)
+    code, _, stderr = run("batch", "list")
+    assert "no batches" in stderr
 
 
 def test_cancel_and_unknown_ids(run: Run, batch_file: Path) -> None:

@@ -186,6 +186,33 @@ def test_bad_files(tmp_path: Path, loader: PromptLoader) -> None:
         PromptLoader(max_file_bytes=100).load_prompts(big)
 
 
+def test_a_1kb_file_of_exponential_references_is_refused(tmp_path: Path) -> None:
+    """8 levels of 10 references each: 10^8 copies, from a file of about 1 KB."""
+    lines = [f'l{i} = "' + " ".join([f"{{{{l{i + 1}}}}}"] * 10) + '"' for i in range(8)]
+    path = tmp_path / "bomb.toml"
+    path.write_text("\n".join([*lines, 'l8 = "boom"']) + "\n", encoding="utf-8")
+    assert path.stat().st_size < 1200
+    with pytest.raises(ValidationError) as err:
+        PromptLoader().render_template(path, "l0")
+    assert err.value.field == "template" and err.value.value == "l0"
+    assert f"{path}, line 1" in str(err.value) and "max_references" in str(err.value)
+    with pytest.raises(ValidationError) as err:
+        PromptLoader(max_references=10**9, max_rendered_chars=5000).render_template(path, "l0")
+    assert "more than 5000 characters" in str(err.value)
+    with pytest.raises(ValidationError, match="max_references"):
+        PromptLoader(max_references=0)
+
+
+def test_unterminated_placeholder_in_a_file_names_prompt_and_position(tmp_path: Path) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text('[mail]\nbody = """Dear {{name,\nthanks"""\n', encoding="utf-8")
+    with pytest.raises(ValidationError) as err:
+        PromptLoader().render_template(path, "mail.body", {"name": "Ann"})
+    message = str(err.value)
+    assert "unterminated placeholder '{{name' at line 1, column 6" in message
+    assert f"'mail.body' ({path}, line 2)" in message
+
+
 def test_plain_strings_and_dicts_work_without_a_file(loader: PromptLoader) -> None:
     assert loader.render_prompt("Hi {{who}}", {"who": "you"}) == "Hi you"
     prompt = loader.get_prompt("a.b", {"a": {"b": "{{c}}!"}, "c": "see"})

@@ -119,6 +119,14 @@ def test_malformed_json_names_the_line(database_url: str, tmp_path: Path) -> Non
     assert str(path) in str(info.value)
 
 
+def test_json_nested_thousands_deep_names_the_line(database_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text('{\n  "llms": ' + "[" * 5000 + "]" * 5000 + "\n}\n", encoding="utf-8")
+    with pytest.raises(ValidationError) as info:
+        import_upstream(path, host="local", database_url=database_url)
+    assert f"{path}:2:" in str(info.value) and "nested more than 64 levels" in str(info.value)
+
+
 def test_bad_field_names_field_and_line_and_imports_nothing(
     database_url: str, tmp_path: Path
 ) -> None:

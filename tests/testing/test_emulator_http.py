@@ -85,6 +85,9 @@ def test_malformed_json_is_400(http: httpx.Client) -> None:
     v1 = http.post("/api/v1/models/load", content=b"[1]")
     assert v1.status_code == 400
     assert v1.json()["error"]["type"] == "invalid_request"
+    deep = b'{"model": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+    response = http.post("/v1/chat/completions", content=deep)
+    assert response.status_code == 400 and "nested more than 64" in response.text
 
 
 def test_keep_alive_serves_many_requests(emu: LMStudioEmulator, http: httpx.Client) -> None:
