@@ -115,9 +115,13 @@ def main() -> None:
         print("soak: skipped (no PostgreSQL)")
         return
     tag = os.getpid()
+    # one host answers at once, the other on a real clock (loads take time, streams left early
+    # are cancelled mid-answer)
     emulators = {
         f"soak{tag}a": LMStudioEmulator().start(),
-        f"soak{tag}b": LMStudioEmulator().start(),
+        f"soak{tag}b": LMStudioEmulator(
+            clock="real", tokens_per_second=1000.0, load_seconds=0.2
+        ).start(),
     }
     hosts = list(emulators)
     with tempfile.TemporaryDirectory() as tmp:
