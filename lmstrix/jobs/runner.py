@@ -161,7 +161,8 @@ class JobRunner:
         """Run queued jobs of this host until none is left; returns how many ran.
 
         Ending one job and claiming the next share a transaction; the done-notification still
-        follows the commit that made the row final.
+        follows the commit that made the row final. A job claimed here always runs, or goes
+        back to the queue at once (:meth:`_release`) when something stops the loop first.
         """
         ran = 0
         job = self.store.claim_next(
@@ -172,7 +173,11 @@ class JobRunner:
             policy=self.settings.policy,
         )
         while job is not None:
-            claim = self._claim() if should_continue() else None
+            try:
+                claim = self._claim() if should_continue() else None
+            except BaseException:
+                self._release(job)
+                raise
             job = self._run(job, claim)
             ran += 1
         return ran
@@ -211,11 +216,43 @@ class JobRunner:
                 # the claim must see the model this job left loaded
                 claim = self._claim()
             final, nxt = self.store.end_and_claim(job, outcome.status, **outcome.row, claim=claim)
+        except BaseException:  # stopped before its end was stored: back to the queue at once
+            self._release(job)
+            raise
         finally:
             self.keeper.watch(nxt)
-            self.notifier.notify_done(str(job.id), final)
             self.jobs_run += 1
+            try:
+                self._notify_done(job, final)
+            except BaseException:  # interrupted: the next job must not stay claimed unrun
+                if nxt is not None:
+                    self._release(nxt)
+                raise
         return nxt
+
+    def _notify_done(self, job: ClaimedJob, final: JobView | None) -> None:
+        """Tell the job's waiter its row is final. The row is committed already, so a failed
+        notification (Redis down) only costs the waiter its next look at the row: it is logged,
+        never allowed to stop the loop with the next job claimed and not run."""
+        try:
+            self.notifier.notify_done(str(job.id), final)
+        except Exception as exc:
+            log.warning(
+                "job %s ended but its waiter could not be told (%s: %s); it will read the row",
+                job.id,
+                type(exc).__name__,
+                exc,
+            )
+
+    def _release(self, job: ClaimedJob) -> None:
+        """Hand back a job claimed but not run: queued again, its attempt not counted."""
+        self.keeper.watch(None)
+        try:
+            self.store.release(job)
+        except Exception:  # the database is away too: the lease runs out and the reaper requeues
+            log.exception(
+                "could not hand back job %s; it is requeued when its lease runs out", job.id
+            )
 
     # -- one job --------------------------------------------------------------------------
 
