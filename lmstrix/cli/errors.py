@@ -17,10 +17,12 @@ from lmstrix.domain.errors import (
     ConfigurationError,
     ContextLimitExceededError,
     InferenceTimeoutError,
+    JobDeadlineError,
     JobNotFound,
     LMStrixError,
     LMStudioAuthError,
     LMStudioConnectionError,
+    LMStudioTimeoutError,
     ModelLoadError,
     ModelNotFoundError,
     ValidationError,
@@ -39,6 +41,8 @@ EXIT_CODES: dict[type[LMStrixError], int] = {
     ModelLoadError: 8,
     InferenceTimeoutError: 9,
     JobNotFound: 10,
+    LMStudioTimeoutError: 11,
+    JobDeadlineError: 11,
 }
 
 # A scan or probe that reached no host: the exit code of a connection error.
