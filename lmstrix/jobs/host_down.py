@@ -77,7 +77,8 @@ class HostDownCheck:
         while (left := until - time.monotonic()) > 0 and self._queued():
             if not should_continue() or self._closed.wait(min(PROBE_EVERY, left)):
                 return False
-            if self.client.answers(self.probe_timeout):
+            left = until - time.monotonic()
+            if left > 0 and self.client.answers(min(self.probe_timeout, left)):
                 log.warning("%s answers again; its queue goes on", self.host)
                 return True
         if not should_continue():
