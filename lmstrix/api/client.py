@@ -13,9 +13,9 @@ the worker not to send it again either.
 Timeouts: connecting gets ``connect_timeout`` (never more than ``timeout``); then an inference
 request gets ``timeout`` for its whole answer. For a streamed answer that is the wait for the
 first piece, every gap between pieces *and* the whole stream: a stream still going when its time
-is up is cut off (see :class:`_Cutoff`). Loads get their own long ``load_timeout``; a load never
-reuses an instance loaded at another size, and reports the context LM Studio *applied*, which can
-be less than what was asked.
+is up is cut off (:mod:`lmstrix.api.cutoff`). Loads get their own long ``load_timeout``; a load
+never reuses an instance loaded at another size, and reports the context LM Studio *applied*,
+which can be less than what was asked.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from difflib import get_close_matches
@@ -33,6 +31,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from lmstrix.api.cutoff import Cutoff
 from lmstrix.api.error_mapping import extract_error, to_exception
 from lmstrix.api.parsing import (
     Message,
@@ -626,7 +625,7 @@ class LMStudioClient:
     @contextlib.contextmanager
     def _stream(
         self, method: str, path: str, payload: Any, timeout: httpx.Timeout, *, operation: str
-    ) -> Iterator[tuple[httpx.Response, _Cutoff]]:
+    ) -> Iterator[tuple[httpx.Response, Cutoff]]:
         """A streamed response, cut off when ``timeout.read`` has passed since it was asked
         for (connecting included); the caller reads it and checks ``cutoff.fired``."""
         request = self._http.build_request(method, path, json=payload, timeout=timeout)
@@ -641,7 +640,7 @@ class LMStudioClient:
                 time.sleep(min(self.retry_backoff * 2**attempt, 4.0))
             except httpx.TransportError as exc:
                 raise self._sent_error(exc, timeout, operation) from None
-        cutoff = _Cutoff(resp, (timeout.read or self.timeout) - (time.monotonic() - started))
+        cutoff = Cutoff(resp, (timeout.read or self.timeout) - (time.monotonic() - started))
         try:
             yield resp, cutoff
         finally:
@@ -779,32 +778,6 @@ class LMStudioClient:
             hint="check that the URL points at LM Studio's server (default port 1234)",
             request_sent=True,
         )
-
-
-class _Cutoff:
-    """Ends a streamed answer when its time is up, even while a read waits for the next piece:
-    shutting the socket down makes that read return at once (the connection is not reused).
-    Without a socket to reach (another transport), the read timeout bounds each gap instead."""
-
-    def __init__(self, resp: httpx.Response, seconds: float) -> None:
-        self.fired = False
-        stream = resp.extensions.get("network_stream")
-        self._sock: socket.socket | None = (
-            stream.get_extra_info("socket") if stream is not None else None
-        )
-        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
-        self._timer.daemon = True
-        if self._sock is not None:
-            self._timer.start()
-
-    def _fire(self) -> None:
-        self.fired = True
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
-
-    def cancel(self) -> None:
-        self._timer.cancel()
 
 
 def _snippet(text: str, limit: int = 200) -> str:
