@@ -41,8 +41,8 @@ EXIT_CODES: dict[type[LMStrixError], int] = {
     ModelLoadError: 8,
     InferenceTimeoutError: 9,
     JobNotFound: 10,
-    LMStudioTimeoutError: 11,
-    JobDeadlineError: 11,
+    LMStudioTimeoutError: 12,
+    JobDeadlineError: 12,
 }
 
 # A scan or probe that reached no host: the exit code of a connection error.
