@@ -5,24 +5,33 @@ It copes with every LM Studio generation: 0.4+ (``/api/v1``: load at a chosen co
 (old LM Studio, or llama.cpp's own server). The generation is detected from response *bodies*,
 because LM Studio answers unknown routes with HTTP 200 and an error body.
 
-Retries (with backoff) happen only on connection errors, where nothing reached the server.
-Loads get their own long timeout; a load never reuses an instance loaded at another size, and
-reports the context LM Studio *applied*, which can be less than what was asked.
+Retries (with backoff) happen only on connection errors, where nothing reached the server: a
+request the host received (it timed out, answered HTTP 5xx, or dropped the connection) is never
+sent again here, and its typed error (``LMStudioTimeoutError``, ``LMStudioServerError``) tells
+the worker not to send it again either.
+
+Timeouts: connecting gets ``connect_timeout`` (never more than ``timeout``); then an inference
+request gets ``timeout`` for its whole answer. For a streamed answer that is the wait for the
+first piece, every gap between pieces *and* the whole stream: a stream still going when its time
+is up is cut off (:mod:`lmstrix.api.cutoff`). Loads get their own long ``load_timeout``; a load
+never reuses an instance loaded at another size, and reports the context LM Studio *applied*,
+which can be less than what was asked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from difflib import get_close_matches
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
+from lmstrix.api.cutoff import Cutoff
 from lmstrix.api.error_mapping import extract_error, to_exception
 from lmstrix.api.parsing import (
     Message,
@@ -39,6 +48,8 @@ from lmstrix.domain.errors import (
     InferenceError,
     LMStrixError,
     LMStudioConnectionError,
+    LMStudioServerError,
+    LMStudioTimeoutError,
     ModelNotFoundError,
     UnsupportedEndpointError,
     ValidationError,
@@ -62,8 +73,9 @@ DEFAULT_URL = "http://localhost:1234"
 class LMStudioClient:
     """A synchronous client for one LM Studio host.
 
-    ``timeout`` bounds one inference request, ``load_timeout`` one model load (loads of large
-    models take minutes), ``connect_timeout`` the TCP connect and the quick metadata calls.
+    ``timeout`` bounds one inference request (a whole stream included), ``load_timeout`` one
+    model load (loads of large models take minutes), ``connect_timeout`` the TCP connect (at
+    most ``timeout``) and, with ``timeout``, the quick metadata calls.
     """
 
     def __init__(
@@ -92,7 +104,7 @@ class LMStudioClient:
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=headers,
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
             limits=httpx.Limits(max_keepalive_connections=4, max_connections=16),
         )
         self._generation: ApiGeneration | None = None
@@ -150,6 +162,7 @@ class LMStudioClient:
             "the server answers HTTP but is neither LM Studio nor an OpenAI-compatible server "
             "(no model list at /api/v1/models, /api/v0/models or /v1/models)",
             hint="check the URL and port",
+            request_sent=True,
         )
 
     def list_models(self) -> list[ModelRecord]:
@@ -183,6 +196,16 @@ class LMStudioClient:
             if model is None or m.key == model:
                 out.extend(m.loaded_instances)
         return out
+
+    def answers(self, timeout: float) -> bool:
+        """Whether the host gives any HTTP answer within ``timeout`` seconds: one cheap request,
+        no retry (the worker's "is it down?" probe; a hung server fails it as a dead one)."""
+        limit = httpx.Timeout(timeout, connect=min(self.connect_timeout, timeout))
+        try:
+            self._http.get("/lmstudio-greeting", timeout=limit)
+        except httpx.TransportError:
+            return False
+        return True
 
     def health(self) -> HostHealth:
         """Probe the host; never raises for a down host (the result says what is wrong)."""
@@ -264,6 +287,7 @@ class LMStudioClient:
             model=model,
             timeout=httpx.Timeout(self.load_timeout, connect=self.connect_timeout),
             context_length=context_length,
+            setting="lmstudio.load_timeout",
         )
         instance_id = str(body.get("instance_id") or body.get("model_instance_id") or model)
         applied = to_int((body.get("load_config") or {}).get("context_length"))
@@ -353,7 +377,8 @@ class LMStudioClient:
             payload["stream_options"] = {"include_usage": True}
         if extra:
             payload.update(extra)
-        request_timeout = httpx.Timeout(timeout or self.timeout, connect=self.connect_timeout)
+        limit = timeout or self.timeout
+        request_timeout = httpx.Timeout(limit, connect=min(self.connect_timeout, limit))
         path = self._chat_endpoint()
         try:
             if stream:
@@ -451,7 +476,7 @@ class LMStudioClient:
         answered_model = model
         stopped = False
         done = False
-        with self._stream("POST", path, payload, timeout) as resp:
+        with self._stream("POST", path, payload, timeout, operation="chat") as (resp, cutoff):
             if resp.status_code != 200 or "text/event-stream" not in resp.headers.get(
                 "content-type", ""
             ):
@@ -507,11 +532,17 @@ class LMStudioClient:
                         stopped = True
                         break
             except httpx.TransportError as exc:
+                if cutoff.fired or isinstance(exc, httpx.TimeoutException):
+                    raise self._timeout_error(
+                        timeout, "chat", detail=f"cut off after {len(parts)} pieces"
+                    ) from None
                 raise InferenceError(
                     model,
                     f"the stream broke off after {len(parts)} pieces ({type(exc).__name__})",
                     host_url=self.base_url,
                 ) from None
+        if cutoff.fired and not done and not stopped:
+            raise self._timeout_error(timeout, "chat", detail=f"cut off after {len(parts)} pieces")
         if not done and not stopped:
             raise InferenceError(
                 model,
@@ -575,46 +606,56 @@ class LMStudioClient:
         *,
         json_body: Any = None,
         timeout: httpx.Timeout | None = None,
+        operation: str | None = None,
+        setting: str = "lmstudio.timeout",
     ) -> httpx.Response:
+        limit = timeout or self._http.timeout
         for attempt in range(self.max_retries + 1):
             try:
-                return self._http.request(
-                    method, path, json=json_body, timeout=timeout or httpx.USE_CLIENT_DEFAULT
-                )
+                return self._http.request(method, path, json=json_body, timeout=limit)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if attempt >= self.max_retries:
                     raise self._connection_error(exc) from None
                 time.sleep(min(self.retry_backoff * 2**attempt, 4.0))
             except httpx.TransportError as exc:
-                raise self._connection_error(exc) from None
+                raise self._sent_error(
+                    exc, limit, operation or f"{method} {path}", setting
+                ) from None
         raise AssertionError("unreachable")
 
-    @contextmanager
+    @contextlib.contextmanager
     def _stream(
-        self, method: str, path: str, payload: Any, timeout: httpx.Timeout
-    ) -> Iterator[httpx.Response]:
+        self, method: str, path: str, payload: Any, timeout: httpx.Timeout, *, operation: str
+    ) -> Iterator[tuple[httpx.Response, Cutoff]]:
+        """A streamed response, cut off when ``timeout.read`` has passed since it was asked
+        for (connecting included); the caller reads it and checks ``cutoff.fired``."""
+        request = self._http.build_request(method, path, json=payload, timeout=timeout)
         for attempt in range(self.max_retries + 1):
+            started = time.monotonic()
             try:
-                with self._http.stream(method, path, json=payload, timeout=timeout) as resp:
-                    yield resp
-                return
+                resp = self._http.send(request, stream=True)
+                break
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if attempt >= self.max_retries:
                     raise self._connection_error(exc) from None
                 time.sleep(min(self.retry_backoff * 2**attempt, 4.0))
-            except (httpx.ReadTimeout, httpx.RemoteProtocolError) as exc:
-                raise self._connection_error(exc) from None
+            except httpx.TransportError as exc:
+                raise self._sent_error(exc, timeout, operation) from None
+        cutoff = Cutoff(resp, (timeout.read or self.timeout) - (time.monotonic() - started))
+        try:
+            yield resp, cutoff
+        finally:
+            cutoff.cancel()
+            resp.close()
 
     def _connection_error(self, exc: httpx.TransportError) -> LMStudioConnectionError:
+        """Connecting failed: nothing reached the host (the one failure worth a retry)."""
         if isinstance(exc, httpx.TimeoutException):
-            kind = "connect" if isinstance(exc, httpx.ConnectTimeout) else "answer"
-            limit = self.connect_timeout if kind == "connect" else None
-            reason = f"no {kind} within the timeout" + (f" ({limit:g}s)" if limit else "")
             return LMStudioConnectionError(
                 self.base_url,
-                reason,
-                hint="the server may be busy loading a model or hung; raise lmstudio.timeout "
-                "or check LM Studio",
+                f"no connection within the timeout ({self.connect_timeout:g}s)",
+                hint="the server may be down, busy or unreachable; check LM Studio and the "
+                "network, or raise lmstudio.connect_timeout",
             )
         text = str(exc) or type(exc).__name__
         if "Name or service not known" in text or "nodename nor servname" in text:
@@ -625,8 +666,44 @@ class LMStudioClient:
             reason = text
         return LMStudioConnectionError(self.base_url, reason)
 
+    def _sent_error(
+        self,
+        exc: httpx.TransportError,
+        timeout: httpx.Timeout,
+        operation: str,
+        setting: str = "lmstudio.timeout",
+    ) -> LMStrixError:
+        """A failure after the request went out: the host may be working on it, so it must not
+        be sent again. Waiting for a free connection of the pool is the exception (not sent)."""
+        if isinstance(exc, httpx.PoolTimeout):
+            return self._connection_error(exc)
+        if isinstance(exc, httpx.TimeoutException):
+            return self._timeout_error(timeout, operation, setting=setting)
+        return LMStudioServerError(
+            self.base_url,
+            f"the connection closed before an answer ({type(exc).__name__}); LM Studio may "
+            "have crashed or restarted",
+            operation=operation,
+        )
+
+    def _timeout_error(
+        self,
+        timeout: httpx.Timeout,
+        operation: str,
+        *,
+        setting: str = "lmstudio.timeout",
+        detail: str | None = None,
+    ) -> LMStudioTimeoutError:
+        return LMStudioTimeoutError(
+            self.base_url,
+            timeout.read or self.timeout,
+            operation=operation,
+            setting=setting,
+            detail=detail,
+        )
+
     def _get_json(self, path: str, operation: str) -> dict[str, Any]:
-        resp = self._request("GET", path, timeout=self._quick_timeout)
+        resp = self._request("GET", path, timeout=self._quick_timeout, operation=operation)
         body = _json_or_none(resp)
         self._raise_error(resp, body, operation=operation)
         if not isinstance(body, dict):
@@ -642,8 +719,11 @@ class LMStudioClient:
         model: str | None = None,
         timeout: httpx.Timeout | None = None,
         context_length: int | None = None,
+        setting: str = "lmstudio.timeout",
     ) -> dict[str, Any]:
-        resp = self._request("POST", path, json_body=payload, timeout=timeout)
+        resp = self._request(
+            "POST", path, json_body=payload, timeout=timeout, operation=operation, setting=setting
+        )
         body = _json_or_none(resp)
         self._raise_error(
             resp, body, operation=operation, model=model, context_length=context_length
@@ -668,6 +748,14 @@ class LMStudioClient:
         err = extract_error(body)
         if err is None and resp.status_code < 400:
             return
+        if err is None and resp.status_code >= 500:  # the server failed, whatever its body says
+            raise LMStudioServerError(
+                self.base_url,
+                _snippet(resp.text) or resp.reason_phrase or "no body",
+                status=resp.status_code,
+                model_id=model,
+                operation=operation,
+            )
         if err is None:
             if body is None:
                 raise self._not_json(resp)
@@ -684,12 +772,17 @@ class LMStudioClient:
         )
 
     def _not_json(self, resp: httpx.Response) -> LMStudioConnectionError:
-        snippet = resp.text[:80].replace("\n", " ")
         return LMStudioConnectionError(
             self.base_url,
-            f"HTTP {resp.status_code} with a body that is not LM Studio's JSON ({snippet!r})",
+            f"HTTP {resp.status_code} with a body that is not LM Studio's JSON "
+            f"({_snippet(resp.text, 80)!r})",
             hint="check that the URL points at LM Studio's server (default port 1234)",
+            request_sent=True,
         )
+
+
+def _snippet(text: str, limit: int = 200) -> str:
+    return " ".join(text.split())[:limit]
 
 
 def _json_or_none(resp: httpx.Response) -> Any:

@@ -18,6 +18,7 @@ from lmstrix.domain.errors import (
     InferenceError,
     LMStrixError,
     LMStudioAuthError,
+    LMStudioServerError,
     ModelLoadError,
     ModelNotFoundError,
     UnsupportedEndpointError,
@@ -159,6 +160,10 @@ def to_exception(
             suggestions=_suggestions(msg),
             host_url=host_url,
             reason=_first_sentence(msg),
+        )
+    if status >= 500:  # the server failed this request, in words nothing above explains
+        return LMStudioServerError(
+            host_url, msg.strip(), status=status, model_id=model, operation=operation
         )
     return InferenceError(model, f"HTTP {status}: {msg.strip()}", host_url=host_url)
 

@@ -17,10 +17,12 @@ from lmstrix.domain.errors import (
     ConfigurationError,
     ContextLimitExceededError,
     InferenceTimeoutError,
+    JobDeadlineError,
     JobNotFound,
     LMStrixError,
     LMStudioAuthError,
     LMStudioConnectionError,
+    LMStudioTimeoutError,
     ModelLoadError,
     ModelNotFoundError,
     ValidationError,
@@ -39,6 +41,8 @@ EXIT_CODES: dict[type[LMStrixError], int] = {
     ModelLoadError: 8,
     InferenceTimeoutError: 9,
     JobNotFound: 10,
+    LMStudioTimeoutError: 12,
+    JobDeadlineError: 12,
 }
 
 # Ctrl-C: the shell's convention, 128 + SIGINT.

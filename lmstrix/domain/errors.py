@@ -162,19 +162,80 @@ class ValidationError(LMStrixError):
 
 
 class LMStudioConnectionError(LMStrixError):
-    """The LM Studio host cannot be reached (refused, DNS, timeout, not LM Studio)."""
+    """The LM Studio host cannot be reached (refused, DNS, connect timeout, not LM Studio).
+
+    ``request_sent`` is False when nothing reached the host (connecting failed), the one case
+    the worker retries: trying again cannot repeat a prompt. True when some server received the
+    request and answered with something that is not LM Studio's.
+    """
 
     raised_to_caller = True
 
-    def __init__(self, host_url: str, reason: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self, host_url: str, reason: str, *, hint: str | None = None, request_sent: bool = False
+    ) -> None:
         hint = hint or START_SERVER_HINT
         super().__init__(
             f"cannot reach LM Studio at {host_url}: {reason}; {hint}",
             host_url=host_url,
             reason=reason,
         )
+        if request_sent:
+            self.details["request_sent"] = True
         self.host_url = host_url
         self.reason = reason
+        self.request_sent = request_sent
+
+
+class HostDownError(LMStudioConnectionError):
+    """A host's worker found the host down and failed its queued jobs together, none of them
+    sent: a job had just failed for want of an answer, and probes got none either (for the
+    grace period ``queue.host_down_grace``), so each queued job would only have waited out its
+    own timeout."""
+
+    def __init__(self, host_url: str, reason: str, *, grace_seconds: float = 0.0) -> None:
+        super().__init__(
+            host_url,
+            reason,
+            hint="this job was never sent to it; check that LM Studio runs and answers, then "
+            "submit the job again (`lmstrix jobs retry ID`)",
+        )
+        self.details["grace_seconds"] = grace_seconds
+        self.grace_seconds = grace_seconds
+
+
+class LMStudioTimeoutError(LMStrixError):
+    """The host received a request and did not answer it within its time limit (``setting``:
+    ``lmstudio.timeout`` for inference, ``lmstudio.load_timeout`` for loads). The request had
+    reached the host, so it is never sent again on its own."""
+
+    raised_to_caller = True
+
+    def __init__(
+        self,
+        host_url: str,
+        seconds: float,
+        *,
+        operation: str = "serve the request",
+        setting: str = "lmstudio.timeout",
+        detail: str | None = None,
+    ) -> None:
+        more = f" ({detail})" if detail else ""
+        super().__init__(
+            f"LM Studio at {host_url} did not answer within {seconds:g}s ({setting}) when asked "
+            f"to {operation}{more}; it had the request, so it was not sent again: raise "
+            f"{setting} if the model needs longer, or check that LM Studio is not hung",
+            host_url=host_url,
+            seconds=seconds,
+            operation=operation,
+            setting=setting,
+            detail=detail,
+        )
+        self.host_url = host_url
+        self.seconds = seconds
+        self.operation = operation
+        self.setting = setting
+        self.detail = detail
 
 
 class LMStudioAuthError(LMStrixError):
@@ -335,6 +396,70 @@ class InferenceError(LMStrixError):
         self.host_url = host_url
 
 
+class LMStudioServerError(InferenceError):
+    """The host took the request and failed it: an HTTP 5xx answer that LM Studio's error texts
+    do not explain (``status``), or the connection closed before any answer (``status`` None).
+    The request had reached the host, so it is never sent again on its own."""
+
+    def __init__(
+        self,
+        host_url: str,
+        reason: str,
+        *,
+        status: int | None = None,
+        model_id: str | None = None,
+        operation: str = "serve the request",
+    ) -> None:
+        what = f"HTTP {status}: {reason}" if status is not None else reason
+        LMStrixError.__init__(
+            self,
+            f"LM Studio at {host_url} failed to {operation}: {what}; it had the request, so it "
+            "was not sent again: check LM Studio's server log, then retry",
+            host_url=host_url,
+            reason=reason,
+            status=status,
+            model_id=model_id,
+            operation=operation,
+        )
+        self.host_url = host_url
+        self.reason = reason
+        self.status = status
+        self.model_id = model_id
+        self.operation = operation
+
+
+class JobDeadlineError(LMStrixError):
+    """A job's worker gave up retrying it: another try would have ended past the job's deadline
+    (``queue.job_deadline``, counted from when the worker took the job)."""
+
+    raised_to_caller = True
+
+    def __init__(
+        self,
+        job_id: str,
+        deadline_seconds: float,
+        *,
+        elapsed_seconds: float,
+        tries: int,
+        last_error: str,
+    ) -> None:
+        super().__init__(
+            f"job {job_id} gave up after {elapsed_seconds:.1f}s and {tries} tries: another try "
+            f"would end past its deadline of {deadline_seconds:g}s (queue.job_deadline); last "
+            f"error: {last_error}",
+            job_id=job_id,
+            deadline_seconds=deadline_seconds,
+            elapsed_seconds=elapsed_seconds,
+            tries=tries,
+            last_error=last_error,
+        )
+        self.job_id = job_id
+        self.deadline_seconds = deadline_seconds
+        self.elapsed_seconds = elapsed_seconds
+        self.tries = tries
+        self.last_error = last_error
+
+
 class InferenceTimeoutError(LMStrixError):
     """A job did not finish within the caller's timeout. ``cancelled`` says whether the caller
     cancelled it then; otherwise ``status`` is where the job still stands (it goes on)."""
@@ -394,12 +519,16 @@ __all__ = [
     "ConfigurationError",
     "ContextLimitExceededError",
     "ErrorPayload",
+    "HostDownError",
     "InferenceError",
     "InferenceTimeoutError",
+    "JobDeadlineError",
     "JobNotFound",
     "LMStrixError",
     "LMStudioAuthError",
     "LMStudioConnectionError",
+    "LMStudioServerError",
+    "LMStudioTimeoutError",
     "ModelLoadError",
     "ModelNotFoundError",
     "RegistryError",

@@ -46,6 +46,20 @@ class QueueSettings(ConfigSection):
         description="waits between retries of a job whose host refused the connection (LM "
         "Studio restarting); other failures are never retried",
     )
+    job_deadline: float = Field(
+        1800.0,
+        gt=0,
+        description="seconds one job may take from when a worker takes it, retries included: "
+        "a retry is only made when it could still run a whole request (lmstudio.timeout) "
+        "before then; otherwise the job fails with JobDeadlineError",
+    )
+    host_down_grace: float = Field(
+        10.0,
+        ge=0,
+        description="when a job failed because its host did not answer and a probe got no "
+        "answer either: how long the host's queued jobs wait for it (probed every second) "
+        "before they all fail together with HostDownError; 0: at once",
+    )
     max_wait: float = Field(
         300.0,
         gt=0,

@@ -22,12 +22,18 @@ from typing import Any
 
 from lmstrix.api.client import LMStudioClient
 from lmstrix.db import JobKind, JobStatus
-from lmstrix.domain.errors import ErrorPayload, LMStrixError, LMStudioConnectionError
+from lmstrix.domain.errors import (
+    ErrorPayload,
+    JobDeadlineError,
+    LMStrixError,
+    LMStudioConnectionError,
+)
 from lmstrix.domain.load_sizing import load_context_for
 from lmstrix.domain.payloads import InferenceJobResult, LoadedModelInfo
 from lmstrix.domain.queue_settings import QueueSettings
 from lmstrix.domain.requests import inference_request
 from lmstrix.domain.scheduler import HostState, QueuedJob, next_state
+from lmstrix.jobs.host_down import HostDownCheck, suggests_host_down
 from lmstrix.jobs.notify import Notifier
 from lmstrix.jobs.store import Claim, ClaimedJob, JobStore, JobView
 
@@ -44,12 +50,22 @@ class Outcome:
 
     status: JobStatus
     row: dict[str, Any]
+    #: the failure may mean the host is down: look before running the next job
+    host_fault: bool = False
 
     @classmethod
-    def failed(cls, error_type: str, message: str, result: dict[str, Any] | None = None) -> Outcome:
+    def failed(
+        cls,
+        error_type: str,
+        message: str,
+        result: dict[str, Any] | None = None,
+        *,
+        host_fault: bool = False,
+    ) -> Outcome:
         return cls(
             JobStatus.FAILED,
             {"result": result, "error_type": error_type, "error_message": message},
+            host_fault,
         )
 
 
@@ -136,6 +152,7 @@ class JobRunner:
         worker_id: str | None = None,
         retry_delays: tuple[float, ...] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.host = host
@@ -147,12 +164,16 @@ class JobRunner:
         # request would fail the same way again.
         self.retry_delays = self.settings.retry_delays if retry_delays is None else retry_delays
         self._sleep = sleep
+        self._clock = clock
         self.state = HostState()
         self._loaded: _Loaded | None = None
         self.keeper = LeaseKeeper(store, self.settings)
         self.jobs_run = 0
+        self.host_check = HostDownCheck(store, host, client, self.settings, self._notify_done)
+        self._host_fault: str | None = None  # why the last job suggests the host is down
 
     def close(self) -> None:
+        self.host_check.close()
         self.keeper.close()
 
     def forget_loaded(self) -> None:
@@ -165,21 +186,40 @@ class JobRunner:
         """Run queued jobs of this host until none is left; returns how many ran.
 
         Ending one job and claiming the next share a transaction; the done-notification still
-        follows the commit that made the row final.
+        follows the commit that made the row final. A job claimed here always runs, or goes
+        back to the queue at once (:meth:`_release`) when something stops the loop first.
+        After a job failed in a way that may mean the host is down, the host is probed before
+        anything else is claimed (:class:`~lmstrix.jobs.host_down.HostDownCheck`).
         """
         ran = 0
-        job = self.store.claim_next(
+        self._host_fault = None
+        job = self._claim_next()
+        while job is not None:
+            try:
+                claim = self._claim() if should_continue() else None
+            except BaseException:
+                self._release(job)
+                raise
+            job = self._run(job, claim)
+            ran += 1
+            why, self._host_fault = self._host_fault, None
+            # after a failure that may mean the host is gone nothing was claimed: look first
+            if (
+                why is not None
+                and should_continue()
+                and self.host_check.host_answers(why, should_continue)
+            ):
+                job = self._claim_next()
+        return ran
+
+    def _claim_next(self) -> ClaimedJob | None:
+        return self.store.claim_next(
             self.host,
             self.worker_id,
             self.state,
             lease_seconds=self.settings.lease_seconds,
             policy=self.settings.policy,
         )
-        while job is not None:
-            claim = self._claim() if should_continue() else None
-            job = self._run(job, claim)
-            ran += 1
-        return ran
 
     def run_next(self) -> bool:
         """Claim and run one job; False when nothing is queued."""
@@ -211,15 +251,50 @@ class JobRunner:
         nxt: ClaimedJob | None = None
         try:
             outcome = self._execute(job)
-            if claim is not None:
+            if outcome.host_fault:  # claim nothing before the host has been looked at
+                claim = None
+                self._host_fault = f"job {job.id} failed with {outcome.row['error_type']}"
+            elif claim is not None:
                 # the claim must see the model this job left loaded
                 claim = self._claim()
             final, nxt = self.store.end_and_claim(job, outcome.status, **outcome.row, claim=claim)
+        except BaseException:  # stopped before its end was stored: back to the queue at once
+            self._release(job)
+            raise
         finally:
             self.keeper.watch(nxt)
-            self.notifier.notify_done(str(job.id), final)
             self.jobs_run += 1
+            try:
+                self._notify_done(str(job.id), final)
+            except BaseException:  # interrupted: the next job must not stay claimed unrun
+                if nxt is not None:
+                    self._release(nxt)
+                raise
         return nxt
+
+    def _notify_done(self, job_id: str, final: JobView | None) -> None:
+        """Tell the job's waiter its row is final. The row is committed already, so a failed
+        notification (Redis down) only costs the waiter its next look at the row: it is logged,
+        never allowed to stop the loop with the next job claimed and not run."""
+        try:
+            self.notifier.notify_done(job_id, final)
+        except Exception as exc:
+            log.warning(
+                "job %s ended but its waiter could not be told (%s: %s); it will read the row",
+                job_id,
+                type(exc).__name__,
+                exc,
+            )
+
+    def _release(self, job: ClaimedJob) -> None:
+        """Hand back a job claimed but not run: queued again, its attempt not counted."""
+        self.keeper.watch(None)
+        try:
+            self.store.release(job)
+        except Exception:  # the database is away too: the lease runs out and the reaper requeues
+            log.exception(
+                "could not hand back job %s; it is requeued when its lease runs out", job.id
+            )
 
     # -- one job --------------------------------------------------------------------------
 
@@ -229,22 +304,31 @@ class JobRunner:
         if handler is None:
             return Outcome.failed("ValidationError", f"this worker cannot run {job.kind} jobs")
         delays = list(self.retry_delays)
+        started = self._clock()
+        tries = 0
         while True:
+            tries += 1
             try:
                 result = handler(self, job)
             except LMStudioConnectionError as exc:
-                if delays and not self.keeper.should_stop:
-                    delay = delays.pop(0)
-                    log.warning(
-                        "%s unreachable (%s); retrying job %s in %ss", self.host, exc, job.id, delay
-                    )
-                    self._loaded = None  # a restarted LM Studio has nothing loaded
-                    self._sleep(delay)
-                    continue
-                return self._fail(job, exc)
+                self._loaded = None  # a restarted LM Studio has nothing loaded
+                # Only a request that never reached the host is tried again: nothing is sent
+                # twice. A try that could not finish before the job's deadline is not made.
+                if exc.request_sent or not delays or self.keeper.should_stop:
+                    return self._fail(job, exc, host_fault=True)
+                delay = delays.pop(0)
+                late = self._past_deadline(job, started, delay, tries, exc)
+                if late is not None:
+                    return self._fail(job, late, host_fault=True)
+                log.warning(
+                    "%s unreachable (%s); retrying job %s in %ss", self.host, exc, job.id, delay
+                )
+                self._sleep(delay)
+                continue
             except LMStrixError as exc:
-                self._loaded = None if _load_related(exc) else self._loaded
-                return self._fail(job, exc)
+                host_fault = suggests_host_down(exc)
+                self._loaded = None if host_fault or _load_related(exc) else self._loaded
+                return self._fail(job, exc, host_fault=host_fault)
             except Exception as exc:  # a bug or an unexpected answer: fail the job, keep serving
                 log.exception("job %s failed unexpectedly", job.id)
                 return self._fail(job, exc)
@@ -265,12 +349,25 @@ class JobRunner:
             self._loaded = None
             self.state = next_state(self.state, QueuedJob(str(job.id), job.model, 0.0))
 
-    def _fail(self, job: ClaimedJob, exc: BaseException) -> Outcome:
+    def _fail(self, job: ClaimedJob, exc: BaseException, *, host_fault: bool = False) -> Outcome:
         if self.keeper.should_stop and self.store.cancel_requested(job):
             return Outcome(JobStatus.CANCELLED, {"error_type": "cancelled"})
         payload = ErrorPayload.of(exc)
         result = {"error_details": payload.details} if payload.details else None
-        return Outcome.failed(payload.error_type, payload.message, result)
+        return Outcome.failed(payload.error_type, payload.message, result, host_fault=host_fault)
+
+    def _past_deadline(
+        self, job: ClaimedJob, started: float, delay: float, tries: int, last: LMStrixError
+    ) -> JobDeadlineError | None:
+        """The error that ends ``job`` when one more try, ``delay`` seconds from now and as long
+        as one whole request (``lmstudio.timeout``), would end past the job's deadline."""
+        elapsed = self._clock() - started
+        deadline = self.settings.job_deadline
+        if elapsed + delay + self.client.timeout <= deadline:
+            return None
+        return JobDeadlineError(
+            str(job.id), deadline, elapsed_seconds=elapsed, tries=tries, last_error=str(last)
+        )
 
     def _ensure_loaded(self, model: str, context_length: int | None) -> _Loaded:
         cur = self._loaded

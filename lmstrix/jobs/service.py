@@ -23,6 +23,7 @@ from lmstrix.domain.context_blocks import compose_prompt
 from lmstrix.domain.context_search import DEFAULT_MAX_ITERATIONS, DEFAULT_THRESHOLD
 from lmstrix.domain.errors import (
     LMStudioConnectionError,
+    LMStudioTimeoutError,
     ModelNotFoundError,
     ValidationError,
 )
@@ -148,14 +149,14 @@ class JobService:
         """Read the hosts' model lists into the registry; unreachable hosts are skipped, unless
         all are (then the connection error is raised: nothing else can be done)."""
         targets = [self.host_config(host)] if host else self.hosts
-        errors: list[LMStudioConnectionError] = []
+        errors: list[LMStudioConnectionError | LMStudioTimeoutError] = []
         for h in targets:
             try:
                 with self.client_for(h) as client:
                     records = client.list_models()
                     gen = str(client.api_generation.value)
                 self.registry.upsert_from_scan(h.name, h.url, records, api_generation=gen)
-            except LMStudioConnectionError as exc:
+            except (LMStudioConnectionError, LMStudioTimeoutError) as exc:  # down, or hung
                 log.warning("rescan of %s failed: %s", h.name, exc)
                 errors.append(exc)
         if errors and len(errors) == len(targets):

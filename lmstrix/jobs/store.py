@@ -321,6 +321,26 @@ class JobStore:
             )
         return bool(res.rowcount)  # type: ignore[attr-defined]
 
+    def fail_queued(self, host: str, error: ErrorPayload) -> list[JobView]:
+        """Fail every job queued for ``host`` with one error, in one transaction (its worker
+        found the host down); returns the rows it ended, for their done-notifications."""
+        hid = self.host_id(host)
+        result = {"error_details": error.details} if error.details else None
+        with self._begin() as c:
+            rows = c.execute(
+                update(Job)
+                .where(Job.host_id == hid, Job.status == JobStatus.QUEUED.value)
+                .values(
+                    status=JobStatus.FAILED.value,
+                    finished_at=utcnow(),
+                    result=result,
+                    error_type=error.error_type,
+                    error_message=error.message,
+                )
+                .returning(*_VIEW_COLUMNS)
+            ).all()
+            return [self._view(c, row) for row in rows]
+
     # -- worker side ----------------------------------------------------------------------
 
     def claim_next(
@@ -405,6 +425,30 @@ class JobStore:
                 .returning(Job.cancel_requested_at)
             ).first()
         return row is None or row.cancel_requested_at is not None
+
+    def release(self, job: ClaimedJob) -> bool:
+        """Hand back a job this worker claimed but will not run (it is stopping, or its host is
+        down): queued again at once, in its old place, the claim not counted as an attempt (so
+        the next claim has the same attempt number: the caller drops ``job`` for good). False
+        (and no change) when this attempt no longer owns the job."""
+        with self._begin() as c:
+            res = c.execute(
+                update(Job)
+                .where(
+                    Job.id == job.id,
+                    Job.status == JobStatus.RUNNING.value,
+                    Job.attempts == job.attempt,
+                )
+                .values(
+                    status=JobStatus.QUEUED.value,
+                    attempts=Job.attempts - 1,
+                    lease_until=None,
+                    worker_id=None,
+                    # a first claim set started_at; the job has not started after all
+                    started_at=None if job.attempt == 1 else Job.started_at,
+                )
+            )
+        return bool(res.rowcount)
 
     def cancel_requested(self, job: ClaimedJob) -> bool:
         with read_session(self.url) as s:

@@ -401,6 +401,8 @@ class Routes:
                     sent += 1
                     if state.settings.truncate_streams:
                         return
+                    if state.settings.stall_streams:
+                        state.hang()
                     item = next(generated)
                 result = item
                 if sent == 0:  # an empty answer still opens the message (role, empty content)
@@ -698,6 +700,8 @@ class Routes:
                     yield event("message.delta", content=item)
                     if state.settings.truncate_streams:
                         return
+                    if state.settings.stall_streams:
+                        state.hang()
                     item = next(generated)
                 yield event("message.end")
                 yield event(

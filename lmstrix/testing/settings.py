@@ -57,6 +57,9 @@ class EmulatorSettings:
     truncate_streams: bool = False
     # Faults: every request blocks (no answer) until release_hangs() or stop().
     hang_requests: bool = False
+    # Faults: SSE streams stop after each content frame (the connection stays open, nothing
+    # more comes) until release_hangs() or stop(): a server that stalls mid-answer.
+    stall_streams: bool = False
 
     def update(self, changes: Mapping[str, Any]) -> None:
         names = {f.name for f in fields(self)}

@@ -14,6 +14,7 @@ from lmstrix.api.exceptions import (
     InferenceError,
     LMStudioAuthError,
     LMStudioConnectionError,
+    LMStudioTimeoutError,
     ModelLoadError,
     ModelNotFoundError,
     UnsupportedEndpointError,
@@ -333,7 +334,7 @@ def test_hanging_server_times_out_within_the_limit(emu: LMStudioEmulator) -> Non
         emu.reset_counters()
         emu.configure(hang_requests=True)
         try:
-            with pytest.raises(LMStudioConnectionError) as exc:
+            with pytest.raises(LMStudioTimeoutError) as exc:
                 c.chat_completion("acme/small-7b", "hi")
             # The call came back while the server still held its one request (released only
             # below): the client's own timeout ended it, not an answer or a dropped connection.
@@ -344,8 +345,8 @@ def test_hanging_server_times_out_within_the_limit(emu: LMStudioEmulator) -> Non
             emu.release_hangs()
     emu.wait_for(lambda: emu.hanging == 0, timeout=30)
     assert exc.value.host_url == emu.url
-    assert exc.value.reason == "no answer within the timeout"
-    assert "timeout" in str(exc.value)
+    assert (exc.value.seconds, exc.value.setting) == (0.5, "lmstudio.timeout")
+    assert "0.5s (lmstudio.timeout)" in str(exc.value) and "not sent again" in str(exc.value)
 
 
 def test_truncated_stream_is_an_inference_error(make_emulator: EmulatorFactory) -> None:
@@ -355,11 +356,14 @@ def test_truncated_stream_is_an_inference_error(make_emulator: EmulatorFactory) 
 
 
 def test_non_json_body(emu: LMStudioEmulator) -> None:
-    emu.fail_next(
-        502, "<html>Bad Gateway</html>", content_type="text/html", path="/api/v0/chat/completions"
-    )
-    with client_for(emu) as c, pytest.raises(LMStudioConnectionError, match="not LM Studio"):
-        c.chat_completion("acme/small-7b", "hi")
+    with client_for(emu) as c:
+        assert c.api_generation is ApiGeneration.V1
+        emu.fail_next(
+            200, "<html>Welcome to nginx!</html>", content_type="text/html", path="/api/v1/models"
+        )
+        with pytest.raises(LMStudioConnectionError, match="not LM Studio") as exc:
+            c.list_models()
+    assert exc.value.request_sent  # a server answered: trying again would not help
 
 
 def test_server_that_is_not_lm_studio() -> None:

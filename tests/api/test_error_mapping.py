@@ -11,6 +11,7 @@ from lmstrix.api.exceptions import (
     ContextLimitExceededError,
     InferenceError,
     LMStudioAuthError,
+    LMStudioServerError,
     ModelLoadError,
     ModelNotFoundError,
     UnsupportedEndpointError,
@@ -241,9 +242,18 @@ def test_unknown_endpoint_names_the_version() -> None:
 
 
 def test_unclassified_is_inference_error_with_status() -> None:
-    exc = mapped({"error": {"message": "boom"}}, status=500, model="m")
-    assert isinstance(exc, InferenceError)
-    assert "HTTP 500" in str(exc) and exc.model_id == "m"
+    exc = mapped({"error": {"message": "boom"}}, status=400, model="m")
+    assert type(exc) is InferenceError
+    assert "HTTP 400" in str(exc) and exc.model_id == "m"
+
+
+def test_unclassified_5xx_is_a_server_error_and_known_texts_keep_their_type() -> None:
+    exc = mapped({"error": {"message": "boom"}}, status=500, model="m", operation="chat")
+    assert isinstance(exc, LMStudioServerError) and isinstance(exc, InferenceError)
+    assert (exc.status, exc.reason, exc.model_id, exc.host_url) == (500, "boom", "m", HOST)
+    assert str(exc).startswith(f"LM Studio at {HOST} failed to chat: HTTP 500: boom;")
+    loading = mapped({"error": 'Failed to load model "m". Error: Error loading model.'}, 500)
+    assert isinstance(loading, ModelLoadError)
 
 
 def test_not_error_bodies() -> None:

@@ -13,10 +13,14 @@ import pytest
 from lmstrix.api.client import LMStudioClient
 from lmstrix.api.exceptions import (
     ContextLimitExceededError,
+    HostDownError,
     InferenceError,
+    JobDeadlineError,
     LMStrixError,
     LMStudioAuthError,
     LMStudioConnectionError,
+    LMStudioServerError,
+    LMStudioTimeoutError,
     ModelLoadError,
     ModelNotFoundError,
     RegistryError,
@@ -121,6 +125,12 @@ def test_every_error_serializes_itself() -> None:
         InferenceError("m", "engine crashed"),
         BrokerUnavailableError("redis://u:secret@r:6379/0", "refused"),
         RegistryError("corrupt", path="/x"),
+        LMStudioConnectionError("http://x:1", "HTTP 200 with HTML", request_sent=True),
+        LMStudioTimeoutError("http://x:1", 2.5, operation="chat", detail="cut off after 3 pieces"),
+        LMStudioServerError("http://x:1", "Internal Server Error", status=500, model_id="m"),
+        LMStudioServerError("http://x:1", "the connection closed before an answer"),
+        HostDownError("http://x:1", "it stopped answering", grace_seconds=10.0),
+        JobDeadlineError("j", 60, elapsed_seconds=50.5, tries=3, last_error="refused"),
     ]
     for original in originals:
         payload = original.to_payload()
@@ -129,6 +139,7 @@ def test_every_error_serializes_itself() -> None:
         assert type(back) is type(original), payload
         assert str(back) == str(original) and back.details == original.details
         assert ErrorPayload.of(original) == payload
+        assert vars(back) == vars(original)  # every attribute comes back
     bug = ErrorPayload.of(RuntimeError("oops"))
     assert bug == ErrorPayload("RuntimeError", "oops") and not bug.raised_to_caller
 

@@ -10,6 +10,7 @@ import pytest
 
 from lmstrix.api.exceptions import JobNotFound, ValidationError
 from lmstrix.db import JobStatus
+from lmstrix.domain.errors import ErrorPayload
 from lmstrix.domain.requests import inference_request
 from lmstrix.domain.scheduler import HostState, SchedulerPolicy
 from lmstrix.jobs.reaper import reap
@@ -108,6 +109,48 @@ def test_cancel_queued_and_running(database_url: str) -> None:
     assert store.renew_lease(job, 30) is True  # tells the worker to stop
     assert store.mark_cancelled(job) is True
     assert store.get(r).status == "cancelled"
+
+
+def test_release_hands_a_claim_back_without_counting_it(database_url: str) -> None:
+    store = JobStore(database_url)
+    older, newer = submit(store, "A"), submit(store, "A")
+    job = claim(store)
+    assert job is not None and str(job.id) == older and job.attempt == 1
+    assert store.release(job) is True
+    view = store.get(older)
+    assert (view.status, view.attempts, view.worker_id, view.lease_until, view.started_at) == (
+        "queued",
+        0,
+        None,
+        None,
+        None,
+    )
+    assert store.release(job) is False  # no longer this attempt's job: nothing changes
+    again = claim(store)
+    assert again is not None and str(again.id) == older  # its place in the queue is kept
+    assert again.attempt == 1 and store.get(newer).status == "queued"
+
+
+def test_fail_queued_ends_one_hosts_queue_in_one_go(database_url: str) -> None:
+    store = JobStore(database_url)
+    queued = [submit(store, "A"), submit(store, "B")]
+    running = submit(store, "A")
+    other_host = submit(store, "A", host="h2")
+    # the oldest two are claimed and one of them finished; the third stays queued
+    first = claim(store)
+    assert first is not None and store.finish(first, {"ok": 1})
+    job = claim(store)
+    assert job is not None
+    ended = store.fail_queued("h1", ErrorPayload("HostDownError", "down", {"host_url": "u"}))
+    left = [j for j in [*queued, running] if j not in (str(first.id), str(job.id))]
+    assert sorted(v.id for v in ended) == sorted(left) and len(left) == 1
+    (view,) = ended
+    assert view.status == "failed" and view.error_type == "HostDownError"
+    assert view.error_message == "down" and view.finished_at is not None
+    assert view.failure == ErrorPayload("HostDownError", "down", {"host_url": "u"})
+    assert store.get(str(job.id)).status == "running"
+    assert store.get(other_host).status == "queued"
+    assert store.fail_queued("h1", ErrorPayload("HostDownError", "down")) == []
 
 
 def test_reaper_requeues_expired_lease_then_fails_after_max_attempts(database_url: str) -> None:

@@ -122,6 +122,20 @@ def test_truncated_stream_has_no_done(emu: LMStudioEmulator, http: httpx.Client)
     assert again[-1][1] == "[DONE]"
 
 
+def test_stalled_stream_waits_after_each_piece(emu: LMStudioEmulator, http: httpx.Client) -> None:
+    emu.configure(stall_streams=True)
+    with http.stream("POST", "/v1/chat/completions", json=chat("say a b", stream=True)) as reply:
+        lines = reply.iter_lines()
+        first = next(line for line in lines if line.startswith("data:"))
+        assert json.loads(first[5:])["choices"][0]["delta"]["content"] == "a"
+        emu.wait_for(lambda: emu.hanging == 1)  # nothing more comes until released
+        emu.configure(stall_streams=False)
+        emu.release_hangs()
+        rest = [line for line in lines if line.startswith("data:")]
+    assert rest[-1] == "data: [DONE]"
+    assert emu.hanging == 0
+
+
 # --- native v1 chat --------------------------------------------------------------------------
 
 

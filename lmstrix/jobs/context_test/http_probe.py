@@ -15,6 +15,7 @@ from lmstrix.domain.context_test_request import DEFAULT_OUTPUT_TOKENS
 from lmstrix.domain.errors import (
     ContextLimitExceededError,
     InferenceError,
+    LMStudioTimeoutError,
     ModelLoadError,
     ModelNotFoundError,
 )
@@ -77,6 +78,8 @@ class HttpProbe:
             loaded = self.client.load(self.model, size, reuse=False, unload_others=True)
         except ModelLoadError as exc:
             return LoadOutcome(False, error=exc.reason or str(exc), seconds=_since(started))
+        except LMStudioTimeoutError as exc:  # it took the load and never finished it: too big
+            return LoadOutcome(False, error=str(exc), seconds=_since(started))
         self.instance_id = loaded.instance_id
         seconds = loaded.load_time_seconds
         return LoadOutcome(
@@ -125,6 +128,10 @@ class HttpProbe:
                 return UseOutcome(False, prompt_tokens=tokens, error=str(exc), seconds=seconds)
             except (InferenceError, ModelLoadError, ModelNotFoundError) as exc:
                 # The instance crashed or vanished: a failure at this size, and it is gone.
+                return UseOutcome(False, error=str(exc), seconds=seconds + _since(started))
+            except LMStudioTimeoutError as exc:
+                # No answer in time at this size (it may have frozen there): a failure, never
+                # sent again. A host hung for good fails the next probe's readiness check.
                 return UseOutcome(False, error=str(exc), seconds=seconds + _since(started))
             timed = chat.timing_source == "server" and chat.time_to_first_token is not None
             seconds += (
