@@ -16,10 +16,12 @@ from lmstrix.cli.emulator import emulator
 from lmstrix.cli.infer import infer
 from lmstrix.cli.jobs import jobs
 from lmstrix.cli.models import hosts, list_models, scan
+from lmstrix.cli.output import show_warnings
 from lmstrix.cli.registry import db, registry
 from lmstrix.cli.submit import submit
 from lmstrix.cli.test import test
 from lmstrix.cli.worker import worker
+from lmstrix.cli.workers import workers
 
 __all__ = ["cli", "main"]
 
@@ -43,6 +45,7 @@ for _command in (
     submit,
     jobs,
     worker,
+    workers,
     batch,
     emulator,
     demo,
@@ -53,4 +56,5 @@ for _command in (
 
 
 def main() -> None:
+    show_warnings()
     cli(prog_name="lmstrix")

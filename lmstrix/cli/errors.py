@@ -43,6 +43,8 @@ EXIT_CODES: dict[type[LMStrixError], int] = {
 
 # A scan or probe that reached no host: the exit code of a connection error.
 NO_HOST_ANSWERED = EXIT_CODES[LMStudioConnectionError]
+# Ctrl-C: the shell's code for a command ended by SIGINT (128 + 2).
+INTERRUPTED = 130
 
 
 def exit_code_for(exc: LMStrixError) -> int:
@@ -69,4 +71,4 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-__all__ = ["EXIT_CODES", "NO_HOST_ANSWERED", "exit_code_for", "handle_errors"]
+__all__ = ["EXIT_CODES", "INTERRUPTED", "NO_HOST_ANSWERED", "exit_code_for", "handle_errors"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from lmstrix.cli.errors import handle_errors
+from lmstrix.cli.errors import INTERRUPTED, handle_errors
 from lmstrix.cli.output import echo_json, echo_submitted
 from lmstrix.core.config import Config
 from lmstrix.core.inference_manager import InferenceManager
@@ -116,9 +116,11 @@ def infer(
 ) -> None:
     """Run PROMPT through the queue and print the response (stats on stderr).
 
-    PROMPT ``-`` (or none, with input piped in) reads the prompt from standard input."""
+    PROMPT ``-`` (or none, with input piped in) reads the prompt from standard input. Ctrl-C
+    cancels the job (exit 130); so does this process's death: it is never run again."""
     text = read_prompt(prompt, prompt_file)
     manager = InferenceManager(timeout=timeout)
+    job_id: str | None = None
     try:
         job = manager.submit(
             model_id,
@@ -130,8 +132,13 @@ def infer(
             max_tokens,
             system_prompt,
             host=host,
+            waiter=True,
         )
-        result = manager.wait(job.id)
+        job_id = job.id
+        result = manager.wait(job.id, owned=True)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted; job {job_id} cancelled" if job_id else "interrupted", err=True)
+        sys.exit(INTERRUPTED)
     finally:
         manager.close()
     if as_json:
