@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from multiprocessing.util import Finalize
 from typing import Any
 
 import dramatiq
@@ -102,6 +103,20 @@ for _queue in HOST_QUEUES:
 
 _servers: dict[str, HostServer] = {}
 _servers_lock = threading.Lock()
+
+
+def _leave_workers_table() -> None:
+    """A second SIGTERM (dramatiq's forced stop, or a signal sent to the whole process group)
+    exits without the worker shutdown hooks; the workers table still learns this worker left."""
+    with _servers_lock:
+        servers = list(_servers.values())
+    for server in servers:
+        server.runner.presence.stop()
+
+
+# Not atexit: dramatiq's worker processes are multiprocessing children, which end through
+# os._exit after multiprocessing's own exit finalizers (this is one), never through atexit.
+Finalize(None, _leave_workers_table, exitpriority=0)
 
 
 def server_for(host: str) -> HostServer:

@@ -173,12 +173,13 @@ class WorkerPresence:
         self.interval = interval
         self.loaded_model = loaded_model
         self._registered = False
+        self._stopped = False
         self._next = 0.0
 
     def beat(self, current_job: str | None, now: float | None = None) -> None:
         """Register, or beat, if the last one was ``interval`` seconds ago or more."""
         now = time.monotonic() if now is None else now
-        if now < self._next:
+        if now < self._next or self._stopped:
             return
         self._next = now + self.interval
         try:
@@ -196,7 +197,9 @@ class WorkerPresence:
             )
 
     def stop(self) -> None:
-        """Delete the row (a clean stop: the worker no longer serves its host)."""
+        """Delete the row (a clean stop: the worker no longer serves its host); no beat after
+        this one brings it back."""
+        self._stopped = True
         if not self._registered:
             return
         self._registered = False
