@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 FINISHED = tuple(s.value for s in JobStatus if s.finished)
 #: The error message of a job cancelled because its interactive caller stopped waiting.
 WAITER_GONE = "its caller stopped waiting (interrupted or gone), so it was cancelled"
+#: How often a busy worker's claims cancel the queued jobs whose caller went away.
+SWEEP_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,11 +158,18 @@ _VIEW_COLUMNS = (
 # Hot-path statements are built once: composing SQLAlchemy expressions costs more than running
 # them on SQLite, and every infer() call goes through submit, claim, finish and a read.
 _B_NOW = bindparam("b_now", type_=UTCDateTime())
+# The oldest beat of an interactive caller that still counts (see domain.heartbeats).
+_B_CUTOFF = bindparam("b_cutoff", type_=UTCDateTime())
 # The policy only ever picks the oldest job of some (model, priority) group, so the claim reads
 # one row per group (an aggregate the database does over the index) instead of the whole queue.
+# Jobs whose interactive caller went quiet are never chosen.
 _CLAIM_HEADS = (
     select(Job.model_key, Job.priority, func.min(Job.created_at).label("oldest"))
-    .where(Job.host_id == bindparam("b_hid"), Job.status == JobStatus.QUEUED.value)
+    .where(
+        Job.host_id == bindparam("b_hid"),
+        Job.status == JobStatus.QUEUED.value,
+        or_(Job.waiter_seen_at.is_(None), Job.waiter_seen_at >= _B_CUTOFF),
+    )
     .group_by(Job.model_key, Job.priority)
 )
 _QUEUED = Job.__table__.alias("queued_jobs")
@@ -170,6 +180,7 @@ _CLAIM_TARGET = (
         _QUEUED.c.status == JobStatus.QUEUED.value,
         _QUEUED.c.model_key == bindparam("b_model"),
         _QUEUED.c.priority == bindparam("b_priority"),
+        or_(_QUEUED.c.waiter_seen_at.is_(None), _QUEUED.c.waiter_seen_at >= _B_CUTOFF),
     )
     .order_by(_QUEUED.c.created_at, _QUEUED.c.id)
     .limit(1)
@@ -208,15 +219,15 @@ _END = (
 _STATUS = select(Job.status).where(Job.id == bindparam("b_id"))
 # A waiting caller's beat: one indexed UPDATE.
 _TOUCH_WAITER = update(Job).where(Job.id == bindparam("b_id")).values(waiter_seen_at=_B_NOW)
-# Queued jobs of a host whose caller went quiet are cancelled before the claim chooses, so they
-# never run. The range on ix_jobs_waiters only visits such rows (NULL: nobody waits; fresh: a
-# live caller), so a busy queue does not make every claim slower.
+# Queued jobs of a host whose caller went quiet, which the claim skips, are cancelled now and
+# then by a claim (see JobStore._claim_in). The range on ix_jobs_waiters only visits such rows
+# (NULL: nobody waits; fresh: a live caller), so a long queue does not make it slower.
 _CANCEL_ABANDONED = (
     update(Job)
     .where(
         Job.host_id == bindparam("b_hid"),
         Job.status == JobStatus.QUEUED.value,
-        Job.waiter_seen_at < bindparam("b_cutoff", type_=UTCDateTime()),
+        Job.waiter_seen_at < _B_CUTOFF,
     )
     .values(
         status=JobStatus.CANCELLED.value,
@@ -244,6 +255,7 @@ class JobStore:
         self._pid: int | None = None
         self._read_engine: Engine | None = None
         self._write_engine: Engine | None = None
+        self._next_sweep: dict[int, float] = {}  # host id -> monotonic time
 
     # -- connections ----------------------------------------------------------------------
 
@@ -395,13 +407,17 @@ class JobStore:
         """(the claimed job or None, whether a race was lost and choosing again may help)."""
         hid = self.host_id(claim.host)
         now = utcnow()
-        abandoned = c.execute(
-            _CANCEL_ABANDONED,
-            {"b_hid": hid, "b_cutoff": cutoff(now, claim.waiter_grace), "b_now": now},
-        ).all()
-        for row in abandoned:
-            log.info("job %s on %s: %s before it ran", row.id, claim.host, WAITER_GONE)
-        heads = c.execute(_CLAIM_HEADS, {"b_hid": hid}).all()
+        cut = cutoff(now, claim.waiter_grace)
+        heads = c.execute(_CLAIM_HEADS, {"b_hid": hid, "b_cutoff": cut}).all()
+        # Abandoned jobs are skipped above; cancelling them costs a statement, so a busy worker
+        # does it once a second, and an idle one whenever it finds nothing else to run.
+        if not heads or time.monotonic() >= self._next_sweep.get(hid, 0.0):
+            self._next_sweep[hid] = time.monotonic() + SWEEP_SECONDS
+            abandoned = c.execute(
+                _CANCEL_ABANDONED, {"b_hid": hid, "b_cutoff": cut, "b_now": now}
+            ).all()
+            for row in abandoned:
+                log.info("job %s on %s: %s before it ran", row.id, claim.host, WAITER_GONE)
         if not heads:
             return None, False
         queued = [
@@ -419,6 +435,7 @@ class JobStore:
             _CLAIM_UPDATE,
             {
                 "b_hid": hid,
+                "b_cutoff": cut,
                 "b_model": choice.model,
                 "b_priority": choice.priority,
                 "b_worker": claim.worker_id,
