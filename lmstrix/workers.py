@@ -13,7 +13,9 @@ What this module sets up at import, and why:
   kill long generations; our own timeouts and leases govern);
 - prefetch 1 (a killed worker then strands one doorbell, not two) and a 100 ms idle poll for
   quick pickup, unless ``dramatiq_queue_prefetch`` / ``dramatiq_worker_timeout`` are set;
-- a reaper thread per worker process that re-queues jobs whose lease expired.
+- a reaper thread per worker process that re-queues jobs whose lease expired;
+- the runner of each host this process consumes, made at boot, so the worker is in the workers
+  table (and callers know the host is served) before its first doorbell.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from multiprocessing.util import Finalize
 from typing import Any
 
 import dramatiq
@@ -61,13 +64,30 @@ class LmstrixWorkerMiddleware(Middleware):
             worker.worker_timeout = 100
 
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        consumed = worker.consumer_whitelist or set(HOST_QUEUES)
+        for queue, host in HOST_QUEUES.items():
+            if queue in consumed:
+                try:
+                    server_for(host)
+                except Exception:  # its first doorbell tries again, and says why
+                    log.exception("could not set up the worker of %s", host)
         store = JobStore(JOBS.database_url)
-        self.reaper = ReaperThread(store, RedisDoorbell(REDIS_URL), JOBS.queue.reap_every)
+        self.reaper = ReaperThread(
+            store, RedisDoorbell(REDIS_URL), JOBS.queue.reap_every, JOBS.queue.waiter_grace
+        )
         self.reaper.start()
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
         if self.reaper is not None:
             self.reaper.stop()
+
+    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        # A clean stop: the runners leave the workers table (a killed worker just goes quiet).
+        with _servers_lock:
+            servers = list(_servers.values())
+            _servers.clear()
+        for server in servers:
+            server.close()
 
 
 broker = RedisBroker(  # type: ignore[no-untyped-call]
@@ -83,6 +103,20 @@ for _queue in HOST_QUEUES:
 
 _servers: dict[str, HostServer] = {}
 _servers_lock = threading.Lock()
+
+
+def _leave_workers_table() -> None:
+    """A second SIGTERM (dramatiq's forced stop, or a signal sent to the whole process group)
+    exits without the worker shutdown hooks; the workers table still learns this worker left."""
+    with _servers_lock:
+        servers = list(_servers.values())
+    for server in servers:
+        server.runner.presence.stop()
+
+
+# Not atexit: dramatiq's worker processes are multiprocessing children, which end through
+# os._exit after multiprocessing's own exit finalizers (this is one), never through atexit.
+Finalize(None, _leave_workers_table, exitpriority=0)
 
 
 def server_for(host: str) -> HostServer:

@@ -18,10 +18,12 @@ from lmstrix.cli.emulator import emulator
 from lmstrix.cli.infer import infer
 from lmstrix.cli.jobs import jobs
 from lmstrix.cli.models import hosts, list_models, scan
+from lmstrix.cli.output import show_warnings
 from lmstrix.cli.registry import db, registry
 from lmstrix.cli.submit import submit
 from lmstrix.cli.test import test
 from lmstrix.cli.worker import worker
+from lmstrix.cli.workers import workers
 
 __all__ = ["cli", "main"]
 
@@ -47,6 +49,7 @@ for _command in (
     submit,
     jobs,
     worker,
+    workers,
     batch,
     emulator,
     demo,
@@ -57,4 +60,5 @@ for _command in (
 
 
 def main() -> None:
+    show_warnings()
     cli(prog_name="lmstrix")

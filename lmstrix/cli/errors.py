@@ -50,6 +50,8 @@ INTERRUPTED = 130
 
 # A scan or probe that reached no host: the exit code of a connection error.
 NO_HOST_ANSWERED = EXIT_CODES[LMStudioConnectionError]
+# Ctrl-C: the shell's code for a command ended by SIGINT (128 + 2).
+INTERRUPTED = 130
 
 # A command over several items (`compare`'s models, `apply --all`'s files) that ran, where some
 # items failed: the output reports each one.

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from lmstrix.cli.errors import handle_errors
+from lmstrix.cli.errors import INTERRUPTED, handle_errors
 from lmstrix.cli.output import echo_json, echo_submitted
 from lmstrix.core.config import Config
 from lmstrix.core.inference_manager import InferenceManager, InferenceResult, InferenceStream
@@ -124,17 +124,24 @@ def infer(
 ) -> None:
     """Run PROMPT through the queue and print the response (stats on stderr).
 
-    PROMPT ``-`` (or none, with input piped in) reads the prompt from standard input."""
+    PROMPT ``-`` (or none, with input piped in) reads the prompt from standard input. Ctrl-C
+    cancels the job (exit 130); so does this process's death: it is never run again."""
     text = read_prompt(prompt, prompt_file)
     options = (_out_ctx(out_ctx), temperature, top_p, top_k, max_tokens, system_prompt)
     manager = InferenceManager(timeout=timeout)
+    job_id: str | None = None
     try:
         if stream and not as_json:
             with manager.stream(model_id, text, *options, host=host) as pieces:
+                job_id = pieces.job_id
                 result = echo_pieces(pieces)
         else:
-            job = manager.submit(model_id, text, *options, host=host)
-            result = manager.wait(job.id)
+            job = manager.submit(model_id, text, *options, host=host, waiter=True)
+            job_id = job.id
+            result = manager.wait(job.id, owned=True)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted; job {job_id} cancelled" if job_id else "interrupted", err=True)
+        sys.exit(INTERRUPTED)
     finally:
         manager.close()
     if as_json:

@@ -180,7 +180,8 @@ def jobs_reap() -> None:
     with JobManager() as manager:
         reaped = manager.reap()
     for job in reaped:
-        click.echo(f"{job.id}  {'queued again' if job.requeued else 'failed'} on {job.host}")
+        state = "cancelled" if job.cancelled else "queued again" if job.requeued else "failed"
+        click.echo(f"{job.id}  {state} on {job.host}")
     click.echo(f"reaped {len(reaped)} job(s)", err=True)
 
 

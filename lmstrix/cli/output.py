@@ -1,14 +1,19 @@
 """What several commands print the same way: JSON for scripts, and the id of a queued job.
 
-Results go to stdout (scripts capture them); hints and progress go to stderr.
+Results go to stdout (scripts capture them); hints, progress and the library's warnings go to
+stderr.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Protocol
 
 import click
+
+from lmstrix.domain.heartbeats import start_worker_command
+from lmstrix.utils.logging import RedactingFilter
 
 
 class Submitted(Protocol):
@@ -37,9 +42,30 @@ def echo_submitted(job: Submitted, *, distributed: bool, as_json: bool, also: st
     if not distributed:
         click.echo(
             f"queued for host {job.host}; it runs when a worker does: "
-            f"`lmstrix worker --host {job.host}`{also}",
+            f"`{start_worker_command(job.host)}`{also}",
             err=True,
         )
 
 
-__all__ = ["echo_json", "echo_submitted"]
+class _StderrLines(logging.Handler):
+    """A warning or error of the library as one ``warning: ...`` line on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(f"{record.levelname.lower()}: {self.format(record)}", err=True)
+        except Exception:
+            self.handleError(record)
+
+
+def show_warnings() -> None:
+    """Print the library's warnings (a job nobody serves, a host that did not answer) as
+    ``warning: ...`` lines on stderr, secrets masked; once per process."""
+    logger = logging.getLogger("lmstrix")
+    if any(isinstance(h, _StderrLines) for h in logger.handlers):
+        return
+    handler = _StderrLines(logging.WARNING)
+    handler.addFilter(RedactingFilter())
+    logger.addHandler(handler)
+
+
+__all__ = ["echo_json", "echo_submitted", "show_warnings"]

@@ -5,11 +5,17 @@ Every call is a job row: it is validated, routed to a host, queued, run by that 
 worker (an in-process thread in embedded mode, a dramatiq process in distributed mode) and waited
 for by notification. The caller sees a plain result with the keys of the public API, plus
 ``job_id``, so a slow call can be looked up later with ``lmstrix jobs show``.
+
+``infer()`` owns its job: Ctrl-C (or a cancelled task) cancels it, and so does the caller's death
+(its heartbeat stops), so an abandoned call never runs again. Jobs queued with ``submit()`` are
+not tied to their caller. ``verbose=True`` logs each call (job, host, model, load, timings) at
+INFO on the ``lmstrix`` loggers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -31,12 +37,54 @@ from lmstrix.jobs.store import JobView
 log = logging.getLogger(__name__)
 
 
+def _log_verbosely() -> None:
+    """Let this module's INFO records out, with somewhere to go if nothing is configured (a bare
+    script asking for ``verbose=True`` means to see them)."""
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)
+    if not log.hasHandlers():
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        log.addHandler(handler)
+
+
+def log_call(job: JobView, level: int) -> None:
+    """One line about a finished call: job, host, model, the load and the timings."""
+    if not log.isEnabledFor(level):
+        return
+    r = InferenceJobResult.from_row(job.result)
+    info = r.model_info
+    if info is not None and info.context_length:
+        load = f"loaded as {info.instance_id} at {info.context_length} tokens"
+        if info.reduced:
+            load += f" (reduced from {info.requested_context_length})"
+    else:
+        load = "no load"
+    queued = (job.started_at - job.created_at).total_seconds() if job.started_at else None
+    tps = r.tokens_per_second
+    log.log(
+        level,
+        "job %s on %s: %s %s; %s; queued %s, inference %.2fs, %s, %d+%d tokens",
+        job.id,
+        job.host,
+        job.model,
+        job.status,
+        load,
+        "never ran" if queued is None else f"{queued:.2f}s",
+        r.inference_time,
+        f"{tps:.1f} tok/s" if tps else "no tok/s",
+        r.prompt_tokens,
+        r.response_tokens,
+    )
+
+
 class InferenceManager:
     """Run inference through the queue and wait for the answer.
 
     ``base_url`` pins every call to that LM Studio host (a configured host with that URL, or an
     ad-hoc one); otherwise calls go to a configured host that has the model. ``timeout`` is how
     long ``infer()`` waits before it cancels the job and raises ``InferenceTimeoutError``.
+    ``verbose`` logs every call at INFO (job id, host, model, the load, the timings).
     """
 
     def __init__(
@@ -50,6 +98,8 @@ class InferenceManager:
         database_url: str | None = None,
     ) -> None:
         self.verbose = verbose
+        if verbose:
+            _log_verbosely()
         self.timeout = timeout
         self.service = open_job_service(
             config,
@@ -83,21 +133,37 @@ class InferenceManager:
         host: str | None = None,
         priority: int | None = None,
         start_worker: bool = True,
+        waiter: bool = False,
     ) -> SubmittedJob:
-        """Queue an inference and return at once (``wait()`` gets its result)."""
+        """Queue an inference and return at once (``wait()`` gets its result).
+
+        ``waiter=True``: the caller waits for it right away with ``wait(owned=True)``, and the
+        job is cancelled if the caller goes away (``infer()`` and ``lmstrix infer`` do this)."""
         extra: dict[str, Any] = {} if priority is None else {"priority": priority}
         extra["start_worker"] = start_worker
         options = InferenceOptions(
             out_ctx, temperature, top_p, top_k, max_tokens, system_prompt, context_data
         )
         options = read_context_files(options)
-        return self.service.submit_inference(model_id, prompt, options, host=host, **extra)
+        return self.service.submit_inference(
+            model_id, prompt, options, host=host, waiter=waiter, **extra
+        )
 
-    def wait(self, job_id: str, timeout: float | None = None) -> InferenceResult:
+    def wait(
+        self, job_id: str, timeout: float | None = None, *, owned: bool = False
+    ) -> InferenceResult:
         """The result of a submitted job, waiting for it up to ``timeout`` (default: the
-        manager's); past it the job is cancelled and ``InferenceTimeoutError`` raised."""
-        job = self.service.wait(job_id, self.timeout if timeout is None else timeout)
+        manager's); past it the job is cancelled and ``InferenceTimeoutError`` raised.
+
+        ``owned=True`` (for a job submitted with ``waiter=True``): leaving the wait early, by
+        Ctrl-C or any exception, cancels the job too."""
+        job = self.service.wait(job_id, self.timeout if timeout is None else timeout, owned=owned)
         self._calibrate(job)
+        return self.result_of(job)
+
+    def result_of(self, job: JobView) -> InferenceResult:
+        """The result of a finished job, logged first when the manager is verbose."""
+        log_call(job, logging.INFO if self.verbose else logging.DEBUG)
         return InferenceResult.from_job(job)
 
     def _calibrate(self, job: JobView) -> None:
@@ -128,7 +194,10 @@ class InferenceManager:
         of text before the prompt, each under a ``## name`` header (files are read now, with
         :class:`~lmstrix.loaders.context_loader.ContextLoader`); they count in the token budget.
         Values of the wrong type raise ``ValidationError`` naming the field before anything is
-        queued."""
+        queued.
+
+        Ctrl-C (or any exception) while it waits cancels the job, and so does this process's
+        death: a job whose caller is gone is never run again."""
         job = self.submit(
             model_id,
             prompt,
@@ -139,8 +208,9 @@ class InferenceManager:
             max_tokens,
             system_prompt,
             context_data,
+            waiter=True,
         )
-        return self.wait(job.id)
+        return self.wait(job.id, owned=True)
 
     def stream(
         self,
@@ -179,6 +249,7 @@ class InferenceManager:
             system_prompt,
             context_data,
             host=host,
+            waiter=True,
         )
         return InferenceStream(self.follow(job.id, owned=True), self._calibrate)
 
@@ -245,20 +316,24 @@ class AsyncInferenceManager:
         system_prompt: str | None = None,
         context_data: ContextData | None = None,
     ) -> InferenceResult:
+        """``InferenceManager.infer`` for asyncio; cancelling the task cancels the job."""
         model_id, prompt = await asyncio.to_thread(self._argument_order, model_id, prompt)
         job = await asyncio.to_thread(
-            self.sync.submit,
-            model_id,
-            prompt,
-            out_ctx,
-            temperature,
-            top_p,
-            top_k,
-            max_tokens,
-            system_prompt,
-            context_data,
+            functools.partial(
+                self.sync.submit,
+                model_id,
+                prompt,
+                out_ctx,
+                temperature,
+                top_p,
+                top_k,
+                max_tokens,
+                system_prompt,
+                context_data,
+                waiter=True,
+            )
         )
-        return await self.wait(job.id)
+        return await self.wait(job.id, owned=True)
 
     def stream(
         self,
@@ -291,6 +366,7 @@ class AsyncInferenceManager:
                 system_prompt,
                 context_data,
                 host=host,
+                waiter=True,
             )
             return self.sync.follow(job.id, timeout=self.timeout, owned=True)
 
@@ -321,10 +397,13 @@ class AsyncInferenceManager:
         )
         return await self.infer(model_id, prompt, **kwargs)
 
-    async def wait(self, job_id: str, timeout: float | None = None) -> InferenceResult:
+    async def wait(
+        self, job_id: str, timeout: float | None = None, *, owned: bool = False
+    ) -> InferenceResult:
         """The awaitable twin of :meth:`InferenceManager.wait`."""
         timeout = self.timeout if timeout is None else timeout
-        return InferenceResult.from_job(await self.sync.service.wait_async(job_id, timeout))
+        job = await self.sync.service.wait_async(job_id, timeout, owned=owned)
+        return self.sync.result_of(job)
 
 
 __all__ = [

@@ -1,10 +1,10 @@
 """``JobManager``: look at and manage the queue's jobs, and run a host's worker.
 
-The facade of the queue's housekeeping (what ``lmstrix jobs`` and ``lmstrix worker`` do): list,
-show, wait for, cancel, retry and prune jobs, re-queue the jobs of dead workers, and drain a
-host's queue in this process. It reads the configuration when none is given and leaves the
-submitting of work to the facades that know what the work is (``InferenceManager``,
-``ContextTester``, ``BatchProcessor``).
+The facade of the queue's housekeeping (what ``lmstrix jobs``, ``lmstrix workers`` and
+``lmstrix worker`` do): list, show, wait for, cancel, retry and prune jobs, re-queue the jobs of
+dead workers, list the running workers, and drain a host's queue in this process. It reads the
+configuration when none is given and leaves the submitting of work to the facades that know what
+the work is (``InferenceManager``, ``ContextTester``, ``BatchProcessor``).
 """
 
 from __future__ import annotations
@@ -12,10 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 from lmstrix.core.config import Config, HostConfig
 from lmstrix.core.inference_stream import InferenceStream
 from lmstrix.core.job_service import open_job_service
+from lmstrix.domain.clock import utcnow
+from lmstrix.domain.enums import WorkerMode
+from lmstrix.domain.heartbeats import WORKER_LIVE_WITHIN, worker_live
 from lmstrix.jobs.doorbell import worker_command
 from lmstrix.jobs.embedded import EmbeddedWorker
 from lmstrix.jobs.reaper import reap
@@ -112,9 +116,26 @@ class JobManager:
 
     def reap(self) -> list[ReapedJob]:
         """Re-queue running jobs whose worker died (lease expired) and ring their hosts."""
-        return reap(self._service.store, self._service.doorbell)
+        service = self._service
+        return reap(service.store, service.doorbell, waiter_grace=service.settings.waiter_grace)
 
     # -- workers --------------------------------------------------------------------------
+
+    def workers(
+        self, host: str | None = None, *, include_stale: bool = False
+    ) -> list[dict[str, Any]]:
+        """The workers serving hosts (of ``host``, or all), as dicts: ``worker_id``, ``host``,
+        ``hostname`` (the machine), ``pid``, ``mode`` (embedded or distributed),
+        ``started_at``, ``seen_at``, ``current_job``, ``loaded_model`` and ``live``. Only live
+        ones (heard from within a few seconds) unless ``include_stale``; a worker that died is
+        remembered for a day."""
+        registry = self._service.workers
+        within = None if include_stale else WORKER_LIVE_WITHIN
+        now = utcnow()
+        return [
+            {**w.to_dict(), "live": worker_live(w.seen_at, now)}
+            for w in registry.rows(host, within=within)
+        ]
 
     def worker_argv(self, host: str) -> list[str]:
         """The command line of a dramatiq worker serving ``host`` alone (distributed mode)."""
@@ -140,12 +161,17 @@ class JobManager:
         if on_start is not None:
             on_start(hc)
         if once:
-            reap(service.store, None)
+            reap(service.store, None, waiter_grace=service.settings.waiter_grace)
             with service.client_for(hc) as client:
                 # The service's notifier: through Redis when configured, so that waiters in
                 # other processes hear of the jobs this drain finishes.
                 runner = JobRunner(
-                    service.store, host, client, service.notifier, settings=service.settings
+                    service.store,
+                    host,
+                    client,
+                    service.notifier,
+                    settings=service.settings,
+                    mode=WorkerMode.DISTRIBUTED if service.distributed else WorkerMode.EMBEDDED,
                 )
                 try:
                     return runner.drain()

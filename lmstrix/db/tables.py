@@ -1,4 +1,4 @@
-"""The ORM tables: hosts, their models, jobs, batches and context-test probes.
+"""The ORM tables: hosts, their models, jobs, batches, context-test probes and workers.
 
 Designed up front for the queue and the context tester so later work adds rows, not migrations:
 
@@ -12,6 +12,11 @@ Designed up front for the queue and the context tester so later work adds rows, 
   ``priority DESC, created_at``, which ``ix_jobs_claim`` serves. Higher priority runs first.
 - ``Batch`` mirrors the OpenAI batch object (status words, request counts, timestamps); its items
   are ``Job`` rows with ``kind='batch_item'`` and a ``custom_id`` unique within the batch.
+- ``Job.waiter_seen_at`` is the last beat of the interactive caller waiting for the job (NULL for
+  jobs nobody waits on): a job whose caller went quiet is cancelled, never run again. The
+  ``ix_jobs_waiters`` index keeps the claim's look for such queued jobs to the stale ones.
+- ``WorkerRow`` is one running worker (one per host and process) with its heartbeat, so a caller
+  can tell whether anyone serves a host.
 - ``ContextTestProbe`` is one load-or-use probe of a context test, written ``in_flight`` before the
   probe runs so a crash leaves a trace of the size that killed the host.
 
@@ -53,6 +58,7 @@ from lmstrix.domain.enums import (
     ProbeOutcome,
     ProbePhase,
     TestStatus,
+    WorkerMode,
     values,
 )
 
@@ -190,6 +196,7 @@ class Job(Base):
         Index("ix_jobs_claim", "host_id", "status", "priority", "created_at"),
         Index("ix_jobs_status_lease_until", "status", "lease_until"),
         Index("ix_jobs_model_id", "model_id"),
+        Index("ix_jobs_waiters", "host_id", "status", "waiter_seen_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -215,6 +222,7 @@ class Job(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
     custom_id: Mapped[str | None] = mapped_column(String(512))
+    waiter_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -259,6 +267,26 @@ class ContextTestProbe(Base):
     model: Mapped[ModelRow] = relationship()
 
 
+class WorkerRow(Base):
+    """A worker serving one host, as it last reported itself (see ``lmstrix.jobs.workers``)."""
+
+    __tablename__ = "workers"
+    __table_args__ = (
+        CheckConstraint(_in("mode", WorkerMode), name="mode"),
+        Index("ix_workers_host_seen_at", "host", "seen_at"),
+    )
+
+    worker_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    host: Mapped[str] = mapped_column(String(128))  # the LM Studio host it serves
+    hostname: Mapped[str] = mapped_column(String(256))  # the machine it runs on
+    pid: Mapped[int] = mapped_column(Integer)
+    mode: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    current_job: Mapped[str | None] = mapped_column(String(36))
+    loaded_model: Mapped[str | None] = mapped_column(String(512))
+
+
 metadata = Base.metadata
 
 __all__ = [
@@ -269,5 +297,6 @@ __all__ = [
     "Host",
     "Job",
     "ModelRow",
+    "WorkerRow",
     "metadata",
 ]

@@ -62,5 +62,12 @@ class ProbeOutcome(StrEnum):
     REDUCED = "reduced"  # LM Studio loaded it, but at less context than requested
 
 
+class WorkerMode(StrEnum):
+    """How a worker is woken: an in-process doorbell, or a dramatiq message through Redis."""
+
+    EMBEDDED = "embedded"
+    DISTRIBUTED = "distributed"
+
+
 def values(enum: type[StrEnum]) -> list[str]:
     return [member.value for member in enum]

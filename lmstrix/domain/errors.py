@@ -462,7 +462,8 @@ class JobDeadlineError(LMStrixError):
 
 class InferenceTimeoutError(LMStrixError):
     """A job did not finish within the caller's timeout. ``cancelled`` says whether the caller
-    cancelled it then; otherwise ``status`` is where the job still stands (it goes on)."""
+    cancelled it then; otherwise ``status`` is where the job still stands (it goes on).
+    ``hint`` says what else the caller should know (no worker serves the host)."""
 
     def __init__(
         self,
@@ -472,6 +473,7 @@ class InferenceTimeoutError(LMStrixError):
         model_id: str | None = None,
         cancelled: bool = True,
         status: str | None = None,
+        hint: str | None = None,
     ):
         job = f"job {job_id}" if job_id else "the request"
         if cancelled or job_id is None:
@@ -485,6 +487,8 @@ class InferenceTimeoutError(LMStrixError):
                 f"{status or 'queued'} and goes on: `lmstrix jobs wait {job_id}` waits again, "
                 f"`lmstrix jobs cancel {job_id}` stops it"
             )
+        if hint:
+            message = f"{message}. Note: {hint}"
         super().__init__(
             message,
             job_id=job_id,
@@ -492,9 +496,11 @@ class InferenceTimeoutError(LMStrixError):
             model_id=model_id,
             cancelled=cancelled,
             status=status,
+            hint=hint,
         )
         self.cancelled = cancelled
         self.status = status
+        self.hint = hint
         self.job_id = job_id
         self.waited_seconds = waited_seconds
         self.model_id = model_id

@@ -1,5 +1,5 @@
 """``[queue]``: the job queue's timing and limits (leases, reaping, lingering, retries, the
-scheduler's bounds).
+scheduler's bounds, how long an interactive caller may go unheard).
 
 They are operational knobs of the worker processes rather than preferences of one caller, and
 tests shorten them to keep crash-recovery tests fast. Like every other section they come from
@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, field_validator
 
 from lmstrix.domain.config_section import ConfigSection
+from lmstrix.domain.heartbeats import DEFAULT_WAITER_GRACE, MIN_WAITER_GRACE
 from lmstrix.domain.scheduler import SchedulerPolicy
 
 
@@ -68,6 +69,12 @@ class QueueSettings(ConfigSection):
     )
     max_run: int = Field(
         100, ge=1, description="jobs in a row on the loaded model before others get a turn"
+    )
+    waiter_grace: float = Field(
+        DEFAULT_WAITER_GRACE,
+        ge=MIN_WAITER_GRACE,
+        description="seconds an interactive call (infer) may go unheard before its job counts "
+        "as abandoned: it is then cancelled, never run again (its caller beats every 2 s)",
     )
 
     @field_validator("retry_delays", mode="before")

@@ -15,6 +15,7 @@ import threading
 import redis
 
 from lmstrix.api.factory import client_for
+from lmstrix.domain.enums import WorkerMode
 from lmstrix.domain.errors import ConfigurationError
 from lmstrix.jobs.doorbell import WAKE_KEY, RedisDoorbell, sanitize_host
 from lmstrix.jobs.jobs_config import JobsConfig
@@ -44,7 +45,12 @@ class HostServer:
         self.doorbell = RedisDoorbell(redis_url)
         self._wake = redis.Redis.from_url(redis_url, socket_timeout=None)
         self.runner = JobRunner(
-            self.store, host, self.client, self.notifier, settings=self.settings
+            self.store,
+            host,
+            self.client,
+            self.notifier,
+            settings=self.settings,
+            mode=WorkerMode.DISTRIBUTED,
         )
         self._lock = threading.Lock()
 

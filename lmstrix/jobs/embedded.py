@@ -104,7 +104,7 @@ class EmbeddedWorker:
                         # Another process may have loaded and unloaded models here meanwhile.
                         self.runner.forget_loaded()
                     if time.monotonic() >= next_reap:
-                        reap(self.store, self.doorbell)
+                        reap(self.store, self.doorbell, waiter_grace=self.settings.waiter_grace)
                         next_reap = time.monotonic() + self.settings.reap_every
                     self.runner.drain(lambda: not self._stopped.is_set())
                 except Exception:  # the database went away for a moment: keep the thread
@@ -145,6 +145,13 @@ def ensure_worker(
             atexit.register(stop_all, EXIT_GRACE_SECONDS)
             _exit_hook = True
     return worker
+
+
+def serving(store: JobStore, host: str) -> bool:
+    """Whether this process runs a live embedded worker for (database, host)."""
+    with _lock:
+        worker = _workers.get((store.url, host))
+    return worker is not None and worker.alive
 
 
 def stop_all(timeout: float = 10.0) -> None:

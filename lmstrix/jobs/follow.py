@@ -12,7 +12,6 @@ early: a ``break``, Ctrl-C, an exception, or the loss of its task.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -22,14 +21,22 @@ from lmstrix.domain.pieces import Piece, PieceAssembler
 from lmstrix.jobs.notify import Notifier
 from lmstrix.jobs.pieces import START, PieceChannel, PiecesUnavailableError
 from lmstrix.jobs.store import JobStore, JobView
-from lmstrix.jobs.wait import FOREVER, Slices, await_job, wait_for_job
+from lmstrix.jobs.wait import (
+    FOREVER,
+    NoWorkerWatch,
+    Served,
+    Slices,
+    WaiterBeat,
+    abandon_owned,
+    await_job,
+    cancel_owned,
+    wait_for_job,
+)
 
 log = logging.getLogger(__name__)
 
 FIRST_SLICE = 0.05
 MAX_SLICE = 1.0
-#: How long a reader that cancels its running job waits for an in-process worker to end it.
-CANCEL_GRACE_SECONDS = 5.0
 
 
 class JobFollower:
@@ -44,7 +51,11 @@ class JobFollower:
         *,
         timeout: float | None,
         owned: bool,
+        served: Served | None = None,
     ) -> None:
+        """``owned``: the job is this reader's (it beats on the row while it reads, and stopping
+        early cancels the job). ``served``: whether a host has a live worker (a job left queued
+        where nobody serves gets one warning)."""
         self.store = store
         self.notifier = notifier
         self.channel = channel
@@ -57,6 +68,8 @@ class JobFollower:
         self._channel_ok = True
         self._started = time.monotonic()
         self._deadline = self._started + (FOREVER if timeout is None else timeout)
+        self._beat = WaiterBeat(store, job_id) if owned else None
+        self._watch = NoWorkerWatch(served, job_id) if served is not None else None
 
     @property
     def restarts(self) -> int:
@@ -76,24 +89,17 @@ class JobFollower:
         return JobStatus(self.store.status(self.job_id)).finished
 
     def _cancel_if_owned(self) -> None:
-        if not self.owned or self.final is not None:
-            return
-        try:
-            view = self.store.cancel(self.job_id)
-        except Exception:  # the caller is leaving anyway; the lease ends the job
-            log.warning("could not cancel job %s", self.job_id, exc_info=True)
-            return
-        if view.status == JobStatus.RUNNING.value and self.notifier.hands_over_rows:
-            # The worker may be a thread of this process, which may be about to exit: give it
-            # the moment it needs to stop at its next chunk and end the row itself.
-            with contextlib.suppress(Exception):
-                wait_for_job(
-                    self.store,
-                    self.notifier,
-                    self.job_id,
-                    CANCEL_GRACE_SECONDS,
-                    cancel_on_timeout=False,
-                )
+        if self.owned and self.final is None:
+            abandon_owned(self.store, self.notifier, self.job_id)
+
+    def _look_while_empty(self) -> bool:
+        """After a slice without pieces: beat, warn if no worker serves the job's host, and say
+        whether the row is final."""
+        if self._beat is not None:
+            self._beat.beat()
+        if self._watch is not None and self._watch.due:
+            self._watch.look(self.store.get(self.job_id))
+        return self._is_final()
 
     def _take(self, pieces: list[Piece]) -> list[str]:
         out = []
@@ -117,6 +123,7 @@ class JobFollower:
                 self.job_id,
                 self._remaining(),
                 cancel_on_timeout=self.owned,
+                owned=self.owned,
             )
             rest = self.assembler.remainder(_response(final))
             self.final = final
@@ -141,7 +148,10 @@ class JobFollower:
             if self.assembler.final:
                 return
             slices.after(bool(got))
-            if not got and self._is_final():
+            if got:
+                if self._beat is not None:
+                    self._beat.beat()
+            elif self._look_while_empty():
                 yield from self._drain()
                 return
 
@@ -170,13 +180,16 @@ class JobFollower:
                 self.job_id,
                 self._remaining(),
                 cancel_on_timeout=self.owned,
+                owned=self.owned,
             )
             rest = self.assembler.remainder(_response(final))
             self.final = final
             if rest:
                 yield rest
         except BaseException:
-            await asyncio.to_thread(self._cancel_if_owned)
+            if self.owned and self.final is None:
+                # Not in a thread: the task may be being cancelled, and the cancel must happen.
+                cancel_owned(self.store, self.job_id)
             raise
 
     async def _astream(self) -> AsyncIterator[str]:
@@ -197,7 +210,10 @@ class JobFollower:
             if self.assembler.final:
                 return
             slices.after(bool(got))
-            if not got and await asyncio.to_thread(self._is_final):
+            if got:
+                if self._beat is not None and self._beat.due:
+                    await asyncio.to_thread(self._beat.beat)
+            elif await asyncio.to_thread(self._look_while_empty):
                 while True:
                     try:
                         got, self._cursor = await self.channel.read_async(

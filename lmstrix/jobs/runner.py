@@ -22,6 +22,7 @@ from typing import Any
 
 from lmstrix.api.client import LMStudioClient
 from lmstrix.db import JobKind, JobStatus
+from lmstrix.domain.enums import WorkerMode
 from lmstrix.domain.errors import (
     ErrorPayload,
     JobDeadlineError,
@@ -36,6 +37,7 @@ from lmstrix.domain.scheduler import HostState, QueuedJob, next_state
 from lmstrix.jobs.host_down import HostDownCheck, suggests_host_down
 from lmstrix.jobs.notify import Notifier
 from lmstrix.jobs.store import Claim, ClaimedJob, JobStore, JobView
+from lmstrix.jobs.workers import WorkerInfo, WorkerPresence, WorkerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +80,25 @@ class _Loaded:
 
 
 class LeaseKeeper:
-    """Renews the lease of the job being run and watches its cancel flag, off the hot path.
+    """Renews the lease of the job being run and watches its cancel flag (and whether its
+    interactive caller is still there), off the hot path; it also beats the worker's
+    ``presence`` row, so no other thread is needed for that.
 
     Jobs shorter than one tick never touch the database here, which keeps the per-job cost of a
     busy worker at the claim and the finish.
     """
 
-    def __init__(self, store: JobStore, settings: QueueSettings, tick: float = 0.2) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        settings: QueueSettings,
+        tick: float = 0.2,
+        presence: WorkerPresence | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.tick = tick
+        self.presence = presence
         self._job: ClaimedJob | None = None
         self._since = 0.0
         self._renewed = 0.0
@@ -112,23 +123,30 @@ class LeaseKeeper:
         self._closed = True
         self._wake.set()
         self._thread.join(timeout=5)
+        if self.presence is not None:
+            self.presence.stop()
 
     def _loop(self) -> None:
+        grace = self.settings.waiter_grace
         while not self._closed:
             self._wake.wait(self.tick)
             with self._lock:
                 job, since, renewed = self._job, self._since, self._renewed
             now = time.monotonic()
+            if self.presence is not None and not self._closed:
+                self.presence.beat(None if job is None else str(job.id), now)
             if job is None or now - since < self.tick:
                 continue
             try:
                 if now - renewed >= self.settings.lease_seconds / 3:
-                    stop = self.store.renew_lease(job, self.settings.lease_seconds)
+                    stop = self.store.renew_lease(
+                        job, self.settings.lease_seconds, waiter_grace=grace
+                    )
                     with self._lock:
                         if self._job is job:
                             self._renewed = now
                 else:
-                    stop = self.store.cancel_requested(job)
+                    stop = self.store.cancel_requested(job, waiter_grace=grace)
             except Exception:  # the database hiccupped: try again next tick
                 log.exception("lease renewal of job %s failed", job.id)
                 continue
@@ -153,7 +171,9 @@ class JobRunner:
         retry_delays: tuple[float, ...] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        mode: WorkerMode = WorkerMode.EMBEDDED,
     ) -> None:
+        """``mode``: how this worker is woken, as the workers table shows it."""
         self.store = store
         self.host = host
         self.client = client
@@ -167,7 +187,12 @@ class JobRunner:
         self._clock = clock
         self.state = HostState()
         self._loaded: _Loaded | None = None
-        self.keeper = LeaseKeeper(store, self.settings)
+        self.presence = WorkerPresence(
+            WorkerRegistry(store.url),
+            WorkerInfo.here(self.worker_id, host, mode),
+            loaded_model=self.loaded_model,
+        )
+        self.keeper = LeaseKeeper(store, self.settings, presence=self.presence)
         self.jobs_run = 0
         self.host_check = HostDownCheck(store, host, client, self.settings, self._notify_done)
         self._host_fault: str | None = None  # why the last job suggests the host is down
@@ -179,6 +204,11 @@ class JobRunner:
     def forget_loaded(self) -> None:
         """Someone else may have changed what the host holds: load before the next job."""
         self._loaded = None
+
+    def loaded_model(self) -> str | None:
+        """The model this worker last loaded and still holds, as far as it knows."""
+        loaded = self._loaded
+        return None if loaded is None else loaded.model
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -219,6 +249,7 @@ class JobRunner:
             self.state,
             lease_seconds=self.settings.lease_seconds,
             policy=self.settings.policy,
+            waiter_grace=self.settings.waiter_grace,
         )
 
     def run_next(self) -> bool:
@@ -229,6 +260,7 @@ class JobRunner:
             self.state,
             lease_seconds=self.settings.lease_seconds,
             policy=self.settings.policy,
+            waiter_grace=self.settings.waiter_grace,
         )
         if job is None:
             return False
@@ -242,6 +274,7 @@ class JobRunner:
             self.state,
             self.settings.lease_seconds,
             self.settings.policy,
+            self.settings.waiter_grace,
         )
 
     def _run(self, job: ClaimedJob, claim: Claim | None) -> ClaimedJob | None:
@@ -350,7 +383,7 @@ class JobRunner:
             self.state = next_state(self.state, QueuedJob(str(job.id), job.model, 0.0))
 
     def _fail(self, job: ClaimedJob, exc: BaseException, *, host_fault: bool = False) -> Outcome:
-        if self.keeper.should_stop and self.store.cancel_requested(job):
+        if self.keeper.should_stop and self._cancel_requested(job):
             return Outcome(JobStatus.CANCELLED, {"error_type": "cancelled"})
         payload = ErrorPayload.of(exc)
         result = {"error_details": payload.details} if payload.details else None
@@ -377,6 +410,9 @@ class JobRunner:
         self._loaded = _Loaded(model, res.instance_id, res.context_length, context_length)
         return self._loaded
 
+    def _cancel_requested(self, job: ClaimedJob) -> bool:
+        return self.store.cancel_requested(job, waiter_grace=self.settings.waiter_grace)
+
     def _infer(self, job: ClaimedJob) -> dict[str, Any]:
         req = inference_request(**job.request)
         ctx = load_context_for(req.context_length)
@@ -385,7 +421,7 @@ class JobRunner:
         self.state = next_state(self.state, QueuedJob(str(job.id), job.model, 0.0))
         # A load can take minutes: look at the cancel flag itself before generating, not only at
         # what the lease keeper last saw.
-        if self.keeper.should_stop or (loaded is not before and self.store.cancel_requested(job)):
+        if self.keeper.should_stop or (loaded is not before and self._cancel_requested(job)):
             return {"stop_reason": "userStopped", "response": "", "cancelled": True}
         # Inference jobs publish their pieces for stream() and `jobs follow`; batch items have
         # no reader waiting on them, so they skip it.

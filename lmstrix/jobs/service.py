@@ -44,6 +44,7 @@ from lmstrix.jobs.notify import (
 )
 from lmstrix.jobs.store import JobStore, JobView
 from lmstrix.jobs.wait import MAX_SLICE, OnLook, await_job, wait_for_job
+from lmstrix.jobs.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class JobService:
             self.doorbell = local_doorbell()
             self.notifier = local_notifier()
         self._registry: ModelStore | None = None
+        self.workers = WorkerRegistry(self.database_url)
         self.context = ContextManager()
         self._models: dict[tuple[str, str | None], tuple[float, list[Model]]] = {}
 
@@ -207,8 +209,12 @@ class JobService:
         host: str | None = None,
         priority: int = PRIORITY_INTERACTIVE,
         start_worker: bool = True,
+        waiter: bool = False,
     ) -> SubmittedJob:
-        """Validate, route and queue one inference; returns at once with the job id."""
+        """Validate, route and queue one inference; returns at once with the job id.
+
+        ``waiter``: an interactive caller is about to wait for it with ``owned=True``; if that
+        caller goes away, the job is cancelled and never run (again)."""
         if not isinstance(prompt, str) or not prompt:
             raise ValidationError("prompt", prompt, "must be a non-empty string")
         if not isinstance(options, InferenceOptions):
@@ -230,6 +236,7 @@ class JobService:
             priority=priority,
             host_url=hc.url,
             max_attempts=self.settings.max_attempts,
+            waiter=waiter,
         )
         self.ring(job_id, hc, start_worker=start_worker)
         return SubmittedJob(job_id, chosen.host, chosen.id)
@@ -323,9 +330,13 @@ class JobService:
         cancel_on_timeout: bool = True,
         on_look: OnLook | None = None,
         max_slice: float = MAX_SLICE,
+        owned: bool = False,
     ) -> JobView:
         """Block until the job's row is final; past ``timeout`` cancel it (unless told not to)
-        and raise. ``on_look`` runs after every look at the row (see :func:`wait_for_job`)."""
+        and raise. ``on_look`` runs after every look at the row (see :func:`wait_for_job`).
+        ``owned``: the job was submitted with ``waiter=True`` by this caller, whose leaving the
+        wait early (Ctrl-C, an exception) cancels it. A job left queued on a host that no live
+        worker serves gets one warning (logged, and repeated by the timeout error)."""
         return wait_for_job(
             self.store,
             self.notifier,
@@ -334,14 +345,28 @@ class JobService:
             cancel_on_timeout=cancel_on_timeout,
             on_look=on_look,
             max_slice=max_slice,
+            owned=owned,
+            served=self.served,
         )
 
     async def wait_async(
-        self, job_id: str, timeout: float | None, *, cancel_on_timeout: bool = True
+        self,
+        job_id: str,
+        timeout: float | None,
+        *,
+        cancel_on_timeout: bool = True,
+        owned: bool = False,
     ) -> JobView:
-        """:meth:`wait` for asyncio callers, holding no thread while it waits."""
+        """:meth:`wait` for asyncio callers, holding no thread while it waits; with ``owned``
+        a cancelled task cancels the job."""
         return await await_job(
-            self.store, self.notifier, job_id, timeout, cancel_on_timeout=cancel_on_timeout
+            self.store,
+            self.notifier,
+            job_id,
+            timeout,
+            cancel_on_timeout=cancel_on_timeout,
+            owned=owned,
+            served=self.served,
         )
 
     def follow(self, job_id: str, timeout: float | None, *, owned: bool = False) -> JobFollower:
@@ -351,5 +376,18 @@ class JobService:
         if not owned:
             self.store.status(job_id)  # an unknown id fails here, not at the first piece
         return JobFollower(
-            self.store, self.notifier, self.notifier.pieces, job_id, timeout=timeout, owned=owned
+            self.store,
+            self.notifier,
+            self.notifier.pieces,
+            job_id,
+            timeout=timeout,
+            owned=owned,
+            served=self.served,
         )
+
+    def served(self, host: str) -> bool:
+        """Whether a live worker serves ``host``: this process's embedded one, or any in the
+        workers table heard from within a few beats."""
+        if not self.distributed and embedded.serving(self.store, host):
+            return True
+        return self.workers.serves(host)

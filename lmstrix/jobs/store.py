@@ -8,7 +8,9 @@ nothing and returns ``False``; that is what makes at-least-once delivery an exac
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
@@ -35,9 +37,16 @@ from lmstrix.db.engine import write_engine
 from lmstrix.db.hosts import get_or_create_host
 from lmstrix.db.types import UTCDateTime
 from lmstrix.domain.errors import ErrorPayload, JobNotFound, ValidationError
+from lmstrix.domain.heartbeats import DEFAULT_WAITER_GRACE, cutoff, waiter_gone
 from lmstrix.domain.scheduler import HostState, QueuedJob, SchedulerPolicy, choose_next
 
+log = logging.getLogger(__name__)
+
 FINISHED = tuple(s.value for s in JobStatus if s.finished)
+#: The error message of a job cancelled because its interactive caller stopped waiting.
+WAITER_GONE = "its caller stopped waiting (interrupted or gone), so it was cancelled"
+#: How often a busy worker's claims cancel the queued jobs whose caller went away.
+SWEEP_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +71,7 @@ class JobView:
     finished_at: datetime | None
     cancel_requested_at: datetime | None
     lease_until: datetime | None
+    waiter_seen_at: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -95,20 +105,23 @@ class ClaimedJob:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """What claiming needs: whose worker, the host's state and the policy."""
+    """What claiming needs: whose worker, the host's state and the policy (and how long an
+    interactive caller may go unheard before its queued job is cancelled instead)."""
 
     host: str
     worker_id: str
     state: HostState
     lease_seconds: float
     policy: SchedulerPolicy
+    waiter_grace: float = DEFAULT_WAITER_GRACE
 
 
 @dataclass(frozen=True, slots=True)
 class ReapedJob:
     id: str
     host: str
-    requeued: bool  # False: out of attempts, failed for good
+    requeued: bool  # False: out of attempts, failed for good (or cancelled)
+    cancelled: bool = False  # its caller was gone or had cancelled it: never run again
 
 
 def parse_job_id(job_id: str | uuid.UUID) -> uuid.UUID:
@@ -139,16 +152,24 @@ _VIEW_COLUMNS = (
     Job.finished_at,
     Job.cancel_requested_at,
     Job.lease_until,
+    Job.waiter_seen_at,
 )
 
 # Hot-path statements are built once: composing SQLAlchemy expressions costs more than running
 # them on SQLite, and every infer() call goes through submit, claim, finish and a read.
 _B_NOW = bindparam("b_now", type_=UTCDateTime())
+# The oldest beat of an interactive caller that still counts (see domain.heartbeats).
+_B_CUTOFF = bindparam("b_cutoff", type_=UTCDateTime())
 # The policy only ever picks the oldest job of some (model, priority) group, so the claim reads
 # one row per group (an aggregate the database does over the index) instead of the whole queue.
+# Jobs whose interactive caller went quiet are never chosen.
 _CLAIM_HEADS = (
     select(Job.model_key, Job.priority, func.min(Job.created_at).label("oldest"))
-    .where(Job.host_id == bindparam("b_hid"), Job.status == JobStatus.QUEUED.value)
+    .where(
+        Job.host_id == bindparam("b_hid"),
+        Job.status == JobStatus.QUEUED.value,
+        or_(Job.waiter_seen_at.is_(None), Job.waiter_seen_at >= _B_CUTOFF),
+    )
     .group_by(Job.model_key, Job.priority)
 )
 _QUEUED = Job.__table__.alias("queued_jobs")
@@ -159,6 +180,7 @@ _CLAIM_TARGET = (
         _QUEUED.c.status == JobStatus.QUEUED.value,
         _QUEUED.c.model_key == bindparam("b_model"),
         _QUEUED.c.priority == bindparam("b_priority"),
+        or_(_QUEUED.c.waiter_seen_at.is_(None), _QUEUED.c.waiter_seen_at >= _B_CUTOFF),
     )
     .order_by(_QUEUED.c.created_at, _QUEUED.c.id)
     .limit(1)
@@ -195,6 +217,27 @@ _END = (
     .returning(*_VIEW_COLUMNS)
 )
 _STATUS = select(Job.status).where(Job.id == bindparam("b_id"))
+# A waiting caller's beat: one indexed UPDATE.
+_TOUCH_WAITER = update(Job).where(Job.id == bindparam("b_id")).values(waiter_seen_at=_B_NOW)
+# Queued jobs of a host whose caller went quiet, which the claim skips, are cancelled now and
+# then by a claim (see JobStore._claim_in). The range on ix_jobs_waiters only visits such rows
+# (NULL: nobody waits; fresh: a live caller), so a long queue does not make it slower.
+_CANCEL_ABANDONED = (
+    update(Job)
+    .where(
+        Job.host_id == bindparam("b_hid"),
+        Job.status == JobStatus.QUEUED.value,
+        Job.waiter_seen_at < _B_CUTOFF,
+    )
+    .values(
+        status=JobStatus.CANCELLED.value,
+        finished_at=_B_NOW,
+        cancel_requested_at=_B_NOW,
+        error_type="cancelled",
+        error_message=WAITER_GONE,
+    )
+    .returning(Job.id)
+)
 # Core on the session's connection, below: the ORM's bulk-update bookkeeping is not needed.
 
 
@@ -212,6 +255,7 @@ class JobStore:
         self._pid: int | None = None
         self._read_engine: Engine | None = None
         self._write_engine: Engine | None = None
+        self._next_sweep: dict[int, float] = {}  # host id -> monotonic time
 
     # -- connections ----------------------------------------------------------------------
 
@@ -279,10 +323,15 @@ class JobStore:
         max_attempts: int = 3,
         batch_id: str | None = None,
         custom_id: str | None = None,
+        waiter: bool = False,
     ) -> str:
-        """Insert a queued job row and return its id. The caller rings the doorbell after."""
+        """Insert a queued job row and return its id. The caller rings the doorbell after.
+
+        ``waiter``: an interactive caller waits for it and beats (:meth:`touch_waiter`); if it
+        goes quiet for the queue's ``waiter_grace``, the job is cancelled, never run again."""
         hid = self.host_id(host, host_url)
         job_id = uuid.uuid4()
+        now = utcnow()
         # A Core INSERT: the ORM's unit of work costs more than the statement itself here, and
         # submit is on the hot path of every infer() call.
         with self._begin() as c:
@@ -301,10 +350,16 @@ class JobStore:
                     max_attempts=max_attempts,
                     batch_id=batch_id,
                     custom_id=custom_id,
-                    created_at=utcnow(),
+                    created_at=now,
+                    waiter_seen_at=now if waiter else None,
                 ),
             )
         return str(job_id)
+
+    def touch_waiter(self, job_id: str) -> None:
+        """The waiting caller of ``job_id`` is still there (see :meth:`submit`'s ``waiter``)."""
+        with self._begin() as c:
+            c.execute(_TOUCH_WAITER, {"b_id": parse_job_id(job_id), "b_now": utcnow()})
 
     def abandon(self, job_id: str, error_type: str, message: str) -> bool:
         """Fail a job that is still queued (its doorbell could not be rung): no orphan rows."""
@@ -351,13 +406,15 @@ class JobStore:
         *,
         lease_seconds: float,
         policy: SchedulerPolicy,
+        waiter_grace: float = DEFAULT_WAITER_GRACE,
     ) -> ClaimedJob | None:
         """Claim the job the scheduler picks among this host's queued rows, or None.
 
         The UPDATE only wins on a row that is still ``queued``; losing a race (another claimer,
-        a cancel) just means choosing again among what is left.
+        a cancel) just means choosing again among what is left. Queued jobs whose interactive
+        caller went quiet for ``waiter_grace`` seconds are cancelled first, never claimed.
         """
-        claim = Claim(host, worker_id, state, lease_seconds, policy)
+        claim = Claim(host, worker_id, state, lease_seconds, policy, waiter_grace)
         while True:
             # One write transaction for the read and the conditional UPDATE: on SQLite it holds
             # the write lock throughout (BEGIN IMMEDIATE), so the UPDATE cannot lose.
@@ -369,10 +426,20 @@ class JobStore:
     def _claim_in(self, c: Connection, claim: Claim) -> tuple[ClaimedJob | None, bool]:
         """(the claimed job or None, whether a race was lost and choosing again may help)."""
         hid = self.host_id(claim.host)
-        heads = c.execute(_CLAIM_HEADS, {"b_hid": hid}).all()
+        now = utcnow()
+        cut = cutoff(now, claim.waiter_grace)
+        heads = c.execute(_CLAIM_HEADS, {"b_hid": hid, "b_cutoff": cut}).all()
+        # Abandoned jobs are skipped above; cancelling them costs a statement, so a busy worker
+        # does it once a second, and an idle one whenever it finds nothing else to run.
+        if not heads or time.monotonic() >= self._next_sweep.get(hid, 0.0):
+            self._next_sweep[hid] = time.monotonic() + SWEEP_SECONDS
+            abandoned = c.execute(
+                _CANCEL_ABANDONED, {"b_hid": hid, "b_cutoff": cut, "b_now": now}
+            ).all()
+            for row in abandoned:
+                log.info("job %s on %s: %s before it ran", row.id, claim.host, WAITER_GONE)
         if not heads:
             return None, False
-        now = utcnow()
         queued = [
             QueuedJob(
                 id=f"{h.priority}:{h.model_key}",
@@ -388,6 +455,7 @@ class JobStore:
             _CLAIM_UPDATE,
             {
                 "b_hid": hid,
+                "b_cutoff": cut,
                 "b_model": choice.model,
                 "b_priority": choice.priority,
                 "b_worker": claim.worker_id,
@@ -409,9 +477,11 @@ class JobStore:
         )
         return job, False
 
-    def renew_lease(self, job: ClaimedJob, lease_seconds: float) -> bool:
-        """Extend the lease; returns True when the job should stop (cancel requested, or the
-        claim was lost to the reaper)."""
+    def renew_lease(
+        self, job: ClaimedJob, lease_seconds: float, *, waiter_grace: float | None = None
+    ) -> bool:
+        """Extend the lease; returns True when the job should stop (cancel requested, the
+        claim was lost to the reaper, or, given ``waiter_grace``, its caller went quiet)."""
         now = utcnow()
         with write_session(self.url) as s:
             row = s.execute(
@@ -422,9 +492,11 @@ class JobStore:
                     Job.attempts == job.attempt,
                 )
                 .values(lease_until=now + timedelta(seconds=lease_seconds), heartbeat_at=now)
-                .returning(Job.cancel_requested_at)
+                .returning(Job.cancel_requested_at, Job.waiter_seen_at)
             ).first()
-        return row is None or row.cancel_requested_at is not None
+        if row is None or row.cancel_requested_at is not None:
+            return True
+        return self._cancel_if_waiter_gone(job, row.waiter_seen_at, now, waiter_grace)
 
     def release(self, job: ClaimedJob) -> bool:
         """Hand back a job this worker claimed but will not run (it is stopping, or its host is
@@ -450,17 +522,39 @@ class JobStore:
             )
         return bool(res.rowcount)
 
-    def cancel_requested(self, job: ClaimedJob) -> bool:
+    def cancel_requested(self, job: ClaimedJob, *, waiter_grace: float | None = None) -> bool:
+        """Whether the job should stop: cancelled, no longer this attempt's, or (given
+        ``waiter_grace``) abandoned by its caller, which then also sets its cancel flag."""
         with read_session(self.url) as s:
             row = s.execute(
-                select(Job.status, Job.attempts, Job.cancel_requested_at).where(Job.id == job.id)
+                select(Job.status, Job.attempts, Job.cancel_requested_at, Job.waiter_seen_at).where(
+                    Job.id == job.id
+                )
             ).first()
-        return (
+        if (
             row is None
             or row.cancel_requested_at is not None
             or row.status != JobStatus.RUNNING.value
             or row.attempts != job.attempt
-        )
+        ):
+            return True
+        return self._cancel_if_waiter_gone(job, row.waiter_seen_at, utcnow(), waiter_grace)
+
+    def _cancel_if_waiter_gone(
+        self, job: ClaimedJob, seen_at: datetime | None, now: datetime, grace: float | None
+    ) -> bool:
+        """Set the cancel flag of a running job whose caller went quiet (then every later check,
+        the worker's and the reaper's, sees a plain cancel); True when it did."""
+        if grace is None or not waiter_gone(seen_at, now, grace):
+            return False
+        log.info("job %s on %s: %s while it ran", job.id, job.host, WAITER_GONE)
+        with write_session(self.url) as s:
+            s.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.cancel_requested_at.is_(None))
+                .values(cancel_requested_at=now)
+            )
+        return True
 
     def finish(self, job: ClaimedJob, result: dict[str, Any]) -> bool:
         """Store a success. False (and no change) when this attempt no longer owns the job."""
@@ -533,6 +627,7 @@ class JobStore:
                 claim.state,
                 lease_seconds=claim.lease_seconds,
                 policy=claim.policy,
+                waiter_grace=claim.waiter_grace,
             )
         return final, nxt
 
@@ -655,30 +750,53 @@ class JobStore:
 
     # -- reaper ---------------------------------------------------------------------------
 
-    def reap_expired(self) -> list[ReapedJob]:
+    def reap_expired(self, waiter_grace: float = DEFAULT_WAITER_GRACE) -> list[ReapedJob]:
         """Re-queue running jobs whose lease expired (their worker died); fail those out of
-        attempts. Conditional on the expired lease, so a live worker's job is never touched."""
+        attempts. A job that was being cancelled, or whose interactive caller has gone quiet for
+        ``waiter_grace`` seconds, is cancelled instead: nobody wants it run again. Conditional on
+        the expired lease, so a live worker's job is never touched."""
         now = utcnow()
         out: list[ReapedJob] = []
         with write_session(self.url) as s:
             rows = s.execute(
-                select(Job.id, Job.host_id, Job.attempts, Job.max_attempts, Job.lease_until).where(
-                    Job.status == JobStatus.RUNNING.value, Job.lease_until < now
-                )
+                select(
+                    Job.id,
+                    Job.host_id,
+                    Job.attempts,
+                    Job.max_attempts,
+                    Job.lease_until,
+                    Job.cancel_requested_at,
+                    Job.waiter_seen_at,
+                ).where(Job.status == JobStatus.RUNNING.value, Job.lease_until < now)
             ).all()
             for r in rows:
-                requeue = r.attempts < r.max_attempts
-                values: dict[str, Any] = (
-                    {"status": JobStatus.QUEUED.value, "lease_until": None, "worker_id": None}
-                    if requeue
-                    else {
+                gone = waiter_gone(r.waiter_seen_at, now, waiter_grace)
+                cancel = r.cancel_requested_at is not None or gone
+                requeue = not cancel and r.attempts < r.max_attempts
+                values: dict[str, Any]
+                if cancel:
+                    values = {
+                        "status": JobStatus.CANCELLED.value,
+                        "lease_until": None,
+                        "finished_at": now,
+                        "cancel_requested_at": r.cancel_requested_at or now,
+                        "error_type": "cancelled",
+                        "error_message": WAITER_GONE if gone else None,
+                    }
+                elif requeue:
+                    values = {
+                        "status": JobStatus.QUEUED.value,
+                        "lease_until": None,
+                        "worker_id": None,
+                    }
+                else:
+                    values = {
                         "status": JobStatus.FAILED.value,
                         "lease_until": None,
                         "finished_at": now,
                         "error_type": "worker_lost",
                         "error_message": f"the worker died {r.attempts} times running this job",
                     }
-                )
                 res = s.execute(
                     update(Job)
                     .where(
@@ -689,7 +807,8 @@ class JobStore:
                     .values(**values)
                 )
                 if res.rowcount:  # type: ignore[attr-defined]
-                    out.append(ReapedJob(str(r.id), self._host_name(s, r.host_id), requeue))
+                    host = self._host_name(s, r.host_id)
+                    out.append(ReapedJob(str(r.id), host, requeue, cancelled=cancel))
         return out
 
     def hosts_with_queued(self, older_than: float = 0.0) -> list[str]:
@@ -727,4 +846,5 @@ class JobStore:
             finished_at=row.finished_at,
             cancel_requested_at=row.cancel_requested_at,
             lease_until=row.lease_until,
+            waiter_seen_at=row.waiter_seen_at,
         )
