@@ -13,6 +13,7 @@ the client library's errors, so a reader can fall back the same way.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import threading
@@ -116,6 +117,8 @@ class LocalPieces:
         self.keep_seconds = keep_seconds
         self._cond = threading.Condition()
         self._buffers: dict[str, _Buffer] = {}
+        # Ended jobs, oldest first: purging looks only at the expired head, never at them all.
+        self._ended: collections.deque[tuple[float, str]] = collections.deque()
 
     def writer(self, job_id: str, attempt: int) -> PieceWriter:
         self._purge()
@@ -133,6 +136,7 @@ class LocalPieces:
             buf.pieces.append(piece)
             if ended:
                 buf.ended_at = time.monotonic()
+                self._ended.append((buf.ended_at, job_id))
             listeners, buf.listeners = buf.listeners, []
             self._cond.notify_all()
         for listener in listeners:
@@ -141,9 +145,11 @@ class LocalPieces:
     def _purge(self) -> None:
         cutoff = time.monotonic() - self.keep_seconds
         with self._cond:
-            old = [k for k, b in self._buffers.items() if b.ended_at and b.ended_at < cutoff]
-            for key in old:
-                del self._buffers[key]
+            while self._ended and self._ended[0][0] <= cutoff:
+                ended_at, key = self._ended.popleft()
+                buf = self._buffers.get(key)
+                if buf is not None and buf.ended_at == ended_at:
+                    del self._buffers[key]
 
     def _after(self, job_id: str, cursor: str) -> tuple[list[Piece], str]:
         buf = self._buffers.get(job_id)
