@@ -47,6 +47,7 @@ _PUBLIC: dict[str, str] = {
     "InferenceError": "lmstrix.api.exceptions",
     "InferenceTimeoutError": "lmstrix.api.exceptions",
     "LMStudioTimeoutError": "lmstrix.api.exceptions",
+    "DatabaseUnavailableError": "lmstrix.api.exceptions",
     "LMStudioServerError": "lmstrix.api.exceptions",
     "HostDownError": "lmstrix.api.exceptions",
     "JobDeadlineError": "lmstrix.api.exceptions",
@@ -64,6 +65,7 @@ __all__ = [
     "ContextLoader",
     "ContextManager",
     "ContextTester",
+    "DatabaseUnavailableError",
     "HostDownError",
     "InferenceError",
     "InferenceManager",
@@ -98,6 +100,7 @@ if TYPE_CHECKING:
     from lmstrix.api.exceptions import (
         ConfigurationError,
         ContextLimitExceededError,
+        DatabaseUnavailableError,
         HostDownError,
         InferenceError,
         InferenceTimeoutError,

@@ -16,6 +16,7 @@ import click
 from lmstrix.domain.errors import (
     ConfigurationError,
     ContextLimitExceededError,
+    DatabaseUnavailableError,
     InferenceTimeoutError,
     JobDeadlineError,
     JobNotFound,
@@ -42,6 +43,7 @@ EXIT_CODES: dict[type[LMStrixError], int] = {
     InferenceTimeoutError: 9,
     JobNotFound: 10,
     LMStudioTimeoutError: 12,
+    DatabaseUnavailableError: 13,
     JobDeadlineError: 12,
 }
 

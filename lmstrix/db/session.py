@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from lmstrix.db.engine import get_engine, write_engine
 from lmstrix.db.migrate import ensure_schema, storage_error
+from lmstrix.db.unavailable import is_unavailable, unavailable
 
 
 @contextmanager
@@ -62,13 +63,15 @@ def _storage_errors(url: str) -> Iterator[None]:
     except DBAPIError as exc:
         if _is_storage_fault(exc):
             raise storage_error(url, exc) from exc
+        if is_unavailable(exc):
+            raise unavailable(url, exc) from None
         raise
 
 
 def _is_storage_fault(exc: DBAPIError) -> bool:
     orig = exc.orig
     if not isinstance(orig, sqlite3.DatabaseError):
-        return exc.connection_invalidated
+        return False  # a server database that is away is unavailable, not broken
     low = str(orig).lower()
     return any(
         word in low

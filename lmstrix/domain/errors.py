@@ -521,9 +521,25 @@ class RegistryError(LMStrixError):
     """The registry's storage cannot be used (corrupt file, failed migration...)."""
 
 
+class DatabaseUnavailableError(LMStrixError):
+    """The queue's database did not answer (PostgreSQL restarting, a network cut, a SQLite file
+    locked for too long). Nothing about the job is known to be lost: its row is where it was."""
+
+    raised_to_caller = True
+
+    def __init__(self, database: str, reason: str) -> None:
+        super().__init__(
+            f"the database at {database} does not answer ({reason}); check that it is running "
+            "and reachable (lmstrix retries for as long as the call's timeout allows)",
+            database=database,
+            reason=reason,
+        )
+
+
 __all__ = [
     "ConfigurationError",
     "ContextLimitExceededError",
+    "DatabaseUnavailableError",
     "ErrorPayload",
     "HostDownError",
     "InferenceError",

@@ -24,6 +24,7 @@ from lmstrix.api.client import LMStudioClient
 from lmstrix.db import JobKind, JobStatus
 from lmstrix.domain.enums import WorkerMode
 from lmstrix.domain.errors import (
+    DatabaseUnavailableError,
     ErrorPayload,
     JobDeadlineError,
     LMStrixError,
@@ -40,6 +41,10 @@ from lmstrix.jobs.store import Claim, ClaimedJob, JobStore, JobView
 from lmstrix.jobs.workers import WorkerInfo, WorkerPresence, WorkerRegistry
 
 log = logging.getLogger(__name__)
+
+#: Retrying the write of a job's end while the database is away: first and longest wait.
+END_RETRY_FIRST = 0.1
+END_RETRY_MOST = 2.0
 
 
 def default_worker_id(host: str) -> str:
@@ -290,7 +295,7 @@ class JobRunner:
             elif claim is not None:
                 # the claim must see the model this job left loaded
                 claim = self._claim()
-            final, nxt = self.store.end_and_claim(job, outcome.status, **outcome.row, claim=claim)
+            final, nxt = self._store_end(job, outcome, claim)
         except BaseException:  # stopped before its end was stored: back to the queue at once
             self._release(job)
             raise
@@ -304,6 +309,26 @@ class JobRunner:
                     self._release(nxt)
                 raise
         return nxt
+
+    def _store_end(
+        self, job: ClaimedJob, outcome: Outcome, claim: Claim | None
+    ) -> tuple[JobView | None, ClaimedJob | None]:
+        """Write the job's end (and claim the next). The answer is in hand, so a database that
+        is away for a moment (a PostgreSQL restart) is waited for, within the job's lease,
+        rather than losing the answer and running the job again."""
+        deadline = time.monotonic() + self.settings.lease_seconds
+        delay = END_RETRY_FIRST
+        while True:
+            try:
+                return self.store.end_and_claim(job, outcome.status, **outcome.row, claim=claim)
+            except DatabaseUnavailableError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning(
+                    "job %s: storing its end failed (%s); retrying in %.1fs", job.id, exc, delay
+                )
+                self._sleep(delay)
+                delay = min(delay * 2, END_RETRY_MOST)
 
     def _notify_done(self, job_id: str, final: JobView | None) -> None:
         """Tell the job's waiter its row is final. The row is committed already, so a failed
@@ -383,7 +408,7 @@ class JobRunner:
             self.state = next_state(self.state, QueuedJob(str(job.id), job.model, 0.0))
 
     def _fail(self, job: ClaimedJob, exc: BaseException, *, host_fault: bool = False) -> Outcome:
-        if self.keeper.should_stop and self._cancel_requested(job):
+        if self.keeper.should_stop and self.cancel_requested(job):
             return Outcome(JobStatus.CANCELLED, {"error_type": "cancelled"})
         payload = ErrorPayload.of(exc)
         result = {"error_details": payload.details} if payload.details else None
@@ -410,8 +435,14 @@ class JobRunner:
         self._loaded = _Loaded(model, res.instance_id, res.context_length, context_length)
         return self._loaded
 
-    def _cancel_requested(self, job: ClaimedJob) -> bool:
-        return self.store.cancel_requested(job, waiter_grace=self.settings.waiter_grace)
+    def cancel_requested(self, job: ClaimedJob) -> bool:
+        """The cancel flag, read now; a database that is away for the moment says no (the job
+        goes on, and the lease keeper sees a cancel once it answers again)."""
+        try:
+            return self.store.cancel_requested(job, waiter_grace=self.settings.waiter_grace)
+        except DatabaseUnavailableError as exc:
+            log.warning("job %s: could not read its cancel flag (%s); going on", job.id, exc)
+            return False
 
     def _infer(self, job: ClaimedJob) -> dict[str, Any]:
         req = inference_request(**job.request)
@@ -421,7 +452,7 @@ class JobRunner:
         self.state = next_state(self.state, QueuedJob(str(job.id), job.model, 0.0))
         # A load can take minutes: look at the cancel flag itself before generating, not only at
         # what the lease keeper last saw.
-        if self.keeper.should_stop or (loaded is not before and self._cancel_requested(job)):
+        if self.keeper.should_stop or (loaded is not before and self.cancel_requested(job)):
             return {"stop_reason": "userStopped", "response": "", "cancelled": True}
         # Inference jobs publish their pieces for stream() and `jobs follow`; batch items have
         # no reader waiting on them, so they skip it.

@@ -36,6 +36,7 @@ from lmstrix.db import (
 from lmstrix.db.engine import write_engine
 from lmstrix.db.hosts import get_or_create_host
 from lmstrix.db.types import UTCDateTime
+from lmstrix.db.unavailable import database_faults
 from lmstrix.domain.errors import ErrorPayload, JobNotFound, ValidationError
 from lmstrix.domain.heartbeats import DEFAULT_WAITER_GRACE, cutoff, waiter_gone
 from lmstrix.domain.scheduler import HostState, QueuedJob, SchedulerPolicy, choose_next
@@ -272,12 +273,12 @@ class JobStore:
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
         """A write transaction (BEGIN IMMEDIATE on SQLite), committed at the end."""
-        with self._engines()[1].begin() as conn:
+        with database_faults(self.url), self._engines()[1].begin() as conn:
             yield conn
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self._engines()[0].connect() as conn:
+        with database_faults(self.url), self._engines()[0].connect() as conn:
             try:
                 yield conn
             finally:

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from lmstrix.db import JobStatus
-from lmstrix.domain.errors import InferenceTimeoutError
+from lmstrix.domain.errors import DatabaseUnavailableError, InferenceTimeoutError
 from lmstrix.domain.heartbeats import NO_WORKER_NOTICE_AFTER, WAITER_BEAT_SECONDS, no_worker_hint
 from lmstrix.jobs.notify import Notifier
 from lmstrix.jobs.store import JobStore, JobView
@@ -175,6 +175,29 @@ class NoWorkerWatch:
             log.warning("job %s is queued: %s", self.job_id, self.hint)
 
 
+class _Outage:
+    """A waiter's looks at the row while the database is away: not final yet, said once. The
+    waiter goes on until its deadline; the give-up then meets the outage itself, if it lasts,
+    as a :class:`DatabaseUnavailableError`."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.warned = False
+
+    def ride(self, read: Callable[[], bool]) -> bool:
+        try:
+            final = read()
+        except DatabaseUnavailableError as exc:
+            if not self.warned:
+                self.warned = True
+                log.warning("job %s: %s; still waiting", self.job_id, exc)
+            return False
+        if self.warned:
+            self.warned = False
+            log.info("job %s: the database answers again", self.job_id)
+        return final
+
+
 class _Looks:
     """One waiter's looks at one job's row, and the latest row seen.
 
@@ -277,11 +300,12 @@ def wait_for_job(
     started = time.monotonic()
     deadline = started + (FOREVER if timeout is None else timeout)
     looks = _Looks(store, notifier, job_id)
+    outage = _Outage(job_id)
     beat = WaiterBeat(store, job_id) if owned else None
     watch = NoWorkerWatch(served, job_id) if served is not None else None
 
     def is_final() -> bool:
-        final = looks.handed() or (looks.needs_read and looks.read())
+        final = looks.handed() or (looks.needs_read and outage.ride(looks.read))
         if not final:
             if beat is not None:
                 beat.beat()
@@ -321,11 +345,14 @@ async def await_job(
     started = time.monotonic()
     deadline = started + (FOREVER if timeout is None else timeout)
     looks = _Looks(store, notifier, job_id)
+    outage = _Outage(job_id)
     beat = WaiterBeat(store, job_id) if owned else None
     watch = NoWorkerWatch(served, job_id) if served is not None else None
 
     async def is_final() -> bool:
-        final = looks.handed() or (looks.needs_read and await asyncio.to_thread(looks.read))
+        final = looks.handed() or (
+            looks.needs_read and await asyncio.to_thread(outage.ride, looks.read)
+        )
         if not final:
             if beat is not None and beat.due:
                 await asyncio.to_thread(beat.beat)

@@ -144,7 +144,7 @@ def run_context_test(
         after=rows.after,
         on_error=rows.on_error,
         should_stop=should_stop
-        or (lambda: runner.keeper.should_stop or runner.store.cancel_requested(job)),
+        or (lambda: runner.keeper.should_stop or runner.cancel_requested(job)),
     )
     write_progress(url, job, progress(req, search.state, job))
     try:
