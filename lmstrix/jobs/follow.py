@@ -15,8 +15,10 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 from lmstrix.db import JobStatus
+from lmstrix.domain.errors import DatabaseUnavailableError
 from lmstrix.domain.pieces import Piece, PieceAssembler
 from lmstrix.jobs.notify import Notifier
 from lmstrix.jobs.pieces import START, PieceChannel, PiecesUnavailableError
@@ -66,6 +68,7 @@ class JobFollower:
         self.final: JobView | None = None
         self._cursor = START
         self._channel_ok = True
+        self._db_warned = False
         self._started = time.monotonic()
         self._deadline = self._started + (FOREVER if timeout is None else timeout)
         self._beat = WaiterBeat(store, job_id) if owned else None
@@ -81,12 +84,28 @@ class JobFollower:
             return None
         return max(self._deadline - time.monotonic(), 0.0)
 
+    def _final_wait(self) -> dict[str, Any]:
+        """How the wait for the finished row goes: within what is left of the timeout, and
+        owned (beating, cancelling on an early end) when the job is this reader's."""
+        return {"timeout": self._remaining(), "cancel_on_timeout": self.owned, "owned": self.owned}
+
+    def _ended(self, final: JobView) -> str:
+        """Keep the finished row; the answer's tail the pieces did not carry."""
+        self.final = final
+        return self.assembler.remainder(_response(final))
+
     def _lost_channel(self, exc: PiecesUnavailableError) -> None:
         log.warning("job %s: %s", self.job_id, exc)
         self._channel_ok = False
 
     def _is_final(self) -> bool:
-        return JobStatus(self.store.status(self.job_id)).finished
+        try:
+            return JobStatus(self.store.status(self.job_id)).finished
+        except DatabaseUnavailableError as exc:  # the wait for the row rides it out
+            if not self._db_warned:
+                self._db_warned = True
+                log.warning("job %s: %s; still following", self.job_id, exc)
+            return False
 
     def _cancel_if_owned(self) -> None:
         if self.owned and self.final is None:
@@ -117,16 +136,9 @@ class JobFollower:
         Raises ``InferenceTimeoutError`` past the timeout (an owned job is then cancelled)."""
         try:
             yield from self._stream()
-            final = wait_for_job(
-                self.store,
-                self.notifier,
-                self.job_id,
-                self._remaining(),
-                cancel_on_timeout=self.owned,
-                owned=self.owned,
+            rest = self._ended(
+                wait_for_job(self.store, self.notifier, self.job_id, **self._final_wait())
             )
-            rest = self.assembler.remainder(_response(final))
-            self.final = final
             if rest:
                 yield rest
         except BaseException:
@@ -174,16 +186,9 @@ class JobFollower:
         try:
             async for text in self._astream():
                 yield text
-            final = await await_job(
-                self.store,
-                self.notifier,
-                self.job_id,
-                self._remaining(),
-                cancel_on_timeout=self.owned,
-                owned=self.owned,
+            rest = self._ended(
+                await await_job(self.store, self.notifier, self.job_id, **self._final_wait())
             )
-            rest = self.assembler.remainder(_response(final))
-            self.final = final
             if rest:
                 yield rest
         except BaseException:
