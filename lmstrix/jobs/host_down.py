@@ -83,6 +83,10 @@ class HostDownCheck:
                 return True
         if not should_continue():
             return False
+        if time.monotonic() < until:
+            # Nothing was queued to wait for the host: nothing to fail. A job that comes now
+            # goes to the host and, if it is still down, starts its own check.
+            return False
         self.fail_queued(why, grace)
         return False
 
