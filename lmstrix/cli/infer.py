@@ -24,6 +24,18 @@ def _out_ctx(value: str) -> int | str:
         return value
 
 
+def _options(
+    out_ctx: str,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    max_tokens: int | None,
+    system_prompt: str | None,
+) -> tuple[int | str, float, float, int, int | None, str | None]:
+    """The sampling options, in the order ``submit()`` and ``stream()`` take them."""
+    return (_out_ctx(out_ctx), temperature, top_p, top_k, max_tokens, system_prompt)
+
+
 def _stats_line(result: dict[str, Any]) -> str:
     tps = result.get("tokens_per_second")
     return (
@@ -127,7 +139,7 @@ def infer(
     PROMPT ``-`` (or none, with input piped in) reads the prompt from standard input. Ctrl-C
     cancels the job (exit 130); so does this process's death: it is never run again."""
     text = read_prompt(prompt, prompt_file)
-    options = (_out_ctx(out_ctx), temperature, top_p, top_k, max_tokens, system_prompt)
+    options = _options(out_ctx, temperature, top_p, top_k, max_tokens, system_prompt)
     manager = InferenceManager(timeout=timeout)
     job_id: str | None = None
     try:
@@ -181,12 +193,7 @@ def submit_infer(
         job = manager.submit(
             model_id,
             text,
-            _out_ctx(out_ctx),
-            temperature,
-            top_p,
-            top_k,
-            max_tokens,
-            system_prompt,
+            *_options(out_ctx, temperature, top_p, top_k, max_tokens, system_prompt),
             host=host,
             priority=PRIORITY_BATCH,
             start_worker=False,

@@ -222,7 +222,7 @@ class InferenceManager:
         top_k: int = -1,
         max_tokens: int | None = None,
         system_prompt: str | None = None,
-        context_data: dict[str, Any] | None = None,
+        context_data: ContextData | None = None,
         *,
         host: str | None = None,
     ) -> InferenceStream:
@@ -345,7 +345,7 @@ class AsyncInferenceManager:
         top_k: int = -1,
         max_tokens: int | None = None,
         system_prompt: str | None = None,
-        context_data: dict[str, Any] | None = None,
+        context_data: ContextData | None = None,
         *,
         host: str | None = None,
     ) -> AsyncInferenceStream:

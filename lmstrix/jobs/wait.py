@@ -46,7 +46,7 @@ OnLook = Callable[[], None]
 
 
 @dataclass(slots=True)
-class _Slices:
+class Slices:
     """How long the next wait for a notification lasts."""
 
     first: float
@@ -65,10 +65,6 @@ class _Slices:
         self.current = self.first if notified else min(self.current * 2, self.most)
 
 
-#: The slice schedule, for other loops that wait on a job in slices (following its pieces).
-Slices = _Slices
-
-
 def wait_until_final(
     is_final: Callable[[], bool],
     wait_slice: Callable[[float], bool],
@@ -79,7 +75,7 @@ def wait_until_final(
 ) -> bool:
     """Check, wait a slice, check again, until ``is_final()`` or the monotonic ``deadline``;
     returns whether the row became final."""
-    slices = _Slices(first_slice, max_slice)
+    slices = Slices(first_slice, max_slice)
     while not is_final():
         seconds = slices.next(deadline)
         if seconds is None:
@@ -97,7 +93,7 @@ async def await_until_final(
     max_slice: float = MAX_SLICE,
 ) -> bool:
     """The awaitable twin of :func:`wait_until_final`."""
-    slices = _Slices(first_slice, max_slice)
+    slices = Slices(first_slice, max_slice)
     while not await is_final():
         seconds = slices.next(deadline)
         if seconds is None:
