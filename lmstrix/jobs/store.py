@@ -35,10 +35,16 @@ from lmstrix.db import (
 )
 from lmstrix.db.engine import write_engine
 from lmstrix.db.hosts import get_or_create_host
+from lmstrix.db.tables import WorkerRow
 from lmstrix.db.types import UTCDateTime
 from lmstrix.db.unavailable import database_faults
 from lmstrix.domain.errors import ErrorPayload, JobNotFound, ValidationError
-from lmstrix.domain.heartbeats import DEFAULT_WAITER_GRACE, cutoff, waiter_gone
+from lmstrix.domain.heartbeats import (
+    DEFAULT_WAITER_GRACE,
+    WORKER_LIVE_WITHIN,
+    cutoff,
+    waiter_gone,
+)
 from lmstrix.domain.scheduler import HostState, QueuedJob, SchedulerPolicy, choose_next
 
 log = logging.getLogger(__name__)
@@ -123,6 +129,8 @@ class ReapedJob:
     host: str
     requeued: bool  # False: out of attempts, failed for good (or cancelled)
     cancelled: bool = False  # its caller was gone or had cancelled it: never run again
+    #: how its worker was found gone: "heartbeat" (silent for a few beats) or "lease" (expired)
+    noticed_by: str = "lease"
 
 
 def parse_job_id(job_id: str | uuid.UUID) -> uuid.UUID:
@@ -751,12 +759,25 @@ class JobStore:
 
     # -- reaper ---------------------------------------------------------------------------
 
-    def reap_expired(self, waiter_grace: float = DEFAULT_WAITER_GRACE) -> list[ReapedJob]:
-        """Re-queue running jobs whose lease expired (their worker died); fail those out of
-        attempts. A job that was being cancelled, or whose interactive caller has gone quiet for
-        ``waiter_grace`` seconds, is cancelled instead: nobody wants it run again. Conditional on
-        the expired lease, so a live worker's job is never touched."""
+    def reap_expired(
+        self,
+        waiter_grace: float = DEFAULT_WAITER_GRACE,
+        worker_silent_for: float = WORKER_LIVE_WITHIN,
+    ) -> list[ReapedJob]:
+        """Re-queue running jobs whose worker is gone; fail those out of attempts. A job that was
+        being cancelled, or whose interactive caller has gone quiet for ``waiter_grace``
+        seconds, is cancelled instead: nobody wants it run again.
+
+        A worker is gone when its row in the workers table has not been beaten for
+        ``worker_silent_for`` seconds (its beats and its lease renewals come from one thread, so
+        a silent row means a dead or frozen process: seconds after a kill), or when the job's
+        lease expired (the rule of last resort, for a worker that never got its row written).
+        Each update is conditional on the lease it read, so a job whose worker renewed it in the
+        meantime is never touched."""
         now = utcnow()
+        silent = select(WorkerRow.worker_id).where(
+            WorkerRow.seen_at < cutoff(now, worker_silent_for)
+        )
         out: list[ReapedJob] = []
         with write_session(self.url) as s:
             rows = s.execute(
@@ -768,7 +789,10 @@ class JobStore:
                     Job.lease_until,
                     Job.cancel_requested_at,
                     Job.waiter_seen_at,
-                ).where(Job.status == JobStatus.RUNNING.value, Job.lease_until < now)
+                ).where(
+                    Job.status == JobStatus.RUNNING.value,
+                    or_(Job.lease_until < now, Job.worker_id.in_(silent)),
+                )
             ).all()
             for r in rows:
                 gone = waiter_gone(r.waiter_seen_at, now, waiter_grace)
@@ -809,7 +833,16 @@ class JobStore:
                 )
                 if res.rowcount:  # type: ignore[attr-defined]
                     host = self._host_name(s, r.host_id)
-                    out.append(ReapedJob(str(r.id), host, requeue, cancelled=cancel))
+                    expired = r.lease_until is None or r.lease_until < now
+                    out.append(
+                        ReapedJob(
+                            str(r.id),
+                            host,
+                            requeue,
+                            cancelled=cancel,
+                            noticed_by="lease" if expired else "heartbeat",
+                        )
+                    )
         return out
 
     def hosts_with_queued(self, older_than: float = 0.0) -> list[str]:

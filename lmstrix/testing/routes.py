@@ -296,7 +296,7 @@ class Routes:
             frames = self._openai_stream(
                 inst, messages, max_tokens, options, text=text, include_usage=include_usage
             )
-            return StreamReply(frames)
+            return StreamReply(self._counted(frames, messages))
         with self.state.counters.model_call():
             try:
                 result = self.state.infer(inst, messages, max_tokens=max_tokens, options=options)
@@ -304,7 +304,14 @@ class Routes:
                 return self._overflow_reply(exc, family)
             except LoadFailure as exc:  # unloaded (TTL, eviction, API) under our feet
                 return self._load_error(inst.id, exc, family)
+        self.state.counters.answered(messages)
         return JsonReply(200, self._completion_body(inst, result, family, text=text))
+
+    def _counted(self, frames: Iterator[bytes], messages: Sequence[Message]) -> Iterator[bytes]:
+        """``frames``, counting the answer once the client has read them all (a client that
+        went away mid-stream was never answered)."""
+        yield from frames
+        self.state.counters.answered(messages)
 
     def _completion_body(
         self, inst: Instance, result: Inference, family: str, *, text: bool
@@ -558,7 +565,10 @@ class Routes:
         inst, pending = found
         if data.get("stream"):
             return StreamReply(
-                self._v1_stream(inst, pending, name, messages, max_tokens, options, store)
+                self._counted(
+                    self._v1_stream(inst, pending, name, messages, max_tokens, options, store),
+                    messages,
+                )
             )
         failed = self._ready(inst, pending, name, "v1")
         if failed is not None:
@@ -570,6 +580,7 @@ class Routes:
                 return self._overflow_reply(exc, "v1")
             except LoadFailure as exc:
                 return self._load_error(inst.id, exc, "v1")
+        state.counters.answered(messages)
         return JsonReply(200, self._v1_result(inst, pending, messages, result, store))
 
     def _v1_messages(self, data: JsonObj) -> list[Message]:
