@@ -68,7 +68,11 @@ class HostServer:
                 ran += self._drain()
                 if self.settings.linger_seconds <= 0:
                     return ran
-                if self._wake.blpop([key], timeout=self.settings.linger_seconds) is None:
+                try:
+                    if self._wake.blpop([key], timeout=self.settings.linger_seconds) is None:
+                        return ran
+                except redis.RedisError as exc:  # Redis is away: stop lingering, not serving
+                    log.warning("%s: stopped listening for wake-ups (%s)", self.host, exc)
                     return ran
 
     def _drain(self) -> int:

@@ -26,7 +26,7 @@ from lmstrix.domain.heartbeats import DEAD_WORKER_SWEEP_SECONDS
 from lmstrix.domain.queue_settings import QueueSettings
 from lmstrix.jobs.doorbell import Doorbell, local_doorbell
 from lmstrix.jobs.notify import Notifier, local_notifier
-from lmstrix.jobs.reaper import reap
+from lmstrix.jobs.reaper import SilenceTrust, reap
 from lmstrix.jobs.runner import JobRunner
 from lmstrix.jobs.store import JobStore
 
@@ -89,6 +89,7 @@ class EmbeddedWorker:
             self.store, self.host, client, self.notifier, settings=self.settings
         )
         next_reap = next_ring = time.monotonic()
+        trust = SilenceTrust()
         # While this process holds the host it also looks for jobs other processes queued (they
         # cannot ring an in-process doorbell); while another holds it, it asks again soon.
         held_poll = min(self.settings.reap_every, HELD_POLL_SECONDS)
@@ -115,6 +116,7 @@ class EmbeddedWorker:
                             self.doorbell,
                             ring_queued=ring_queued,
                             waiter_grace=self.settings.waiter_grace,
+                            trust=trust,
                         )
                         next_reap = now + DEAD_WORKER_SWEEP_SECONDS
                         if ring_queued:

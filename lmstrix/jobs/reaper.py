@@ -18,12 +18,43 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
-from lmstrix.domain.heartbeats import DEAD_WORKER_SWEEP_SECONDS, DEFAULT_WAITER_GRACE
+from lmstrix.domain.heartbeats import (
+    DEAD_WORKER_SWEEP_SECONDS,
+    DEFAULT_WAITER_GRACE,
+    WORKER_LIVE_WITHIN,
+)
 from lmstrix.jobs.doorbell import Doorbell
 from lmstrix.jobs.store import JobStore, ReapedJob
 
 log = logging.getLogger(__name__)
+
+
+class SilenceTrust:
+    """Whether a silent worker row means a dead worker. Not right after this reaper could not
+    reach the database: then every worker's beats failed too, so each row looks silent until
+    its worker beats again; the lease alone decides for a few beats after such an outage."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._failed = False
+        self._from = 0.0
+
+    def worker_silent_for(self) -> float | None:
+        """What to pass to :meth:`JobStore.reap_expired` now."""
+        trusted = not self._failed and self._clock() >= self._from
+        return WORKER_LIVE_WITHIN if trusted else None
+
+    def failed(self) -> None:
+        """A pass could not reach the database."""
+        self._failed = True
+
+    def succeeded(self) -> None:
+        """A pass reached it: after a failure, silence counts again a few beats later."""
+        if self._failed:
+            self._failed = False
+            self._from = self._clock() + WORKER_LIVE_WITHIN
 
 
 def reap(
@@ -33,10 +64,20 @@ def reap(
     ring_queued: bool = True,
     queued_for: float = 0.0,
     waiter_grace: float = DEFAULT_WAITER_GRACE,
+    trust: SilenceTrust | None = None,
 ) -> list[ReapedJob]:
-    """Re-queue jobs whose lease expired and ring the hosts that have work; returns the reaped.
-    ``waiter_grace``: the queue's, see :meth:`JobStore.reap_expired`."""
-    reaped = store.reap_expired(waiter_grace)
+    """Re-queue jobs whose worker is gone and ring the hosts that have work; returns the reaped.
+    ``waiter_grace``: the queue's, see :meth:`JobStore.reap_expired`; ``trust``: the caller's
+    record of its own database outages (none: silent workers count as dead)."""
+    silent_for = WORKER_LIVE_WITHIN if trust is None else trust.worker_silent_for()
+    try:
+        reaped = store.reap_expired(waiter_grace, silent_for)
+    except Exception:
+        if trust is not None:
+            trust.failed()
+        raise
+    if trust is not None:
+        trust.succeeded()
     for job in reaped:
         how = "its worker went silent" if job.noticed_by == "heartbeat" else "its lease expired"
         if job.cancelled:
@@ -74,6 +115,7 @@ class ReaperThread:
         self.interval = interval
         self.waiter_grace = waiter_grace
         self.sweep = min(sweep, interval)
+        self.trust = SilenceTrust()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lmstrix-reaper", daemon=True)
 
@@ -99,6 +141,7 @@ class ReaperThread:
                     ring_queued=ring_queued,
                     queued_for=self.interval,
                     waiter_grace=self.waiter_grace,
+                    trust=self.trust,
                 )
             except Exception:
                 log.exception("reaper pass failed")

@@ -762,7 +762,7 @@ class JobStore:
     def reap_expired(
         self,
         waiter_grace: float = DEFAULT_WAITER_GRACE,
-        worker_silent_for: float = WORKER_LIVE_WITHIN,
+        worker_silent_for: float | None = WORKER_LIVE_WITHIN,
     ) -> list[ReapedJob]:
         """Re-queue running jobs whose worker is gone; fail those out of attempts. A job that was
         being cancelled, or whose interactive caller has gone quiet for ``waiter_grace``
@@ -773,11 +773,15 @@ class JobStore:
         a silent row means a dead or frozen process: seconds after a kill), or when the job's
         lease expired (the rule of last resort, for a worker that never got its row written).
         Each update is conditional on the lease it read, so a job whose worker renewed it in the
-        meantime is never touched."""
+        meantime is never touched. ``worker_silent_for`` None: the lease alone (right after the
+        database was away, when every worker's row looks silent)."""
         now = utcnow()
-        silent = select(WorkerRow.worker_id).where(
-            WorkerRow.seen_at < cutoff(now, worker_silent_for)
-        )
+        worker_gone = Job.lease_until < now
+        if worker_silent_for is not None:
+            silent = select(WorkerRow.worker_id).where(
+                WorkerRow.seen_at < cutoff(now, worker_silent_for)
+            )
+            worker_gone = or_(worker_gone, Job.worker_id.in_(silent))
         out: list[ReapedJob] = []
         with write_session(self.url) as s:
             rows = s.execute(
@@ -789,10 +793,7 @@ class JobStore:
                     Job.lease_until,
                     Job.cancel_requested_at,
                     Job.waiter_seen_at,
-                ).where(
-                    Job.status == JobStatus.RUNNING.value,
-                    or_(Job.lease_until < now, Job.worker_id.in_(silent)),
-                )
+                ).where(Job.status == JobStatus.RUNNING.value, worker_gone)
             ).all()
             for r in rows:
                 gone = waiter_gone(r.waiter_seen_at, now, waiter_grace)
