@@ -12,6 +12,7 @@ from types import TracebackType
 
 import pytest
 import redis
+
 from helpers.waiting import wait_for
 
 
@@ -46,8 +47,10 @@ class RedisServer:
     def start(self) -> RedisServer:
         with (self.tmp / f"redis-{self.port}.log").open("ab") as log:
             self.proc = subprocess.Popen(
-                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-                + ["--appendonly", "no", "--dir", str(self.tmp)],
+                [
+                    *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1"),
+                    *("--save", "", "--appendonly", "no", "--dir", str(self.tmp)),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
