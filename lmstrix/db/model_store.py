@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from lmstrix.db.hosts import get_or_create_host
+from lmstrix.db.hosts import get_or_create_host, named_host
 from lmstrix.db.migrate import ensure_schema
 from lmstrix.db.session import read_session, write_session
 from lmstrix.db.tables import Host, ModelRow
@@ -265,12 +265,16 @@ class ModelStore:
         if not isinstance(key, str) or not key.strip():
             raise ValidationError("id", key, "a non-empty model id (LM Studio model key) is needed")
         host_name = text_field("host", fields.pop("host", None))
-        host_url = text_field("host_url", fields.pop("host_url", None))
+        given_url = text_field("host_url", fields.pop("host_url", None))
         columns = column_values(fields)
-        host_name, host_url = default_host(host_name, host_url, self.default_hosts())
+        host_name, host_url = default_host(host_name, given_url, self.default_hosts())
         try:
             with write_session(self.database_url) as s:
-                host = get_or_create_host(s, host_name, host_url)
+                host = (
+                    get_or_create_host(s, host_name, host_url)
+                    if given_url
+                    else named_host(s, host_name, host_url)
+                )
                 exists = s.scalar(
                     select(ModelRow.id).where(ModelRow.host_id == host.id, ModelRow.key == key)
                 )
@@ -356,6 +360,7 @@ class ModelStore:
         records: Sequence[ModelRecord],
         api_generation: str | None = None,
         lmstudio_version: str | None = None,
+        capabilities: Mapping[str, Any] | None = None,
     ) -> ScanSummary:
         """Merge one host's model list into the registry, in one transaction.
 
@@ -371,6 +376,8 @@ class ModelStore:
                 host.api_generation = str(api_generation)
             if lmstudio_version is not None:
                 host.lmstudio_version = lmstudio_version
+            if capabilities is not None:
+                host.capabilities = dict(capabilities)
             summary = merge_scan(s, host, records)
         if self.verbose:
             log.info("scan of %s: %s", host_name, summary.counts())
