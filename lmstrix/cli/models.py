@@ -209,12 +209,17 @@ def list_models(
     Console().print(models_table(models))
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
 @handle_errors
-def hosts(as_json: bool) -> None:
-    """Probe every configured host: reachable, API generation, models, latency."""
-    health = Scanner().check_health()
+def hosts(ctx: click.Context, as_json: bool) -> None:
+    """Probe every configured host: reachable (or auth required), API generation, what it can
+    do, models, latency; then the registry's hosts that are no longer configured."""
+    if ctx.invoked_subcommand is not None:
+        return
+    scanner = Scanner()
+    health = scanner.check_health()
     if as_json:
         echo_json(health)
     else:
@@ -240,6 +245,15 @@ def hosts(as_json: bool) -> None:
                 escape(h["error"] or ""),
             )
         Console().print(table)
+    if not as_json:
+        configured = {h.name for h in scanner.hosts}
+        gone = [n for n in scanner.registry.host_names() if n not in configured]
+        if gone:
+            click.echo(
+                f"in the registry but no longer configured: {', '.join(gone)} "
+                "(`lmstrix hosts forget NAME` removes one with its models and results)",
+                err=True,
+            )
     refused = [(n, h["url"]) for n, h in health.items() if h.get("auth_required")]
     if refused:
         click.echo(auth_refused(refused), err=True)
@@ -249,7 +263,23 @@ def hosts(as_json: bool) -> None:
         raise SystemExit(NO_HOST_ANSWERED)
 
 
+@hosts.command(name="forget")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@handle_errors
+def forget_host_command(name: str, yes: bool) -> None:
+    """Remove host NAME from the registry, with its models, test results and jobs."""
+    registry = ModelRegistry(Config.load().database_url())
+    if name not in registry.host_names():
+        raise ValidationError("NAME", name, "no host of that name is in the registry")
+    if not yes:
+        click.confirm(f"Remove host {name!r} with its models, test results and jobs?", abort=True)
+    registry.forget_host(name)
+    click.echo(f"forgot host {name}")
+
+
 __all__ = [
+    "forget_host_command",
     "hosts",
     "list_models",
     "no_host_answered",

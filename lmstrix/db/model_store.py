@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from lmstrix.db.hosts import get_or_create_host, named_host
+from lmstrix.db.hosts import forget_host, get_or_create_host, named_host
 from lmstrix.db.migrate import ensure_schema
 from lmstrix.db.session import read_session, write_session
 from lmstrix.db.tables import Host, ModelRow
@@ -122,6 +122,16 @@ class ModelStore:
         return f"{type(self).__name__}({mask_url_password(self.database_url)!r})"
 
     # -- reads ------------------------------------------------------------------------------------
+
+    def host_names(self) -> list[str]:
+        """The names of every host in the registry, configured or not."""
+        with read_session(self.database_url) as s:
+            return list(s.scalars(select(Host.name).order_by(Host.name)))
+
+    def forget_host(self, name: str) -> bool:
+        """Delete host ``name`` with its models, probes and jobs; False when there is none."""
+        with write_session(self.database_url) as s:
+            return forget_host(s, name) > 0
 
     def list_models(self, *, include_missing: bool = True, host: str | None = None) -> list[Model]:
         """All models, sorted by host then key; ``include_missing=False`` hides models that

@@ -23,7 +23,9 @@ def check_url(url: str, *, field: str = "base_url") -> str:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
         raise ValidationError(field, url, "has an invalid port") from None
-    return url.strip().rstrip("/")
+    base = url.strip().rstrip("/")
+    # The OpenAI base-URL habit (".../v1"): lmstrix adds the API paths itself.
+    return base[: -len("/v1")] if parts.path.rstrip("/").endswith("/v1") else base
 
 
 _LOOPBACK = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
