@@ -295,15 +295,18 @@ class JobStore:
     # -- hosts ----------------------------------------------------------------------------
 
     def host_id(self, name: str, url: str | None = None) -> int:
-        """The id of the host row named ``name``, created (with ``url``) when missing."""
+        """The id of the host row named ``name``; with ``url``, the row of that server
+        (labelled ``name``, created when missing: a host is its URL, see ``lmstrix.db.hosts``)."""
         cached = self._host_ids.get(name)
         if cached is not None:
             return cached
-        with read_session(self.url) as s:
-            found = s.scalar(select(Host.id).where(Host.name == name))
-        if found is None:
-            if url is None:
+        found: int | None = None
+        if url is None:
+            with read_session(self.url) as s:
+                found = s.scalar(select(Host.id).where(Host.name == name))
+            if found is None:
                 raise ValidationError("host", name, "unknown host; configure it or pass its URL")
+        else:
             with write_session(self.url) as s:
                 found = get_or_create_host(s, name, url).id
         self._host_ids[name] = found
