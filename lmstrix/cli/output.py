@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from typing import Any, Protocol
 
 import click
 
+from lmstrix.domain.clock import iso_utc
 from lmstrix.domain.heartbeats import start_worker_command
 from lmstrix.utils.logging import RedactingFilter
 
@@ -29,8 +31,17 @@ class Submitted(Protocol):
     def model(self) -> str: ...
 
 
+def _json_value(value: Any) -> Any:
+    """What ``json`` cannot write itself: timestamps in the one format (``iso_utc``), anything
+    else (ids, paths) as its text."""
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    return str(value)
+
+
 def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    """``data`` as indented JSON on stdout; every timestamp as ``iso_utc`` writes it."""
+    click.echo(json.dumps(data, indent=2, default=_json_value))
 
 
 def echo_submitted(job: Submitted, *, distributed: bool, as_json: bool, also: str = "") -> None:
