@@ -217,9 +217,9 @@ def test(
         raise ValidationError(
             "MODEL_ID",
             model_id or "",
-            "give the model to test (`lmstrix list` shows the ids) or --all, not both"
+            "give one MODEL_ID or --all, not both"
             if test_all
-            else "give the model to test (`lmstrix list` shows the ids), or --all",
+            else "give one MODEL_ID or --all (`lmstrix list` shows the ids)",
         )
     question = read_question(prompt, file_prompt)
     config = Config.load()
