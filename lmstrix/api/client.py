@@ -67,6 +67,7 @@ from lmstrix.domain.host_types import (
     ModelRecord,
 )
 from lmstrix.domain.nesting import loads_json
+from lmstrix.domain.sampling import CHAT_COMPLETIONS_FIELDS, not_sent, sampling_body
 from lmstrix.domain.urls import check_url
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class LMStudioClient:
         self._generation: ApiGeneration | None = None
         self._capabilities: HostCapabilities | None = None
         self._chat_path: str | None = None
+        self._dropped_noted: set[str] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -397,6 +399,8 @@ class LMStudioClient:
         temperature: float | None = None,
         top_p: float | None = None,
         top_k: int | None = None,
+        repeat_penalty: float | None = None,
+        min_p: float | None = None,
         stop: str | Sequence[str] | None = None,
         seed: int | None = None,
         system_prompt: str | None = None,
@@ -417,16 +421,22 @@ class LMStudioClient:
         if max_tokens is not None and max_tokens == 0:
             raise ValidationError("max_tokens", max_tokens, "must be positive, or -1 for no limit")
         payload: dict[str, Any] = {"model": model, "messages": msgs, "stream": stream}
-        for key, value in (
-            ("max_tokens", max_tokens),
-            ("temperature", temperature),
-            ("top_p", top_p),
-            ("top_k", top_k),
-            ("stop", [stop] if isinstance(stop, str) else list(stop) if stop else None),
-            ("seed", seed),
-        ):
-            if value is not None:
-                payload[key] = value
+        if max_tokens is not None:
+            payload["max_tokens"] = max_tokens
+        sampling, dropped = sampling_body(
+            {
+                "temperature": temperature,
+                "top_p": top_p,
+                "top_k": top_k,
+                "repeat_penalty": repeat_penalty,
+                "min_p": min_p,
+                "stop": stop or None,
+                "seed": seed,
+            },
+            CHAT_COMPLETIONS_FIELDS,
+        )
+        payload.update(sampling)
+        self._note_dropped(dropped)
         if stream:
             payload["stream_options"] = {"include_usage": True}
         if extra:
@@ -451,6 +461,8 @@ class LMStudioClient:
                 temperature=temperature,
                 top_p=top_p,
                 top_k=top_k,
+                repeat_penalty=repeat_penalty,
+                min_p=min_p,
                 stop=stop,
                 seed=seed,
                 stream=stream,
@@ -459,6 +471,13 @@ class LMStudioClient:
                 timeout=timeout,
                 extra=extra,
             )
+
+    def _note_dropped(self, names: list[str]) -> None:
+        """A warning, once per client and option, for options the chat endpoint does not take."""
+        new = [n for n in names if n not in self._dropped_noted]
+        if new:
+            self._dropped_noted.update(new)
+            log.warning("%s: %s", self.base_url, not_sent(new))
 
     def _chat_endpoint(self) -> str:
         if self._chat_path is None:

@@ -23,7 +23,7 @@ from typing import IO, Any
 import click
 
 from lmstrix.cli.errors import handle_errors
-from lmstrix.cli.output import echo_json
+from lmstrix.cli.output import check_writable, echo_json
 from lmstrix.core.batch_processor import BatchProcessor
 from lmstrix.core.config import Config
 from lmstrix.domain.errors import ValidationError
@@ -190,6 +190,8 @@ def batch_create(
             raise ValidationError("--output/--errors/--timeout", file, "need --wait")
         submit_file(file, model, metadata, as_json)
         return
+    check_writable("--output", output)
+    check_writable("--errors", errors)
     with BatchProcessor(model) as bp:
         batch_id = bp.submit_jsonl(file, metadata=_metadata(metadata))
         if not as_json:
@@ -238,6 +240,8 @@ def batch_status(batch_id: str, as_json: bool) -> None:
 @handle_errors
 def batch_results(batch_id: str, output: str | None, errors: str | None) -> None:
     """Output lines (OpenAI's format) of the finished requests, in input order."""
+    check_writable("--output", output)
+    check_writable("--errors", errors)
     with BatchProcessor() as bp:
         obj = bp.batch_status(batch_id)
         ok, bad = _write_results(bp, batch_id, output, errors)

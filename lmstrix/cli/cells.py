@@ -37,4 +37,18 @@ def cut_words(text: str, width: int) -> str:
     return line[:boundary].rstrip() + ELLIPSIS
 
 
-__all__ = ["ELLIPSIS", "cut", "cut_words", "one_line"]
+def seconds_text(seconds: float) -> str:
+    """A duration as people read it: ``0.42s``, ``12s``, ``3m``, ``1.5h``, ``2.0d``."""
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86_400:.1f}d"
+
+
+__all__ = ["ELLIPSIS", "cut", "cut_words", "one_line", "seconds_text"]

@@ -24,8 +24,8 @@ from rich.text import Text
 
 from lmstrix.cli.cells import cut, cut_words, one_line
 from lmstrix.cli.errors import SOME_FAILED, handle_errors
-from lmstrix.cli.infer import read_prompt
 from lmstrix.cli.output import echo_json
+from lmstrix.cli.prompt_input import read_prompt
 from lmstrix.utils.comparison import ModelComparator
 
 METRICS = ("response_time", "tokens_per_second", "response_length")

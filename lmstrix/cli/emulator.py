@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from lmstrix.cli.errors import handle_errors
+from lmstrix.domain.errors import ValidationError
 
 
 @click.command()
@@ -41,6 +42,8 @@ def emulator(
     """Run the LM Studio emulator (for trying lmstrix without LM Studio, and for tests)."""
     from lmstrix.testing.emulator import serve
 
+    if not 1 <= port <= 65535:
+        raise ValidationError("--port", port, "must be a port number from 1 to 65535")
     models = None
     backend = None
     if real_model:
@@ -54,19 +57,27 @@ def emulator(
         if reason:
             raise click.ClickException(f"--real-model: {reason}")
         models, backend = [smollm2_model()], RealModelBackend()
-    serve(
-        bind,
-        port,
-        models=models,
-        backend=backend,
-        echo=lambda s: click.echo(s, err=True),
-        api_generation=api_generation,
-        require_auth=bool(tokens),
-        api_tokens=frozenset(tokens),
-        jit=not no_jit,
-        auto_fit=auto_fit,
-        clock="real" if real_clock else "simulated",
-    )
+    try:
+        serve(
+            bind,
+            port,
+            models=models,
+            backend=backend,
+            echo=lambda s: click.echo(s, err=True),
+            api_generation=api_generation,
+            require_auth=bool(tokens),
+            api_tokens=frozenset(tokens),
+            jit=not no_jit,
+            auto_fit=auto_fit,
+            clock="real" if real_clock else "simulated",
+        )
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        raise ValidationError(
+            "--port",
+            port,
+            f"cannot listen on {bind}:{port} ({exc.strerror or exc}); "
+            "choose another with --port (or --host)",
+        ) from None
 
 
 __all__ = ["emulator"]

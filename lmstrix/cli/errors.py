@@ -47,9 +47,6 @@ EXIT_CODES: dict[type[LMStrixError], int] = {
     JobDeadlineError: 12,
 }
 
-# Ctrl-C: the shell's convention, 128 + SIGINT.
-INTERRUPTED = 130
-
 # A scan or probe that reached no host: the exit code of a connection error.
 NO_HOST_ANSWERED = EXIT_CODES[LMStudioConnectionError]
 # A scan or probe that a host refused for want of a valid token: the exit code of an auth error.
@@ -60,6 +57,30 @@ INTERRUPTED = 130
 # A command over several items (`compare`'s models, `apply --all`'s files) that ran, where some
 # items failed: the output reports each one.
 SOME_FAILED = 11
+
+# A failed job (`infer`, `jobs wait`, a batch with failed requests, a test that did not finish),
+# or a question answered no: the generic failure.
+FAILED = 1
+# Bad usage: click's own code for a wrong option, and lmstrix's for bad input (ValidationError)
+# and for a destructive command run without a terminal to ask on and without --yes.
+USAGE = 2
+
+
+def yes_option(fn: F) -> F:
+    return click.option("--yes", "-y", is_flag=True, help="Do it without asking.")(fn)
+
+
+def confirm(question: str, *, yes: bool) -> None:
+    """Ask ``question`` before a destructive step, unless ``yes``. Without a terminal to ask on,
+    refuse with a one-line hint (exit 2); a "no" exits 1 having changed nothing."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        click.echo(f"error: {question} Pass --yes to confirm (no terminal to ask on)", err=True)
+        sys.exit(USAGE)
+    if not click.confirm(question, default=False, err=True):
+        click.echo("nothing was changed", err=True)
+        sys.exit(FAILED)
 
 
 def exit_code_for(exc: LMStrixError) -> int:
@@ -93,9 +114,13 @@ def handle_errors(fn: F) -> F:
 __all__ = [
     "AUTH_REFUSED",
     "EXIT_CODES",
+    "FAILED",
     "INTERRUPTED",
     "NO_HOST_ANSWERED",
     "SOME_FAILED",
+    "USAGE",
+    "confirm",
     "exit_code_for",
     "handle_errors",
+    "yes_option",
 ]

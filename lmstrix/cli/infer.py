@@ -10,30 +10,11 @@ import click
 
 from lmstrix.cli.errors import INTERRUPTED, handle_errors
 from lmstrix.cli.output import echo_json, echo_submitted
+from lmstrix.cli.prompt_input import PromptSource, prompt_options
+from lmstrix.cli.sampling import sampling_options, warn_not_sent
 from lmstrix.core.config import Config
 from lmstrix.core.inference_manager import InferenceManager, InferenceResult, InferenceStream
-from lmstrix.domain.errors import ValidationError
 from lmstrix.domain.scheduler import PRIORITY_BATCH
-from lmstrix.loaders.context_loader import ContextLoader
-
-
-def _out_ctx(value: str) -> int | str:
-    try:
-        return int(value)
-    except ValueError:
-        return value
-
-
-def _options(
-    out_ctx: str,
-    temperature: float,
-    top_p: float,
-    top_k: int,
-    max_tokens: int | None,
-    system_prompt: str | None,
-) -> tuple[int | str, float, float, int, int | None, str | None]:
-    """The sampling options, in the order ``submit()`` and ``stream()`` take them."""
-    return (_out_ctx(out_ctx), temperature, top_p, top_k, max_tokens, system_prompt)
 
 
 def _stats_line(result: dict[str, Any]) -> str:
@@ -57,56 +38,15 @@ def echo_pieces(pieces: InferenceStream) -> InferenceResult:
     return pieces.result
 
 
-def read_prompt(prompt: str | None, file: str | None = None) -> str:
-    """PROMPT as given; the text of ``--file``; or standard input when PROMPT is ``-`` or left
-    out and input is piped in (``echo "..." | lmstrix infer -m M``)."""
-    if file is not None:
-        if prompt is not None:
-            raise ValidationError("prompt", prompt, "give PROMPT or --file, not both")
-        return ContextLoader().load_text_file(file)
-    if prompt is not None and prompt != "-":
-        return prompt
-    if prompt is None and sys.stdin.isatty():
-        raise ValidationError(
-            "prompt", None, "give PROMPT as an argument, or pipe it in (PROMPT '-' reads stdin)"
-        )
-    text = sys.stdin.read()
-    if not text.strip():
-        raise ValidationError("prompt", text, "standard input was empty; pipe the prompt in")
-    return text
-
-
-def _sampling_options(fn: Any) -> Any:
-    for option in reversed(
-        [
-            click.option("-m", "--model", "model_id", required=True, help="Model id."),
-            click.option(
-                "--out-ctx",
-                default="auto",
-                show_default=True,
-                help='Output tokens: N, -1 (no limit), "auto" or "N%".',
-            ),
-            click.option("--max-tokens", type=int, help="Max output tokens (wins over --out-ctx)."),
-            click.option("--temperature", type=float, default=0.7, show_default=True),
-            click.option("--top-p", type=float, default=1.0, show_default=True),
-            click.option("--top-k", type=int, default=-1, show_default=True),
-            click.option("--system", "system_prompt", help="System prompt."),
-            click.option("--host", help="Run on this configured host (default: any with it)."),
-            click.option(
-                "--file",
-                "prompt_file",
-                type=click.Path(dir_okay=False),
-                help="Read the prompt from this text file (instead of PROMPT).",
-            ),
-        ]
-    ):
-        fn = option(fn)
-    return fn
+def _common_options(fn: Any) -> Any:
+    fn = sampling_options(fn)
+    fn = click.option("--host", help="Run on this configured host (default: any with it).")(fn)
+    fn = click.option("-m", "--model", "model_id", required=True, help="Model id.")(fn)
+    return prompt_options(fn)
 
 
 @click.command()
-@click.argument("prompt", required=False)
-@_sampling_options
+@_common_options
 @click.option(
     "--timeout",
     type=float,
@@ -120,16 +60,10 @@ def _sampling_options(fn: Any) -> Any:
 )
 @handle_errors
 def infer(
-    prompt: str | None,
+    source: PromptSource,
     model_id: str,
-    out_ctx: str,
-    max_tokens: int | None,
-    temperature: float,
-    top_p: float,
-    top_k: int,
-    system_prompt: str | None,
+    sampling: dict[str, Any],
     host: str | None,
-    prompt_file: str | None,
     timeout: float,
     as_json: bool,
     stream: bool,
@@ -138,18 +72,19 @@ def infer(
 
     PROMPT ``-`` (or none, with input piped in) reads the prompt from standard input. Ctrl-C
     cancels the job (exit 130); so does this process's death: it is never run again."""
-    text = read_prompt(prompt, prompt_file)
-    options = _options(out_ctx, temperature, top_p, top_k, max_tokens, system_prompt)
+    text = source.read()
     manager = InferenceManager(timeout=timeout)
     job_id: str | None = None
     try:
         if stream and not as_json:
-            with manager.stream(model_id, text, *options, host=host) as pieces:
+            with manager.stream(model_id, text, host=host, **sampling) as pieces:
                 job_id = pieces.job_id
+                warn_not_sent(sampling)
                 result = echo_pieces(pieces)
         else:
-            job = manager.submit(model_id, text, *options, host=host, waiter=True)
+            job = manager.submit(model_id, text, host=host, waiter=True, **sampling)
             job_id = job.id
+            warn_not_sent(sampling)
             result = manager.wait(job.id, owned=True)
     except KeyboardInterrupt:
         click.echo(f"interrupted; job {job_id} cancelled" if job_id else "interrupted", err=True)
@@ -168,38 +103,32 @@ def infer(
 
 
 @click.command(name="infer")
-@click.argument("prompt", required=False)
-@_sampling_options
+@_common_options
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @handle_errors
 def submit_infer(
-    prompt: str | None,
+    source: PromptSource,
     model_id: str,
-    out_ctx: str,
-    max_tokens: int | None,
-    temperature: float,
-    top_p: float,
-    top_k: int,
-    system_prompt: str | None,
+    sampling: dict[str, Any],
     host: str | None,
-    prompt_file: str | None,
     as_json: bool,
 ) -> None:
     """Queue one inference (batch priority) and print its job id; PROMPT ``-`` reads stdin."""
-    text = read_prompt(prompt, prompt_file)
+    text = source.read()
     config = Config.load()
     manager = InferenceManager(config=config)
     try:
         job = manager.submit(
             model_id,
             text,
-            *_options(out_ctx, temperature, top_p, top_k, max_tokens, system_prompt),
             host=host,
             priority=PRIORITY_BATCH,
             start_worker=False,
+            **sampling,
         )
     finally:
         manager.close()
+    warn_not_sent(sampling)
     echo_submitted(
         job,
         distributed=config.distributed,
@@ -208,4 +137,4 @@ def submit_infer(
     )
 
 
-__all__ = ["infer", "submit_infer"]
+__all__ = ["echo_pieces", "infer", "submit_infer"]

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import re
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
+from rich.table import Table
+from rich.text import Text
 
-from lmstrix.cli.errors import handle_errors
+from lmstrix.cli.cells import seconds_text
+from lmstrix.cli.errors import confirm, handle_errors, yes_option
+from lmstrix.cli.fields import field_lines
 from lmstrix.cli.infer import echo_pieces
 from lmstrix.cli.output import echo_json
+from lmstrix.cli.tables import fitted_table, print_table, wide_option
 from lmstrix.core.jobs import JobManager, JobView
+from lmstrix.domain.clock import utcnow
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -30,13 +36,71 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
 
 
+def _took(job: JobView, now: datetime) -> float | None:
+    """How long the job ran: until it ended, or until now while it runs."""
+    if job.started_at is None:
+        return None
+    return ((job.finished_at or now) - job.started_at).total_seconds()
+
+
 def _job_line(job: JobView) -> str:
-    took = ""
-    if job.started_at and job.finished_at:
-        took = f" {(job.finished_at - job.started_at).total_seconds():.2f}s"
+    """One line about a job, for stderr after ``wait`` and ``follow``."""
+    took = _took(job, utcnow())
     err = f"  {job.error_type}" if job.error_type else ""
-    created = job.created_at.strftime("%Y-%m-%d %H:%M:%S")
-    return f"{job.id}  {job.status:<9} {job.host:<12} {job.model or '-':<32} {created}{took}{err}"
+    return (
+        f"{job.id}  {job.kind}  {job.status}  {job.host}  {job.model or '-'}"
+        + (f"  {seconds_text(took)}" if took is not None else "")
+        + err
+    )
+
+
+STATUS_STYLES = {"succeeded": "green", "failed": "red", "running": "yellow", "expired": "red"}
+HEADERS = ("ID", "Kind", "Model", "Host", "Status", "Age", "Took")
+
+
+def jobs_table(found: list[JobView], *, wide: bool) -> Table:
+    now = utcnow()
+    rows: list[list[str | Text]] = []
+    for job in found:
+        took = _took(job, now)
+        rows.append(
+            [
+                job.id,
+                job.kind,
+                job.model or "-",
+                job.host,
+                Text(job.status, style=STATUS_STYLES.get(job.status, "")),
+                seconds_text((now - job.created_at).total_seconds()),
+                "-" if took is None else seconds_text(took),
+            ]
+        )
+    return fitted_table(
+        HEADERS, rows, shrink=("ID", "Model", "Host"), right=("Age", "Took"), wide=wide
+    )
+
+
+def show_fields(job: JobView) -> dict[str, Any]:
+    """What ``jobs show`` prints, in reading order."""
+    took = _took(job, utcnow())
+    error = f"{job.error_type}: {job.error_message}" if job.error_type else None
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "host": job.host,
+        "model": job.model,
+        "priority": job.priority,
+        "attempts": f"{job.attempts} of {job.max_attempts}",
+        "created": job.created_at,
+        "started": job.started_at,
+        "finished": job.finished_at,
+        "took": None if took is None else seconds_text(took),
+        "cancel requested": job.cancel_requested_at,
+        "worker": job.worker_id,
+        "error": error,
+        "request": job.request,
+        "result": {k: v for k, v in (job.result or {}).items() if k != "error_details"},
+    }
 
 
 @click.group()
@@ -55,20 +119,29 @@ def jobs() -> None:
 @click.option("--model")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@wide_option
 @handle_errors
 def jobs_list(
-    statuses: tuple[str, ...], host: str | None, model: str | None, limit: int, as_json: bool
+    statuses: tuple[str, ...],
+    host: str | None,
+    model: str | None,
+    limit: int,
+    as_json: bool,
+    wide: bool,
 ) -> None:
-    """Newest jobs first."""
+    """Newest jobs first: id, kind, model, host, status, age and how long each ran. An id
+    prefix is enough wherever a job id is asked for."""
     with JobManager() as manager:
+        if host is not None:
+            manager.host(host)  # a clear error for an unknown host
         found = manager.list_jobs(status=statuses or None, host=host, model=model, limit=limit)
     if as_json:
         echo_json([j.to_dict() for j in found])
         return
-    for job in found:
-        click.echo(_job_line(job))
     if not found:
         click.echo("no jobs", err=True)
+        return
+    print_table(jobs_table(found, wide=wide), wide=wide)
 
 
 @jobs.command(name="show")
@@ -76,15 +149,14 @@ def jobs_list(
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def jobs_show(job_id: str, as_json: bool) -> None:
-    """One job with its request and result."""
+    """One job with its request and result (JOB_ID or a prefix of it)."""
     with JobManager() as manager:
         job = manager.get_job(job_id)
     if as_json:
         echo_json(job.to_dict())
         return
-    for key, value in job.to_dict().items():
-        if value is not None:
-            click.echo(f"{key}: {value}")
+    for line in field_lines(show_fields(job)):
+        click.echo(line)
 
 
 @jobs.command(name="wait")
@@ -164,12 +236,16 @@ def jobs_retry(job_ids: tuple[str, ...]) -> None:
     multiple=True,
     type=click.Choice(["succeeded", "failed", "cancelled", "expired"]),
 )
+@yes_option
 @handle_errors
-def jobs_prune(older_than: str, statuses: tuple[str, ...]) -> None:
-    """Delete finished jobs (their results too)."""
+def jobs_prune(older_than: str, statuses: tuple[str, ...], yes: bool) -> None:
+    """Delete finished jobs (their results too); asks first unless --yes."""
+    age = parse_duration(older_than)
+    which = "/".join(statuses) if statuses else "finished"
+    confirm(f"delete every {which} job that ended more than {older_than} ago?", yes=yes)
     with JobManager() as manager:
         kwargs: dict[str, Any] = {"statuses": statuses} if statuses else {}
-        n = manager.prune_jobs(parse_duration(older_than), **kwargs)
+        n = manager.prune_jobs(age, **kwargs)
     click.echo(f"pruned {n} job(s)")
 
 

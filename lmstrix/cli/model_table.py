@@ -7,18 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich import box
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from lmstrix.cli.tables import fitted_table
 from lmstrix.domain.model import Model
 
-STATUS_LABELS = {
-    "untested": "untested",
-    "testing": "[yellow]testing[/]",
-    "tested": "[green]tested[/]",
-    "failed": "[red]failed[/]",
-}
+STATUS_STYLES = {"testing": "yellow", "tested": "green", "failed": "red"}
+COLUMNS = ("Size", "Card", "Tested", "Good/Bad", "Status", "Tok/s", "Caps")
+CAPTION = "Card: declared context. k: 1024 tokens. Caps: V vision, T tools, R reasoning."
 
 _CAP_LETTERS = {"vision": "V", "tools": "T", "tool_use": "T", "reasoning": "R"}
 
@@ -41,35 +38,37 @@ def _size(m: Model) -> str:
     return f"{m.size_bytes / 1e9:.1f}G" if m.size_bytes else "-"
 
 
-def models_table(models: Sequence[Model]) -> Table:
-    # Compact enough for an 80-column terminal: contexts in k (1024 tokens), one host column
-    # only when there are several hosts. --json has the exact numbers.
+def models_table(models: Sequence[Model], *, wide: bool = False) -> Table:
+    """One line per model, fitted to the terminal (see :mod:`lmstrix.cli.tables`): contexts in
+    k (1024 tokens), a host column only when there are several hosts. --json has the exact
+    numbers."""
     several_hosts = len({m.host for m in models}) > 1
-    table = Table(
-        title=f"{len(models)} model(s)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
-    )
-    table.add_column("Model", overflow="fold", min_width=22)
-    if several_hosts:
-        table.add_column("Host", overflow="fold", max_width=14)
-    for col in ("Size", "Card", "Tested", "Good/Bad", "Status", "Tok/s"):
-        table.add_column(col, justify="left" if col == "Status" else "right", no_wrap=True)
-    table.add_column("Caps", no_wrap=True)
-    table.caption = "Card: declared context. k: 1024 tokens. Caps: V vision, T tools, R reasoning."
+    headers = ["Model", *(["Host"] if several_hosts else []), *COLUMNS]
+    rows: list[list[str | Text]] = []
     for m in models:
-        name = escape(m.id) if m.present else f"[dim]{escape(m.id)} (missing)[/]"
         good_bad = f"{_ctx(m.last_known_good_context)}/{_ctx(m.last_known_bad_context)}"
-        row = [
-            name,
-            *([escape(m.host)] if several_hosts else []),
-            _size(m),
-            _ctx(m.declared_context),
-            _ctx(m.tested_context),
-            good_bad,
-            STATUS_LABELS.get(m.test_status, escape(m.test_status)),
-            f"{m.tokens_per_second:.1f}" if m.tokens_per_second else "-",
-            _caps(m.capabilities),
-        ]
-        table.add_row(*row)
+        rows.append(
+            [
+                Text(m.id) if m.present else Text(f"{m.id} (missing)", style="dim"),
+                *([m.host] if several_hosts else []),
+                _size(m),
+                _ctx(m.declared_context),
+                _ctx(m.tested_context),
+                good_bad,
+                Text(m.test_status, style=STATUS_STYLES.get(m.test_status, "")),
+                f"{m.tokens_per_second:.1f}" if m.tokens_per_second else "-",
+                _caps(m.capabilities),
+            ]
+        )
+    table = fitted_table(
+        headers,
+        rows,
+        shrink=("Model", "Host"),
+        right=("Size", "Card", "Tested", "Good/Bad", "Tok/s"),
+        wide=wide,
+    )
+    table.title = f"{len(models)} model(s)"
+    table.caption = CAPTION
     return table
 
 

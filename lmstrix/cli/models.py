@@ -7,12 +7,13 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
+from lmstrix.cli.cells import one_line
 from lmstrix.cli.errors import AUTH_REFUSED, NO_HOST_ANSWERED, handle_errors
 from lmstrix.cli.model_table import models_table
 from lmstrix.cli.output import echo_json
+from lmstrix.cli.tables import fitted_table, print_table, wide_option
 from lmstrix.core.config import Config
 from lmstrix.core.models import ModelRegistry
 from lmstrix.core.scanner import HostScan, Scanner
@@ -35,6 +36,9 @@ SORT_KEYS: dict[str, Callable[[Model], Any]] = {
 FILTER_KEYS = ("status", "host", "type", "capability", "min_context")
 STATUSES = tuple(s.value for s in TestStatus)
 CAPABILITIES = ("vision", "tools", "reasoning")
+# Filters that may be given more than once: statuses (any of them), capabilities (all of
+# them), min_context (the largest).
+REPEATABLE = ("status", "capability", "min_context")
 
 
 def sort_models(models: Sequence[Model], sort_key: str, *, desc: bool = False) -> list[Model]:
@@ -49,6 +53,11 @@ def parse_filters(items: Sequence[str]) -> dict[str, Any]:
     """``status=tested`` style filters into ``ModelRegistry.filter_models`` keywords."""
     out: dict[str, Any] = {}
     for item in items:
+        key = item.partition("=")[0].strip().replace("-", "_")
+        if key in out and key not in REPEATABLE:
+            raise ValidationError(
+                "--filter", item, f"{key} is given twice; a model has one {key}: keep one"
+            )
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or key not in FILTER_KEYS or not value.strip():
@@ -58,7 +67,7 @@ def parse_filters(items: Sequence[str]) -> dict[str, Any]:
         value = value.strip()
         if key == "min_context":
             try:
-                out[key] = int(value)
+                out[key] = max(int(value), out.get(key, 0))  # repeated: the largest
             except ValueError:
                 raise ValidationError("--filter min_context", value, "must be an integer") from None
         elif key == "status":
@@ -68,13 +77,14 @@ def parse_filters(items: Sequence[str]) -> dict[str, Any]:
                 raise ValidationError(
                     "--filter status", bad[0], f"use one of {', '.join(STATUSES)} (comma-separated)"
                 )
-            out[key] = statuses
+            out[key] = [*out.get(key, []), *statuses]  # any of them
         elif key == "capability":
             if value not in CAPABILITIES:
                 raise ValidationError(
                     "--filter capability", value, f"use one of {', '.join(CAPABILITIES)}"
                 )
-            out[key] = value
+            out[key] = [*out.get(key, []), value]  # every one of them
+
         else:
             out[key] = value
     return out
@@ -176,6 +186,7 @@ def scan(base_url: str | None, timeout: float, as_json: bool) -> None:
 @click.option("--missing/--no-missing", default=True, help="Show models gone from their host.")
 @click.option("--scan", "do_scan", is_flag=True, help="Rescan the hosts first.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON records for scripts.")
+@wide_option
 @handle_errors
 def list_models(
     sort_key: str,
@@ -185,6 +196,7 @@ def list_models(
     missing: bool,
     do_scan: bool,
     as_json: bool,
+    wide: bool,
 ) -> None:
     """Show the registry (reads it; does not contact LM Studio unless --scan)."""
     criteria = parse_filters(filters)
@@ -193,29 +205,40 @@ def list_models(
     scanner = Scanner() if do_scan else None
     if scanner is not None:
         run_scan(scanner, quiet=as_json)
-    registry = scanner.registry if scanner else ModelRegistry(Config.load().database_url())
+    config = Config.load()
+    registry = scanner.registry if scanner else ModelRegistry(config.database_url())
+    if "host" in criteria and criteria["host"] not in {m.host for m in registry.list_models()}:
+        config.host(criteria["host"])  # neither configured nor in the registry: names the known
     if not missing:
         criteria["present"] = True
-    models = sort_models(registry.filter_models(**criteria), sort_key, desc=desc)
+    capabilities = criteria.pop("capability", [])
+    found = [
+        m
+        for m in registry.filter_models(**criteria)
+        if all(c in m.capabilities for c in capabilities)
+    ]
+    models = sort_models(found, sort_key, desc=desc)
     if as_json:
         echo_json([m.to_dict() for m in models])
         return
     if not models:
-        if criteria and len(registry):
+        if (criteria or capabilities) and len(registry):
             click.echo("No model matches the given filters.", err=True)
         else:
             click.echo("No models in the registry. Run `lmstrix scan` first.", err=True)
         return
-    Console().print(models_table(models))
+    print_table(models_table(models, wide=wide), wide=wide)
 
 
 @click.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@wide_option
 @click.pass_context
 @handle_errors
-def hosts(ctx: click.Context, as_json: bool) -> None:
+def hosts(ctx: click.Context, as_json: bool, wide: bool) -> None:
     """Probe every configured host: reachable (or auth required), API generation, what it can
-    do, models, latency; then the registry's hosts that are no longer configured."""
+    do, models, latency; then the registry's hosts that are no longer configured. A host's
+    error is printed under the table, one line each."""
     if ctx.invoked_subcommand is not None:
         return
     scanner = Scanner()
@@ -223,29 +246,37 @@ def hosts(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         echo_json(health)
     else:
-        table = Table(title="LM Studio hosts")
-        columns = ("Host", "URL", "Reachable", "API", "Can", "Models", "Loaded", "Latency")
-        for col in (*columns, "Error"):
-            table.add_column(col, overflow="fold")
-        for name, h in health.items():
-            caps = h.get("capabilities")
-            table.add_row(
-                escape(name),
-                escape(h["url"]),
-                "[yellow]auth required[/]"
+        rows: list[list[str | Text]] = [
+            [
+                name,
+                h["url"],
+                Text("auth required", style="yellow")
                 if h.get("auth_required")
-                else "[green]yes[/]"
+                else Text("yes", style="green")
                 if h["reachable"]
-                else "[red]no[/]",
+                else Text("no", style="red"),
                 h["api_generation"] or "-",
-                escape(", ".join(capability_labels(caps))) if caps else "-",
+                ", ".join(capability_labels(h["capabilities"]))
+                if h.get("capabilities")
+                else "-",
                 str(h["models"]),
                 str(h["loaded_instances"]),
                 f"{h['latency_ms']:.1f} ms" if h["latency_ms"] is not None else "-",
-                escape(h["error"] or ""),
-            )
-        Console().print(table)
-    if not as_json:
+            ]
+            for name, h in health.items()
+        ]
+        headers = ("Host", "URL", "Reachable", "API", "Can", "Models", "Loaded", "Latency")
+        table = fitted_table(
+            headers,
+            rows,
+            shrink=("Host", "URL", "Can"),
+            right=("Models", "Loaded", "Latency"),
+            wide=wide,
+        )
+        print_table(table, wide=wide)
+        for name, h in health.items():
+            if h["error"]:
+                click.echo(f"error: {name}: {one_line(h['error'])}", err=True)
         configured = {h.name for h in scanner.hosts}
         gone = [n for n in scanner.registry.host_names() if n not in configured]
         if gone:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import click
 
+from lmstrix.domain.clock import iso_utc
+from lmstrix.domain.errors import ValidationError
 from lmstrix.domain.heartbeats import start_worker_command
 from lmstrix.utils.logging import RedactingFilter
 
@@ -29,8 +33,31 @@ class Submitted(Protocol):
     def model(self) -> str: ...
 
 
+def _json_value(value: Any) -> Any:
+    """What ``json`` cannot write itself: timestamps in the one format (``iso_utc``), anything
+    else (ids, paths) as its text."""
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    return str(value)
+
+
 def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    """``data`` as indented JSON on stdout; every timestamp as ``iso_utc`` writes it."""
+    click.echo(json.dumps(data, indent=2, default=_json_value))
+
+
+def check_writable(option: str, path: str | Path | None) -> None:
+    """Refuse an output file whose directory does not exist, before any work is done (a batch
+    that ran for an hour must not fail at its last step)."""
+    if path is None:
+        return
+    parent = Path(path).expanduser().parent
+    if not parent.is_dir():
+        raise ValidationError(
+            option, str(path), f"its directory {parent} does not exist; create it or choose another"
+        )
+    if Path(path).is_dir():
+        raise ValidationError(option, str(path), "is a directory; give a file name")
 
 
 def echo_submitted(job: Submitted, *, distributed: bool, as_json: bool, also: str = "") -> None:
@@ -68,4 +95,4 @@ def show_warnings() -> None:
     logger.addHandler(handler)
 
 
-__all__ = ["echo_json", "echo_submitted", "show_warnings"]
+__all__ = ["check_writable", "echo_json", "echo_submitted", "show_warnings"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from lmstrix.cli.errors import handle_errors
-from lmstrix.cli.output import echo_json
+from lmstrix.cli.output import check_writable, echo_json
 
 if TYPE_CHECKING:  # the migrations (Alembic) load only for the commands that use them
     from lmstrix.core.database import RevisionState
@@ -58,12 +58,13 @@ def export_command(as_json: bool, host: str | None, output: Path | None) -> None
 
     from lmstrix.loaders.registry_io import export_registry
 
+    check_writable("--output", output)
     data = export_registry(host=host)
     if output is None:
         echo_json(data)
         return
     tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     tmp.replace(output)
     click.echo(f"exported {len(data)} models to {output}", err=True)
 

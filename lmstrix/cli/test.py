@@ -125,6 +125,11 @@ def verdict_line(model: str, host: str, job: JobView, result: dict[str, Any]) ->
         return f"✗ {where}: fails at {single_size} tokens: {result['error']} ({took})"
     if not result["test_successful"]:
         return f"✗ {where}: {result['error']} ({took})"
+    if result["iterations"] == 0:
+        return (
+            f"✓ {where}: works at {optimal} tokens, as tested before; nothing was probed "
+            "(--reset tests it again)"
+        )
     if result["failure_point"] is None:
         return f"✓ {where}: works at {optimal} tokens, the top of the range tested ({took})"
     loads = stored.loadable_context
@@ -209,7 +214,13 @@ def test(
     runs, so an interrupted test resumes where it stopped.
     """
     if bool(model_id) == test_all:
-        raise ValidationError("model_id", model_id, "give one MODEL_ID or --all")
+        raise ValidationError(
+            "MODEL_ID",
+            model_id or "",
+            "give one MODEL_ID or --all, not both"
+            if test_all
+            else "give one MODEL_ID or --all (`lmstrix list` shows the ids)",
+        )
     question = read_question(prompt, file_prompt)
     config = Config.load()
     if threshold is None:

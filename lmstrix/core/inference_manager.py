@@ -19,7 +19,7 @@ import functools
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
 from lmstrix.core.config import Config
 from lmstrix.core.context_loader import read_context_files
@@ -29,7 +29,7 @@ from lmstrix.core.job_service import open_job_service
 from lmstrix.core.prompt_loader import PromptLoader
 from lmstrix.domain.context_blocks import ContextData
 from lmstrix.domain.payloads import InferenceJobResult
-from lmstrix.domain.requests import InferenceOptions, inference_request
+from lmstrix.domain.requests import ExtraSampling, InferenceOptions, inference_request
 from lmstrix.jobs.follow import JobFollower
 from lmstrix.jobs.service import SubmittedJob
 from lmstrix.jobs.store import JobView
@@ -134,6 +134,7 @@ class InferenceManager:
         priority: int | None = None,
         start_worker: bool = True,
         waiter: bool = False,
+        **sampling: Unpack[ExtraSampling],
     ) -> SubmittedJob:
         """Queue an inference and return at once (``wait()`` gets its result).
 
@@ -142,7 +143,7 @@ class InferenceManager:
         extra: dict[str, Any] = {} if priority is None else {"priority": priority}
         extra["start_worker"] = start_worker
         options = InferenceOptions(
-            out_ctx, temperature, top_p, top_k, max_tokens, system_prompt, context_data
+            out_ctx, temperature, top_p, top_k, max_tokens, system_prompt, context_data, **sampling
         )
         options = read_context_files(options)
         return self.service.submit_inference(
@@ -187,8 +188,13 @@ class InferenceManager:
         max_tokens: int | None = None,
         system_prompt: str | None = None,
         context_data: ContextData | None = None,
+        **sampling: Unpack[ExtraSampling],
     ) -> InferenceResult:
         """Generate a completion; see the module docstring and ``RESULT_KEYS`` for the keys.
+
+        Besides the documented options, ``repeat_penalty``, ``min_p``, ``stop`` (a string or a
+        list of them) and ``seed`` may be given by keyword; each reaches the host only where its
+        chat endpoint takes it (a warning names the ones left out).
 
         ``context_data`` (``{"document": text, "notes": Path("notes.md")}``) places named blocks
         of text before the prompt, each under a ``## name`` header (files are read now, with
@@ -209,6 +215,7 @@ class InferenceManager:
             system_prompt,
             context_data,
             waiter=True,
+            **sampling,
         )
         return self.wait(job.id, owned=True)
 
@@ -225,6 +232,7 @@ class InferenceManager:
         context_data: ContextData | None = None,
         *,
         host: str | None = None,
+        **sampling: Unpack[ExtraSampling],
     ) -> InferenceStream:
         """``infer()``, with the answer's text pieces as they come::
 
@@ -250,6 +258,7 @@ class InferenceManager:
             context_data,
             host=host,
             waiter=True,
+            **sampling,
         )
         return InferenceStream(self.follow(job.id, owned=True), self._calibrate)
 
@@ -315,6 +324,7 @@ class AsyncInferenceManager:
         max_tokens: int | None = None,
         system_prompt: str | None = None,
         context_data: ContextData | None = None,
+        **sampling: Unpack[ExtraSampling],
     ) -> InferenceResult:
         """``InferenceManager.infer`` for asyncio; cancelling the task cancels the job."""
         model_id, prompt = await asyncio.to_thread(self._argument_order, model_id, prompt)
@@ -331,6 +341,7 @@ class AsyncInferenceManager:
                 system_prompt,
                 context_data,
                 waiter=True,
+                **sampling,
             )
         )
         return await self.wait(job.id, owned=True)
@@ -348,6 +359,7 @@ class AsyncInferenceManager:
         context_data: ContextData | None = None,
         *,
         host: str | None = None,
+        **sampling: Unpack[ExtraSampling],
     ) -> AsyncInferenceStream:
         """``async for piece in manager.stream(...)``: the twin of
         :meth:`InferenceManager.stream`. ``stream = await manager.stream(...)`` queues the job
@@ -367,6 +379,7 @@ class AsyncInferenceManager:
                 context_data,
                 host=host,
                 waiter=True,
+                **sampling,
             )
             return self.sync.follow(job.id, timeout=self.timeout, owned=True)
 

@@ -19,17 +19,20 @@ from lmstrix.core.inference_stream import InferenceStream
 from lmstrix.core.job_service import open_job_service
 from lmstrix.domain.clock import utcnow
 from lmstrix.domain.enums import WorkerMode
+from lmstrix.domain.errors import JobNotFound, ValidationError
 from lmstrix.domain.heartbeats import WORKER_LIVE_WITHIN, worker_live
 from lmstrix.jobs.doorbell import worker_command
 from lmstrix.jobs.embedded import EmbeddedWorker
 from lmstrix.jobs.reaper import reap
 from lmstrix.jobs.runner import JobRunner
 from lmstrix.jobs.service import JobService
-from lmstrix.jobs.store import FINISHED, JobView, ReapedJob
+from lmstrix.jobs.store import FINISHED, JobView, ReapedJob, parse_job_id
 
 # How often a long-running embedded worker looks at its queue: other processes cannot ring an
 # in-process doorbell, so work they queue is found by looking.
 WORKER_POLL_SECONDS = 1.0
+# Jobs a prefix matching several lists in its error.
+MAX_PREFIX_MATCHES = 5
 
 
 class JobManager:
@@ -79,25 +82,46 @@ class JobManager:
         """Newest first, optionally only those with one of ``status``, on ``host``, of ``model``."""
         return self._service.store.list_jobs(status=status, host=host, model=model, limit=limit)
 
+    def job_id(self, id_or_prefix: str) -> str:
+        """The full id of the one job whose id starts with ``id_or_prefix`` (a whole id is
+        returned as it is). ``JobNotFound`` when no job's does; a ``ValidationError`` listing
+        the matches when several do."""
+        text = str(id_or_prefix).strip()
+        try:
+            return str(parse_job_id(text))
+        except JobNotFound:
+            pass
+        found = self._service.store.ids_starting_with(text, limit=MAX_PREFIX_MATCHES + 1)
+        if not found:
+            raise JobNotFound(text)
+        if len(found) > 1:
+            shown = ", ".join(found[:MAX_PREFIX_MATCHES])
+            more = ", ..." if len(found) > MAX_PREFIX_MATCHES else ""
+            raise ValidationError(
+                "job_id", text, f"matches several jobs ({shown}{more}); give more of the id"
+            )
+        return found[0]
+
     def get_job(self, job_id: str) -> JobView:
-        return self._service.store.get(job_id)
+        """One job, by its id or a prefix of it (see :meth:`job_id`)."""
+        return self._service.store.get(self.job_id(job_id))
 
     def wait_job(
         self, job_id: str, timeout: float | None, *, cancel_on_timeout: bool = False
     ) -> JobView:
         """Block until the job is finished; past ``timeout`` raise ``InferenceTimeoutError``
         (cancelling the job first with ``cancel_on_timeout``)."""
-        return self._service.wait(job_id, timeout, cancel_on_timeout=cancel_on_timeout)
+        return self._service.wait(self.job_id(job_id), timeout, cancel_on_timeout=cancel_on_timeout)
 
     def follow_job(self, job_id: str, timeout: float | None = None) -> InferenceStream:
         """The answer of a queued or running inference job, piece by piece from its start, as
         it is written; a finished job gives its whole answer at once. Stopping early leaves the
         job running (it is not the reader's)."""
-        return InferenceStream(self._service.follow(job_id, timeout, owned=False))
+        return InferenceStream(self._service.follow(self.job_id(job_id), timeout, owned=False))
 
     def cancel_job(self, job_id: str) -> JobView:
         """Cancel a job: a queued one at once, a running one at its next chunk or probe."""
-        return self._service.store.cancel(job_id)
+        return self._service.store.cancel(self.job_id(job_id))
 
     def retry_job(self, job_id: str) -> JobView:
         """Queue a failed, cancelled or expired job again and wake its host's worker.
@@ -105,7 +129,7 @@ class JobManager:
         No worker is started in this process: a caller about to exit would leave the job
         half-done until its lease expires.
         """
-        job = self._service.store.retry(job_id)
+        job = self._service.store.retry(self.job_id(job_id))
         self._service.ring(job.id, self._service.host_config(job.host), start_worker=False)
         return job
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
 from lmstrix.domain.errors import ConfigurationError
@@ -92,10 +93,18 @@ def dispose_engines() -> None:
 
 
 def _create(url: URL) -> Engine:
-    if url.get_backend_name() == "sqlite":
-        return _create_sqlite(url)
-    # pre-ping: a worker that sat idle across a PostgreSQL restart reconnects instead of failing.
-    return create_engine(url, pool_pre_ping=True, future=True)
+    try:
+        if url.get_backend_name() == "sqlite":
+            return _create_sqlite(url)
+        # pre-ping: a worker idle across a PostgreSQL restart reconnects instead of failing.
+        return create_engine(url, pool_pre_ping=True, future=True)
+    except (NoSuchModuleError, ImportError) as exc:  # an unknown scheme, or its driver missing
+        raise ConfigurationError(
+            f"database URL {mask_url_password(url.render_as_string())!r} names a database "
+            f"lmstrix cannot use ({exc}); use sqlite:////path/to/lmstrix.db or "
+            "postgresql://user@host/db",
+            key="database.url",
+        ) from None
 
 
 def _create_sqlite(url: URL) -> Engine:

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, computed_field
+from pydantic import BaseModel, ConfigDict, computed_field, field_serializer
 
+from lmstrix.domain.clock import iso_utc
 from lmstrix.domain.enums import TestStatus, values
 from lmstrix.domain.errors import ModelNotFoundError, ValidationError
 from lmstrix.domain.host_types import Capabilities, ModelRecord
@@ -100,8 +101,12 @@ class Model(BaseModel):
         return getattr(self, key) if key in self.keys() else default
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict (timestamps as ISO-8601 strings)."""
+        """A JSON-able dict (timestamps as ISO-8601 UTC strings, see ``iso_utc``)."""
         return self.model_dump(mode="json")
+
+    @field_serializer("last_tested", "missing_since", "first_seen", "last_seen", when_used="json")
+    def _timestamp(self, value: datetime | None) -> str | None:
+        return None if value is None else iso_utc(value)
 
 
 @dataclass(frozen=True, slots=True)

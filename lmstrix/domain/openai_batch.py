@@ -45,6 +45,21 @@ BODY_KEYS = (
     "temperature",
     "top_p",
     "top_k",
+    "repeat_penalty",
+    "min_p",
+    "stop",
+    "seed",
+)
+# The body keys that are sampling options of ``infer()``, under the same names.
+SAMPLING_KEYS = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repeat_penalty",
+    "min_p",
+    "stop",
+    "seed",
 )
 # Harmless when they have the only value lmstrix runs with; ``user`` is caller metadata.
 NEUTRAL_KEYS = {"stream": False, "n": 1}
@@ -101,11 +116,15 @@ class BatchLine:
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
+    repeat_penalty: float | None = None
+    min_p: float | None = None
+    stop: str | tuple[str, ...] | None = None
+    seed: int | None = None
 
     def params(self) -> dict[str, Any]:
         """The sampling options that were given (the others keep ``infer()``'s defaults)."""
         out: dict[str, Any] = {}
-        for key in ("max_tokens", "temperature", "top_p", "top_k"):
+        for key in SAMPLING_KEYS:
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -198,6 +217,20 @@ def _number(body: Mapping[str, Any], key: str, c: _Collector, n: int, *, integer
     return value
 
 
+def _stop(body: Mapping[str, Any], c: _Collector, n: int) -> str | tuple[str, ...] | None:
+    """``body.stop``: a string or a list of strings, as OpenAI takes it (the values are checked
+    with the other options, when the request is prepared)."""
+    value = body.get("stop")
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    c.add(
+        n, "invalid_type", f"body.stop must be a string or a list of strings, not {value!r}", "stop"
+    )
+    return None
+
+
 def _body(body: Any, default_model: str | None, c: _Collector, n: int) -> dict[str, Any] | None:
     if not isinstance(body, Mapping):
         c.add(n, "missing_required_parameter", "body must be an object", "body")
@@ -235,6 +268,10 @@ def _body(body: Any, default_model: str | None, c: _Collector, n: int) -> dict[s
         "temperature": _number(body, "temperature", c, n, integer=False),
         "top_p": _number(body, "top_p", c, n, integer=False),
         "top_k": _number(body, "top_k", c, n, integer=True),
+        "repeat_penalty": _number(body, "repeat_penalty", c, n, integer=False),
+        "min_p": _number(body, "min_p", c, n, integer=False),
+        "seed": _number(body, "seed", c, n, integer=True),
+        "stop": _stop(body, c, n),
     }
     messages = _messages(body.get("messages"), c, n)
     if not ok or messages is None:

@@ -10,8 +10,9 @@ number given for text is refused, never converted, so what a caller meant is nev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -48,11 +49,17 @@ class InferenceOptions:
     max_tokens: int | None = None
     system_prompt: str | None = None
     context_data: ContextData | None = None
+    repeat_penalty: float | None = None
+    min_p: float | None = None
+    stop: str | Sequence[str] | None = None
+    seed: int | None = None
 
     def __post_init__(self) -> None:
-        validate_request(
-            SamplingOptions, {k: getattr(self, k) for k in SamplingOptions.model_fields}
-        )
+        # One stop string or several; kept as a tuple, so the options stay immutable.
+        object.__setattr__(self, "stop", stop_strings(self.stop))
+        values = {k: getattr(self, k) for k in SamplingOptions.model_fields}
+        values["stop"] = None if self.stop is None else list(self.stop)
+        validate_request(SamplingOptions, values)
         if isinstance(self.out_ctx, bool) or not isinstance(self.out_ctx, int | str):
             raise ValidationError(
                 "out_ctx",
@@ -74,6 +81,38 @@ class InferenceOptions:
         return cls(**options)
 
 
+class ExtraSampling(TypedDict, total=False):
+    """The sampling options ``infer()``, ``stream()`` and ``submit()`` take by keyword after the
+    documented ones; each is left out of the request to the host when not given (the model's own
+    default applies)."""
+
+    repeat_penalty: float  # over 0; 1 is no penalty
+    min_p: float  # 0 to 1
+    stop: str | Sequence[str]  # generation ends before any of these strings
+    seed: int  # the same seed, prompt and settings give the same answer
+
+
+MAX_STOP_STRINGS = 16
+
+
+def stop_strings(value: Any) -> tuple[str, ...] | None:
+    """``stop`` as a tuple of non-empty strings: one string, or a list or tuple of them (at
+    most ``MAX_STOP_STRINGS``); None for none. Anything else is a ``ValidationError``."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ValidationError(
+            "stop", value, f"must be a string or a list of strings, not {type(value).__name__}"
+        )
+    if len(items) > MAX_STOP_STRINGS:
+        raise ValidationError("stop", value, f"takes at most {MAX_STOP_STRINGS} strings")
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise ValidationError("stop", item, "each stop string must be a non-empty string")
+    return tuple(items) or None
+
+
 class SamplingOptions(BaseModel):
     """The caller's sampling settings, strictly typed."""
 
@@ -84,6 +123,10 @@ class SamplingOptions(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(-1, ge=-1)
     max_tokens: int | None = Field(None, ge=-1)
+    repeat_penalty: float | None = Field(None, gt=0.0, le=10.0)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    stop: list[str] | None = Field(None, max_length=MAX_STOP_STRINGS)
+    seed: int | None = Field(None, ge=-1, le=2**63 - 1)
 
 
 class InferenceRequest(SamplingOptions):

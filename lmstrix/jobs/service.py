@@ -177,6 +177,13 @@ class JobService:
         against the model's context (for the whole composed prompt), the load size chosen to
         fit. ``context_data`` must hold text here: the facades read files before."""
         o = options
+        if chosen.type.startswith("embedding"):
+            raise ValidationError(
+                "model_id",
+                chosen.id,
+                "is an embedding model: it turns text into vectors and cannot answer a prompt; "
+                "choose a chat model (`lmstrix list --filter type=llm`)",
+            )
         prompt = compose_prompt(o.context_data, prompt)
         estimate = self.context.estimate_tokens
         prompt_tokens = estimate(prompt, chosen.id) + estimate(o.system_prompt or "", chosen.id)
@@ -198,6 +205,10 @@ class JobService:
             top_k=o.top_k,
             max_tokens=budget,
             context_length=ctx,
+            repeat_penalty=o.repeat_penalty,
+            min_p=o.min_p,
+            stop=None if o.stop is None else list(o.stop),
+            seed=o.seed,
         ).model_dump(mode="json")
 
     def submit_inference(

@@ -653,6 +653,19 @@ class JobStore:
                 raise JobNotFound(str(job_id))
             return self._view(c, row)
 
+    def ids_starting_with(self, prefix: str, limit: int = 10) -> list[str]:
+        """Ids of jobs whose id (hex digits, dashes ignored) starts with ``prefix``, at most
+        ``limit``, oldest first. An indexed range of the id column: every id from
+        ``prefix`` + 0s to ``prefix`` + fs."""
+        digits = prefix.replace("-", "").lower()
+        if not digits or len(digits) > 32 or any(ch not in "0123456789abcdef" for ch in digits):
+            return []
+        low = uuid.UUID(digits.ljust(32, "0"))
+        high = uuid.UUID(digits.ljust(32, "f"))
+        q = select(Job.id).where(Job.id.between(low, high)).order_by(Job.created_at).limit(limit)
+        with self._read() as c:
+            return [str(i) for i in c.scalars(q)]
+
     def status(self, job_id: str | uuid.UUID) -> str:
         """Just the status word (the waiter's cheap check)."""
         jid = parse_job_id(job_id)

@@ -10,6 +10,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+# The body fields of a completion request that ``Counters.sampling`` records.
+SAMPLING_FIELDS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "repeat_penalty",
+        "stop",
+        "seed",
+        "max_tokens",
+        "max_output_tokens",
+    }
+)
+
 
 @dataclass(frozen=True, slots=True)
 class LoadRecord:
@@ -45,6 +60,9 @@ class Counters:
     # answers delivered in full (a stream read to its end), by the text of the last message
     # sent: a prompt answered twice was generated twice for nothing
     answered: Counter[str] = field(default_factory=Counter)
+    # the sampling fields of every completion request as its body had them (``SAMPLING_FIELDS``
+    # that were present), in arrival order: what the host was asked to apply
+    sampling: list[dict[str, Any]] = field(default_factory=list)
     # model calls = loads + inferences (+ embeddings) being executed right now / at most at once
     in_flight: int = 0
     max_in_flight: int = 0
@@ -101,9 +119,13 @@ class CounterBox:
         with self._lock:
             self._c.unloads.append(record)
 
-    def receive(self, messages: Sequence[Mapping[str, Any]]) -> None:
+    def receive(
+        self, messages: Sequence[Mapping[str, Any]], body: Mapping[str, Any] | None = None
+    ) -> None:
         with self._lock:
             self._c.received.append([dict(m) for m in messages])
+            fields = {k: copy.deepcopy(v) for k, v in (body or {}).items() if k in SAMPLING_FIELDS}
+            self._c.sampling.append(fields)
 
     def answered(self, messages: Sequence[Mapping[str, Any]]) -> None:
         key = str(messages[-1].get("content", "")) if messages else ""

@@ -280,7 +280,7 @@ class Routes:
             if not isinstance(raw, list) or not raw or not all(isinstance(m, dict) for m in raw):
                 raise BadRequest("'messages' field is required", param="messages")
             messages = raw
-        self.state.counters.receive(messages)
+        self.state.counters.receive(messages, data)
         max_tokens = opt_int(data, "max_tokens")
         if max_tokens is None:
             max_tokens = opt_int(data, "max_completion_tokens")
@@ -566,7 +566,7 @@ class Routes:
         state = self.state
         name = required_str(data, "model")
         messages = self._v1_messages(data)
-        state.counters.receive(messages)
+        state.counters.receive(messages, data)
         max_tokens = opt_int(data, "max_output_tokens")
         if max_tokens is not None and max_tokens < 0:
             max_tokens = None

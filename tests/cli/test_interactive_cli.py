@@ -122,8 +122,8 @@ def test_workers_lists_the_hosts_workers(
     assert worker["host"] == "h1" and worker["mode"] == "embedded" and worker["live"] is True
     assert worker["loaded_model"] in (None, result.model_info["id"])
     code, out, _ = run("workers")
-    header, line = out.splitlines()
-    assert header.split()[:4] == ["host", "machine", "pid", "mode"]
+    header, rule, line = out.splitlines()
+    assert header.split()[:4] == ["Host", "Machine", "PID", "Mode"] and set(rule) == {"─"}
     assert line.split()[0] == "h1" and str(worker["pid"]) in line and "embedded" in line
     code, _, err = run("workers", "--host", "nope")
     assert code == 3 and "nope" in err

@@ -95,7 +95,11 @@ def test_submit_worker_show_wait_prune(env: dict[str, str]) -> None:
     assert json.loads(out)["status"] == "succeeded"
     code, out, _ = run("jobs", "wait", job_id)
     assert code == 0 and out.strip() == "queued one"
-    code, out, _ = run("jobs", "prune", "--older-than", "0s")
+    code, out, err = run("jobs", "prune", "--older-than", "0s")  # no terminal, no --yes
+    assert code == 2 and "--yes" in err and len(err.splitlines()) == 1
+    code, out, _ = run("jobs", "show", job_id, "--json")
+    assert json.loads(out)["status"] == "succeeded"  # still there
+    code, out, _ = run("jobs", "prune", "--older-than", "0s", "--yes")
     assert code == 0 and "pruned 1" in out
 
 

@@ -241,7 +241,7 @@ def test_jsonl_validation_is_all_or_nothing(
     lines = [
         request_line("ok-1", "say fine"),
         '{"custom_id": "broken", ',
-        request_line("bad-param", "say x", stop=["\n"]),
+        request_line("bad-param", "say x", presence_penalty=0.5),
         request_line("ok-1", "say again"),
         json.dumps({"custom_id": "u", "method": "POST", "url": "/v1/embeddings", "body": {}}),
         json.dumps(

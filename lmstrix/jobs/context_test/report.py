@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lmstrix.db import utcnow
+from lmstrix.domain.clock import iso_utc
 from lmstrix.domain.context_search import ProbeRequest, SearchState, StopReason, TestPoint, result
 from lmstrix.domain.context_test_request import ContextTestRequest
 from lmstrix.domain.payloads import ContextTestJobResult, ContextTestResumed
@@ -49,13 +50,13 @@ def progress(
             "kind": probe.kind.value,
             "size": probe.size,
             "reason": probe.reason,
-            "started_at": utcnow().isoformat(),
+            "started_at": iso_utc(utcnow()),
         },
         "last": None
         if last is None
         else {"kind": last.kind.value, "size": last.size, "outcome": last.outcome.value},
         "stop_reason": None if done is None else done.value,
-        "updated_at": utcnow().isoformat(),
+        "updated_at": iso_utc(utcnow()),
     }
 
 
