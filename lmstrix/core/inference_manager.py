@@ -18,7 +18,7 @@ import asyncio
 import functools
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lmstrix.core.config import Config
@@ -134,15 +134,25 @@ class InferenceManager:
         priority: int | None = None,
         start_worker: bool = True,
         waiter: bool = False,
+        history: Sequence[Mapping[str, Any]] | None = None,
     ) -> SubmittedJob:
         """Queue an inference and return at once (``wait()`` gets its result).
 
         ``waiter=True``: the caller waits for it right away with ``wait(owned=True)``, and the
-        job is cancelled if the caller goes away (``infer()`` and ``lmstrix infer`` do this)."""
+        job is cancelled if the caller goes away (``infer()`` and ``lmstrix infer`` do this).
+        ``history``: earlier turns of a conversation (``{"role": ..., "content": ...}``), sent
+        before the prompt."""
         extra: dict[str, Any] = {} if priority is None else {"priority": priority}
         extra["start_worker"] = start_worker
         options = InferenceOptions(
-            out_ctx, temperature, top_p, top_k, max_tokens, system_prompt, context_data
+            out_ctx,
+            temperature,
+            top_p,
+            top_k,
+            max_tokens,
+            system_prompt,
+            context_data,
+            None if history is None else tuple(dict(turn) for turn in history),
         )
         options = read_context_files(options)
         return self.service.submit_inference(
@@ -315,8 +325,11 @@ class AsyncInferenceManager:
         max_tokens: int | None = None,
         system_prompt: str | None = None,
         context_data: ContextData | None = None,
+        *,
+        history: Sequence[Mapping[str, Any]] | None = None,
     ) -> InferenceResult:
-        """``InferenceManager.infer`` for asyncio; cancelling the task cancels the job."""
+        """``InferenceManager.infer`` for asyncio; cancelling the task cancels the job.
+        ``history``: earlier turns of a conversation, sent before the prompt."""
         model_id, prompt = await asyncio.to_thread(self._argument_order, model_id, prompt)
         job = await asyncio.to_thread(
             functools.partial(
@@ -331,6 +344,7 @@ class AsyncInferenceManager:
                 system_prompt,
                 context_data,
                 waiter=True,
+                history=history,
             )
         )
         return await self.wait(job.id, owned=True)
@@ -348,10 +362,12 @@ class AsyncInferenceManager:
         context_data: ContextData | None = None,
         *,
         host: str | None = None,
+        history: Sequence[Mapping[str, Any]] | None = None,
     ) -> AsyncInferenceStream:
         """``async for piece in manager.stream(...)``: the twin of
         :meth:`InferenceManager.stream`. ``stream = await manager.stream(...)`` queues the job
-        at once (``stream.job_id``); otherwise the first piece asked for queues it."""
+        at once (``stream.job_id``); otherwise the first piece asked for queues it.
+        ``history``: earlier turns of a conversation, sent before the prompt."""
 
         async def start() -> JobFollower:
             job = await asyncio.to_thread(
@@ -367,6 +383,7 @@ class AsyncInferenceManager:
                 context_data,
                 host=host,
                 waiter=True,
+                history=history,
             )
             return self.sync.follow(job.id, timeout=self.timeout, owned=True)
 

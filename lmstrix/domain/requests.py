@@ -11,7 +11,7 @@ number given for text is refused, never converted, so what a caller meant is nev
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -48,11 +48,16 @@ class InferenceOptions:
     max_tokens: int | None = None
     system_prompt: str | None = None
     context_data: ContextData | None = None
+    # Earlier turns of a conversation, sent before the prompt (the OpenAI-compatible server's
+    # multi-turn chats): ``({"role": "user", "content": ...}, {"role": "assistant", ...})``.
+    history: tuple[dict[str, Any], ...] | None = None
 
     def __post_init__(self) -> None:
         validate_request(
             SamplingOptions, {k: getattr(self, k) for k in SamplingOptions.model_fields}
         )
+        if self.history is not None:
+            validate_request(ChatHistory, {"history": list(self.history)})
         if isinstance(self.out_ctx, bool) or not isinstance(self.out_ctx, int | str):
             raise ValidationError(
                 "out_ctx",
@@ -86,12 +91,29 @@ class SamplingOptions(BaseModel):
     max_tokens: int | None = Field(None, ge=-1)
 
 
+class ChatTurn(BaseModel):
+    """One earlier message of a conversation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatHistory(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    history: list[ChatTurn]
+
+
 class InferenceRequest(SamplingOptions):
     """One chat completion as queued: the prompt as sent (``context_data`` blocks already
     placed before it), sampling settings, the output budget and the context to load the model
     at."""
 
     prompt: str = Field(min_length=1)
+    # Earlier turns of the conversation, sent before the prompt (None: the prompt alone).
+    history: list[ChatTurn] | None = None
     # The context length to load the model at (None: whatever the worker thinks sane).
     context_length: int | None = Field(None, ge=1)
 

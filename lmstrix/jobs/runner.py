@@ -461,9 +461,12 @@ class JobRunner:
             if job.kind == JobKind.INFERENCE
             else None
         )
+        said: list[dict[str, Any]] | str = req.prompt
+        if req.history:
+            said = [*(t.model_dump() for t in req.history), {"role": "user", "content": req.prompt}]
         chat = self.client.chat_completion(
             loaded.instance_id,
-            req.prompt,
+            said,
             max_tokens=req.max_tokens,
             temperature=req.temperature,
             top_p=req.top_p,
