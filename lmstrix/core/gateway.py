@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from lmstrix.core.config import Config
@@ -20,13 +22,31 @@ from lmstrix.core.inference_result import InferenceResult
 from lmstrix.core.inference_stream import AsyncInferenceStream
 from lmstrix.core.jobs import JobManager
 from lmstrix.domain.admission import admit
+from lmstrix.domain.clock import utcnow
 from lmstrix.domain.model import Model
 from lmstrix.domain.openai_api import CompletionCall
+from lmstrix.domain.queue_stats import FinishedSample, HostFigures, QueueLine, host_figures
 from lmstrix.domain.serve_settings import ServeSettings
-from lmstrix.jobs import embedded
+from lmstrix.jobs import embedded, stats
 from lmstrix.jobs.store import JobView
 
 log = logging.getLogger(__name__)
+
+
+# The window of ended jobs the statistics cover.
+STATS_WINDOW = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSnapshot:
+    """What :meth:`Gateway.snapshot` returns."""
+
+    taken_at: datetime
+    counts: list[tuple[str, str, str, int]]
+    queue: list[QueueLine]
+    finished: list[FinishedSample]
+    hosts: list[HostFigures]
+    workers: list[dict[str, Any]]
 
 
 class Gateway:
@@ -115,6 +135,25 @@ class Gateway:
                 log.info("job %s: its HTTP client went away; cancelled", job_id)
         except Exception:
             log.warning("job %s: could not cancel it after its client went away", job_id)
+
+    # -- what the queue holds --------------------------------------------------------------
+
+    def snapshot(self, window: timedelta = STATS_WINDOW) -> QueueSnapshot:
+        """The queue now: counts by status, host and kind; queued jobs by host and model; the
+        jobs that ended within ``window``; per-host figures; the live workers."""
+        url = self._service.database_url
+        now = utcnow()
+        finished = stats.finished_since(url, now - window)
+        queue = stats.queue_lines(url)
+        hosts = [h.name for h in self.config.hosts]
+        figures = host_figures(hosts, finished, queue, now)
+        workers = self.jobs.workers()
+        for w in workers:
+            if w["host"] in figures:
+                figures[w["host"]].workers.append(w)
+        return QueueSnapshot(
+            now, stats.status_counts(url), queue, finished, list(figures.values()), workers
+        )
 
     # -- jobs -----------------------------------------------------------------------------
 

@@ -82,6 +82,9 @@ class _Loaded:
     instance_id: str
     context_length: int | None
     requested: int | None
+    # How long the load took, and whether it replaced another model (a swap).
+    load_seconds: float | None = None
+    swapped: bool = False
 
 
 class LeaseKeeper:
@@ -431,8 +434,16 @@ class JobRunner:
         cur = self._loaded
         if cur is not None and cur.model == model and cur.requested == context_length:
             return cur
+        began = time.monotonic()
         res = self.client.load(model, context_length, unload_others=True)
-        self._loaded = _Loaded(model, res.instance_id, res.context_length, context_length)
+        self._loaded = _Loaded(
+            model,
+            res.instance_id,
+            res.context_length,
+            context_length,
+            load_seconds=time.monotonic() - began,
+            swapped=cur is not None and cur.model != model,
+        )
         return self._loaded
 
     def cancel_requested(self, job: ClaimedJob) -> bool:
@@ -498,6 +509,12 @@ class JobRunner:
                 reduced=loaded.requested is not None
                 and loaded.context_length is not None
                 and loaded.context_length < loaded.requested,
+                # Only the job that made the load carries its facts (metrics count loads so).
+                **(
+                    {"load_seconds": loaded.load_seconds, "swapped": loaded.swapped}
+                    if loaded is not before
+                    else {}
+                ),
             ),
         ).to_row()
 

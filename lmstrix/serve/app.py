@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lmstrix.core.config import Config
 from lmstrix.core.gateway import Gateway
 from lmstrix.domain.errors import LMStrixError
-from lmstrix.serve import openai_routes
+from lmstrix.serve import metrics, openai_routes
 from lmstrix.serve.auth import allowed
 from lmstrix.serve.errors import error_response, plain_error
 
@@ -70,10 +70,15 @@ def create_app(config: Config | None = None, *, gateway: Gateway | None = None) 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gw.start_workers()
         yield
         await gw.aclose()
 
-    routes: list[BaseRoute] = [Route("/healthz", healthz), *openai_routes.ROUTES]
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        *openai_routes.ROUTES,
+        *metrics.ROUTES,
+    ]
     app = Starlette(
         routes=routes,
         middleware=[Middleware(_Auth, gateway=gw)],
