@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from lmstrix.core.batch_processor import BatchProcessor
 from lmstrix.core.config import Config
 from lmstrix.core.inference_manager import AsyncInferenceManager
 from lmstrix.core.inference_result import InferenceResult
@@ -58,6 +59,7 @@ class Gateway:
         self.inference = AsyncInferenceManager(timeout=self.settings.timeout, config=config)
         self.jobs = JobManager(config)
         self._service = self.inference.sync.service
+        self._batch_processor: BatchProcessor | None = None
 
     @property
     def distributed(self) -> bool:
@@ -71,6 +73,7 @@ class Gateway:
             return
         service = self._service
         for host in self.config.hosts:
+            service.store.host_id(host.name, host.url)  # a fresh database knows no host yet
             embedded.ensure_worker(
                 service.store,
                 host.name,
@@ -81,6 +84,8 @@ class Gateway:
     async def aclose(self) -> None:
         await self.inference.aclose()
         self.jobs.close()
+        if self._batch_processor is not None:
+            self._batch_processor.close()
 
     # -- models ---------------------------------------------------------------------------
 
@@ -154,6 +159,83 @@ class Gateway:
         return QueueSnapshot(
             now, stats.status_counts(url), queue, finished, list(figures.values()), workers
         )
+
+    def dashboard(self) -> dict[str, Any]:
+        """What the dashboard shows, as JSON-ready data: hosts (API generation, live workers,
+        loaded model and its context), the queue by host and model, running and recent jobs,
+        batches with their counts, and models with their tested context."""
+        snap = self.snapshot()
+        known = {h["name"]: h for h in self._service.registry.list_hosts()}
+        recent = self.jobs.list_jobs(limit=25)
+        running = self.jobs.list_jobs(status=["running"], limit=50)
+        contexts = {
+            (j.host, j.model): (j.result or {}).get("model_info", {}).get("context_length")
+            for j in recent
+            if j.status == "succeeded"
+        }
+        hosts = []
+        for f in snap.hosts:
+            seen = known.get(f.host, {})
+            loaded = next((w["loaded_model"] for w in f.workers if w.get("loaded_model")), None)
+            hosts.append(
+                {
+                    **f.to_dict(),
+                    "url": next((h.url for h in self.config.hosts if h.name == f.host), None),
+                    "api_generation": seen.get("api_generation"),
+                    "last_seen": seen.get("last_seen"),
+                    "worker_alive": any(w["live"] for w in f.workers),
+                    "loaded_model": loaded,
+                    "loaded_context": contexts.get((f.host, loaded)),
+                }
+            )
+        now = snap.taken_at
+
+        def job(j: JobView) -> dict[str, Any]:
+            began = j.started_at or j.created_at
+            return {
+                "id": j.id,
+                "kind": j.kind,
+                "host": j.host,
+                "model": j.model,
+                "status": j.status,
+                "attempts": j.attempts,
+                "seconds": round(((j.finished_at or now) - began).total_seconds(), 1),
+                "words": len(((j.result or {}).get("response") or "").split()),
+                "error": j.error_message,
+            }
+
+        return {
+            "taken_at": now.isoformat(),
+            "mode": "distributed" if self.distributed else "embedded",
+            "hosts": hosts,
+            "queue": [
+                {
+                    "host": q.host,
+                    "model": q.model,
+                    "depth": q.depth,
+                    "oldest_wait": round((now - q.oldest).total_seconds(), 1),
+                }
+                for q in snap.queue
+            ],
+            "running": [job(j) for j in running],
+            "recent": [job(j) for j in recent],
+            "batches": self._batches().list_batches(10),
+            "models": [
+                {
+                    "id": m.id,
+                    "host": m.host,
+                    "tested_context": m.tested_context,
+                    "declared_context": m.declared_context,
+                    "test_status": m.test_status,
+                }
+                for m in self.models()
+            ],
+        }
+
+    def _batches(self) -> BatchProcessor:
+        if self._batch_processor is None:
+            self._batch_processor = BatchProcessor(config=self.config)
+        return self._batch_processor
 
     # -- jobs -----------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import asyncio
 import functools
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lmstrix.core.config import Config
@@ -33,6 +33,7 @@ from lmstrix.domain.requests import InferenceOptions, inference_request
 from lmstrix.jobs.follow import JobFollower
 from lmstrix.jobs.service import SubmittedJob
 from lmstrix.jobs.store import JobView
+from lmstrix.jobs.wait import cancel_owned
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +332,7 @@ class AsyncInferenceManager:
         """``InferenceManager.infer`` for asyncio; cancelling the task cancels the job.
         ``history``: earlier turns of a conversation, sent before the prompt."""
         model_id, prompt = await asyncio.to_thread(self._argument_order, model_id, prompt)
-        job = await asyncio.to_thread(
+        job = await self._submit_owned(
             functools.partial(
                 self.sync.submit,
                 model_id,
@@ -370,24 +371,41 @@ class AsyncInferenceManager:
         ``history``: earlier turns of a conversation, sent before the prompt."""
 
         async def start() -> JobFollower:
-            job = await asyncio.to_thread(
-                self.sync.submit,
-                model_id,
-                prompt,
-                out_ctx,
-                temperature,
-                top_p,
-                top_k,
-                max_tokens,
-                system_prompt,
-                context_data,
-                host=host,
-                waiter=True,
-                history=history,
+            job = await self._submit_owned(
+                functools.partial(
+                    self.sync.submit,
+                    model_id,
+                    prompt,
+                    out_ctx,
+                    temperature,
+                    top_p,
+                    top_k,
+                    max_tokens,
+                    system_prompt,
+                    context_data,
+                    host=host,
+                    waiter=True,
+                    history=history,
+                )
             )
             return self.sync.follow(job.id, timeout=self.timeout, owned=True)
 
         return AsyncInferenceStream(start, self.sync._calibrate)
+
+    async def _submit_owned(self, submit: Callable[[], SubmittedJob]) -> SubmittedJob:
+        """Submit in a thread; a task cancelled meanwhile still cancels the job once the
+        thread has queued it (the thread cannot be stopped, and its job would otherwise run
+        for a caller that is gone until the waiter grace ran out)."""
+        future = asyncio.ensure_future(asyncio.to_thread(submit))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(self._cancel_submitted)
+            raise
+
+    def _cancel_submitted(self, future: asyncio.Future[SubmittedJob]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            cancel_owned(self.sync.service.store, future.result().id)
 
     def _argument_order(self, model_id: str, prompt: str) -> tuple[str, str]:
         """The API doc's async example calls ``infer("Question 1", "model1")``: prompt first.

@@ -10,14 +10,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lmstrix.core.config import Config
 from lmstrix.core.gateway import Gateway
 from lmstrix.domain.errors import LMStrixError
-from lmstrix.serve import metrics, openai_routes
+from lmstrix.serve import dashboard, metrics, openai_routes
 from lmstrix.serve.auth import allowed
 from lmstrix.serve.errors import error_response, plain_error
 
@@ -33,6 +33,9 @@ class _Auth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not allowed(Request(scope), self.gateway.settings):
+            if scope["path"] == "/" and scope["method"] == "GET":  # a browser: ask for the key
+                await RedirectResponse("/login", status_code=303)(scope, receive, send)
+                return
             response = plain_error(
                 401,
                 "a valid API key is required: send it as 'Authorization: Bearer <key>'",
@@ -78,6 +81,7 @@ def create_app(config: Config | None = None, *, gateway: Gateway | None = None) 
         Route("/healthz", healthz),
         *openai_routes.ROUTES,
         *metrics.ROUTES,
+        *dashboard.ROUTES,
     ]
     app = Starlette(
         routes=routes,
