@@ -20,6 +20,7 @@ from lmstrix.cli.jobs import jobs
 from lmstrix.cli.models import hosts, list_models, scan
 from lmstrix.cli.output import show_warnings
 from lmstrix.cli.registry import db, registry
+from lmstrix.cli.serve import serve
 from lmstrix.cli.submit import submit
 from lmstrix.cli.test import test
 from lmstrix.cli.worker import worker
@@ -55,6 +56,7 @@ for _command in (
     demo,
     registry,
     db,
+    serve,
 ):
     cli.add_command(_command)
 

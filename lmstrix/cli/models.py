@@ -256,9 +256,7 @@ def hosts(ctx: click.Context, as_json: bool, wide: bool) -> None:
                 if h["reachable"]
                 else Text("no", style="red"),
                 h["api_generation"] or "-",
-                ", ".join(capability_labels(h["capabilities"]))
-                if h.get("capabilities")
-                else "-",
+                ", ".join(capability_labels(h["capabilities"])) if h.get("capabilities") else "-",
                 str(h["models"]),
                 str(h["loaded_instances"]),
                 f"{h['latency_ms']:.1f} ms" if h["latency_ms"] is not None else "-",

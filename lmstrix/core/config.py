@@ -44,6 +44,7 @@ from lmstrix.domain.errors import ConfigurationError
 from lmstrix.domain.hosts import DEFAULT_BASE_URL, HostConfig, LMStudioSettings, find_host
 from lmstrix.domain.nesting import loads_toml
 from lmstrix.domain.queue_settings import QueueSettings
+from lmstrix.domain.serve_settings import ServeSettings
 from lmstrix.domain.urls import mask_url_password
 
 APP_NAME = "lmstrix"
@@ -75,6 +76,7 @@ class Settings(ConfigSection):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @field_validator("hosts")
     @classmethod
@@ -140,11 +142,20 @@ class _Environment(MaskedModel, BaseSettings):
     redis: dict[str, Any] | None = None
     output: dict[str, Any] | None = None
     queue: dict[str, Any] | None = None
+    serve: dict[str, Any] | None = None
 
 
 def _env_layer(e: _Environment) -> dict[str, Any]:
     layer: dict[str, Any] = {}
-    for section in ("lmstudio", "safety", "database", "redis", "output", "queue"):
+    for section in (
+        "lmstudio",
+        "safety",
+        "database",
+        "redis",
+        "output",
+        "queue",
+        "serve",
+    ):
         value = getattr(e, section)
         if value:
             layer[section] = dict(value)

@@ -18,7 +18,7 @@ import asyncio
 import functools
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Unpack
 
 from lmstrix.core.config import Config
@@ -33,6 +33,7 @@ from lmstrix.domain.requests import ExtraSampling, InferenceOptions, inference_r
 from lmstrix.jobs.follow import JobFollower
 from lmstrix.jobs.service import SubmittedJob
 from lmstrix.jobs.store import JobView
+from lmstrix.jobs.wait import cancel_owned
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +135,27 @@ class InferenceManager:
         priority: int | None = None,
         start_worker: bool = True,
         waiter: bool = False,
+        history: Sequence[Mapping[str, Any]] | None = None,
         **sampling: Unpack[ExtraSampling],
     ) -> SubmittedJob:
         """Queue an inference and return at once (``wait()`` gets its result).
 
         ``waiter=True``: the caller waits for it right away with ``wait(owned=True)``, and the
-        job is cancelled if the caller goes away (``infer()`` and ``lmstrix infer`` do this)."""
+        job is cancelled if the caller goes away (``infer()`` and ``lmstrix infer`` do this).
+        ``history``: earlier turns of a conversation (``{"role": ..., "content": ...}``), sent
+        before the prompt."""
         extra: dict[str, Any] = {} if priority is None else {"priority": priority}
         extra["start_worker"] = start_worker
         options = InferenceOptions(
-            out_ctx, temperature, top_p, top_k, max_tokens, system_prompt, context_data, **sampling
+            out_ctx,
+            temperature,
+            top_p,
+            top_k,
+            max_tokens,
+            system_prompt,
+            context_data,
+            history=None if history is None else tuple(dict(turn) for turn in history),
+            **sampling,
         )
         options = read_context_files(options)
         return self.service.submit_inference(
@@ -324,11 +336,14 @@ class AsyncInferenceManager:
         max_tokens: int | None = None,
         system_prompt: str | None = None,
         context_data: ContextData | None = None,
+        *,
+        history: Sequence[Mapping[str, Any]] | None = None,
         **sampling: Unpack[ExtraSampling],
     ) -> InferenceResult:
-        """``InferenceManager.infer`` for asyncio; cancelling the task cancels the job."""
+        """``InferenceManager.infer`` for asyncio; cancelling the task cancels the job.
+        ``history``: earlier turns of a conversation, sent before the prompt."""
         model_id, prompt = await asyncio.to_thread(self._argument_order, model_id, prompt)
-        job = await asyncio.to_thread(
+        job = await self._submit_owned(
             functools.partial(
                 self.sync.submit,
                 model_id,
@@ -341,6 +356,7 @@ class AsyncInferenceManager:
                 system_prompt,
                 context_data,
                 waiter=True,
+                history=history,
                 **sampling,
             )
         )
@@ -359,31 +375,51 @@ class AsyncInferenceManager:
         context_data: ContextData | None = None,
         *,
         host: str | None = None,
+        history: Sequence[Mapping[str, Any]] | None = None,
         **sampling: Unpack[ExtraSampling],
     ) -> AsyncInferenceStream:
         """``async for piece in manager.stream(...)``: the twin of
         :meth:`InferenceManager.stream`. ``stream = await manager.stream(...)`` queues the job
-        at once (``stream.job_id``); otherwise the first piece asked for queues it."""
+        at once (``stream.job_id``); otherwise the first piece asked for queues it.
+        ``history``: earlier turns of a conversation, sent before the prompt."""
 
         async def start() -> JobFollower:
-            job = await asyncio.to_thread(
-                self.sync.submit,
-                model_id,
-                prompt,
-                out_ctx,
-                temperature,
-                top_p,
-                top_k,
-                max_tokens,
-                system_prompt,
-                context_data,
-                host=host,
-                waiter=True,
-                **sampling,
+            job = await self._submit_owned(
+                functools.partial(
+                    self.sync.submit,
+                    model_id,
+                    prompt,
+                    out_ctx,
+                    temperature,
+                    top_p,
+                    top_k,
+                    max_tokens,
+                    system_prompt,
+                    context_data,
+                    host=host,
+                    waiter=True,
+                    history=history,
+                    **sampling,
+                )
             )
             return self.sync.follow(job.id, timeout=self.timeout, owned=True)
 
         return AsyncInferenceStream(start, self.sync._calibrate)
+
+    async def _submit_owned(self, submit: Callable[[], SubmittedJob]) -> SubmittedJob:
+        """Submit in a thread; a task cancelled meanwhile still cancels the job once the
+        thread has queued it (the thread cannot be stopped, and its job would otherwise run
+        for a caller that is gone until the waiter grace ran out)."""
+        future = asyncio.ensure_future(asyncio.to_thread(submit))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(self._cancel_submitted)
+            raise
+
+    def _cancel_submitted(self, future: asyncio.Future[SubmittedJob]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            cancel_owned(self.sync.service.store, future.result().id)
 
     def _argument_order(self, model_id: str, prompt: str) -> tuple[str, str]:
         """The API doc's async example calls ``infer("Question 1", "model1")``: prompt first.

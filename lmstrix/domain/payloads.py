@@ -44,6 +44,16 @@ class LoadedModelInfo(BaseModel):
     requested_context_length: int | None = None
     # True when LM Studio loaded a smaller context than the one asked for.
     reduced: bool = False
+    # The job whose run loaded the model also holds, as extra keys, ``load_seconds`` (how long
+    # the load took) and ``swapped`` (it replaced another model): see ``load_facts``.
+
+    def load_facts(self) -> tuple[float | None, bool]:
+        """``(load_seconds, swapped)`` when this job's run loaded the model, else (None, False)."""
+        extra = self.model_extra or {}
+        seconds = extra.get("load_seconds")
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+            return None, False
+        return float(seconds), extra.get("swapped") is True
 
 
 class InferenceJobResult(RowPayload):

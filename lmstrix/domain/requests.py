@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -53,6 +53,9 @@ class InferenceOptions:
     min_p: float | None = None
     stop: str | Sequence[str] | None = None
     seed: int | None = None
+    # Earlier turns of a conversation, sent before the prompt (the OpenAI-compatible server's
+    # multi-turn chats): ``({"role": "user", "content": ...}, {"role": "assistant", ...})``.
+    history: tuple[dict[str, Any], ...] | None = None
 
     def __post_init__(self) -> None:
         # One stop string or several; kept as a tuple, so the options stay immutable.
@@ -60,6 +63,8 @@ class InferenceOptions:
         values = {k: getattr(self, k) for k in SamplingOptions.model_fields}
         values["stop"] = None if self.stop is None else list(self.stop)
         validate_request(SamplingOptions, values)
+        if self.history is not None:
+            validate_request(ChatHistory, {"history": list(self.history)})
         if isinstance(self.out_ctx, bool) or not isinstance(self.out_ctx, int | str):
             raise ValidationError(
                 "out_ctx",
@@ -129,12 +134,29 @@ class SamplingOptions(BaseModel):
     seed: int | None = Field(None, ge=-1, le=2**63 - 1)
 
 
+class ChatTurn(BaseModel):
+    """One earlier message of a conversation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatHistory(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    history: list[ChatTurn]
+
+
 class InferenceRequest(SamplingOptions):
     """One chat completion as queued: the prompt as sent (``context_data`` blocks already
     placed before it), sampling settings, the output budget and the context to load the model
     at."""
 
     prompt: str = Field(min_length=1)
+    # Earlier turns of the conversation, sent before the prompt (None: the prompt alone).
+    history: list[ChatTurn] | None = None
     # The context length to load the model at (None: whatever the worker thinks sane).
     context_length: int | None = Field(None, ge=1)
 

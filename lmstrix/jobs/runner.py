@@ -90,6 +90,9 @@ class _Loaded:
     instance_id: str
     context_length: int | None
     requested: int | None
+    # How long the load took, and whether it replaced another model (a swap).
+    load_seconds: float | None = None
+    swapped: bool = False
 
 
 class LeaseKeeper:
@@ -453,8 +456,16 @@ class JobRunner:
             and self._still_loaded(cur)
         ):
             return cur
+        began = time.monotonic()
         res = self.client.load(model, context_length, unload_others=True)
-        self._loaded = _Loaded(model, res.instance_id, res.context_length, context_length)
+        self._loaded = _Loaded(
+            model,
+            res.instance_id,
+            res.context_length,
+            context_length,
+            load_seconds=time.monotonic() - began,
+            swapped=cur is not None and cur.model != model,
+        )
         return self._loaded
 
     def _still_loaded(self, cur: _Loaded) -> bool:
@@ -477,10 +488,13 @@ class JobRunner:
     ) -> ChatResult:
         """One streamed chat on ``loaded``; an empty answer to a prompt that fills the served
         context is the overflow it stands for (some LM Studio builds answer so)."""
+        said: list[dict[str, Any]] | str = req.prompt
+        if req.history:
+            said = [*(t.model_dump() for t in req.history), {"role": "user", "content": req.prompt}]
         try:
             chat = self.client.chat_completion(
                 loaded.instance_id,
-                req.prompt,
+                said,
                 max_tokens=req.max_tokens,
                 temperature=req.temperature,
                 top_p=req.top_p,
@@ -588,6 +602,12 @@ class JobRunner:
                 reduced=loaded.requested is not None
                 and loaded.context_length is not None
                 and loaded.context_length < loaded.requested,
+                # Only the job that made the load carries its facts (metrics count loads so).
+                **(
+                    {"load_seconds": loaded.load_seconds, "swapped": loaded.swapped}
+                    if loaded is not before
+                    else {}
+                ),
             ),
         ).to_row()
 

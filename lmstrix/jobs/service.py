@@ -186,7 +186,10 @@ class JobService:
             )
         prompt = compose_prompt(o.context_data, prompt)
         estimate = self.context.estimate_tokens
+        earlier = "".join(str(turn.get("content", "")) for turn in o.history or ())
         prompt_tokens = estimate(prompt, chosen.id) + estimate(o.system_prompt or "", chosen.id)
+        if earlier:
+            prompt_tokens += estimate(earlier, chosen.id)
         limit = chosen.tested_context or chosen.declared_context or DEFAULT_CONTEXT
         budget = resolve_out_ctx(
             o.out_ctx, max_tokens=o.max_tokens, prompt_tokens=prompt_tokens, context_limit=limit
@@ -197,8 +200,9 @@ class JobService:
             chosen.declared_context,
             prompt_tokens + (budget if budget > 0 else 0) + 64,
         )
-        return inference_request(
+        request = inference_request(
             prompt=prompt,
+            history=list(o.history) if o.history else None,
             system_prompt=o.system_prompt,
             temperature=o.temperature,
             top_p=o.top_p,
@@ -210,6 +214,9 @@ class JobService:
             stop=None if o.stop is None else list(o.stop),
             seed=o.seed,
         ).model_dump(mode="json")
+        if request["history"] is None:
+            del request["history"]  # a row without turns reads as before they existed
+        return request
 
     def submit_inference(
         self,
