@@ -25,11 +25,12 @@ POLICY = SchedulerPolicy(max_wait=300, max_run=100)
 
 
 def submit(store: JobStore, model: str, host: str = "h1", priority: int = 0) -> str:
+    # A host is its URL: each name gets a server of its own.
     return store.submit(
         host=host,
         model=model,
         request={"prompt": f"hi {model}"},
-        host_url="http://127.0.0.1:1",
+        host_url=f"http://{host}.example:1234",
         priority=priority,
     )
 
