@@ -333,7 +333,7 @@ class JobRunner:
         with self._state_lock:
             self.state = next_state(self.state, QueuedJob(str(job.id), job.model, 0.0))
 
-    def _claim_next(self) -> ClaimedJob | None:
+    def _claim_next(self, running_model: str | None = None) -> ClaimedJob | None:
         return self.store.claim_next(
             self.host,
             self.worker_id,
@@ -341,6 +341,7 @@ class JobRunner:
             lease_seconds=self.settings.lease_seconds,
             policy=self.settings.policy,
             waiter_grace=self.settings.waiter_grace,
+            running_model=running_model,
         )
 
     def run_next(self) -> bool:

@@ -121,15 +121,7 @@ class SlotPool:
         if first_loading or full:
             self._wait_for_change(ended)
             return True
-        job = runner.store.claim_next(
-            runner.host,
-            runner.worker_id,
-            runner.state,
-            lease_seconds=runner.settings.lease_seconds,
-            policy=runner.settings.policy,
-            waiter_grace=runner.settings.waiter_grace,
-            running_model=running_model,
-        )
+        job = runner._claim_next(running_model)
         if job is None:
             if not busy:
                 return False
