@@ -330,7 +330,10 @@ class JobService:
         """
         if not self.distributed and start_worker:
             embedded.ensure_worker(
-                self.store, host.name, lambda: self.client_for(host), self.settings
+                self.store,
+                host.name,
+                lambda: self.client_for(host),
+                self.settings.for_host(host.max_parallel),
             )
         try:
             self.doorbell.ring(host.name)

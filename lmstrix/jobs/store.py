@@ -45,7 +45,8 @@ from lmstrix.domain.heartbeats import (
     cutoff,
     waiter_gone,
 )
-from lmstrix.domain.scheduler import HostState, QueuedJob, SchedulerPolicy, choose_next
+from lmstrix.domain.scheduler import HostState, QueuedJob, SchedulerPolicy
+from lmstrix.domain.slots import choose_joining
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ class Claim:
     lease_seconds: float
     policy: SchedulerPolicy
     waiter_grace: float = DEFAULT_WAITER_GRACE
+    #: jobs of this model run on the host's other slots: claim only when the scheduler picks it
+    running_model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,14 +422,17 @@ class JobStore:
         lease_seconds: float,
         policy: SchedulerPolicy,
         waiter_grace: float = DEFAULT_WAITER_GRACE,
+        running_model: str | None = None,
     ) -> ClaimedJob | None:
         """Claim the job the scheduler picks among this host's queued rows, or None.
 
         The UPDATE only wins on a row that is still ``queued``; losing a race (another claimer,
         a cancel) just means choosing again among what is left. Queued jobs whose interactive
         caller went quiet for ``waiter_grace`` seconds are cancelled first, never claimed.
+        With ``running_model`` (jobs of it fill the host's other slots) nothing is claimed when
+        the scheduler picks another model's job: that one waits for the running ones to end.
         """
-        claim = Claim(host, worker_id, state, lease_seconds, policy, waiter_grace)
+        claim = Claim(host, worker_id, state, lease_seconds, policy, waiter_grace, running_model)
         while True:
             # One write transaction for the read and the conditional UPDATE: on SQLite it holds
             # the write lock throughout (BEGIN IMMEDIATE), so the UPDATE cannot lose.
@@ -461,8 +467,11 @@ class JobStore:
             )
             for h in heads
         ]
-        choice = choose_next(queued, claim.state, now.timestamp(), claim.policy)
-        assert choice is not None
+        choice = choose_joining(
+            queued, claim.state, now.timestamp(), claim.policy, claim.running_model
+        )
+        if choice is None:  # another model's turn: it waits for the running jobs to end
+            return None, False
         won = c.execute(
             _CLAIM_UPDATE,
             {
@@ -640,6 +649,7 @@ class JobStore:
                 lease_seconds=claim.lease_seconds,
                 policy=claim.policy,
                 waiter_grace=claim.waiter_grace,
+                running_model=claim.running_model,
             )
         return final, nxt
 
