@@ -135,6 +135,7 @@ def run_context_test(
         output_tokens=req.output_tokens,
         question=req.question,
         seed=req.seed,
+        depths=req.depths,
     )
     rows = _ProbeRows(url, job, req, probe, known.row_id, dict(resume.speeds))
     search = SearchLoop(
