@@ -83,7 +83,7 @@ from lmstrix.domain.errors import ValidationError
 
 DEFAULT_THRESHOLD = 65536
 DEFAULT_MIN_CONTEXT = 2048
-DEFAULT_MAX_ITERATIONS = 40
+DEFAULT_MAX_ITERATIONS = 60
 DEFAULT_ALIGN = 256
 MIN_GRANULARITY = 256
 #: The share of its size an instance's first screen fills (see ``_use``).
@@ -386,17 +386,14 @@ class SearchState:
         screens = [p for p in self.all_points if p.screen]
         if not screens:
             return None
-        own = [
-            p
-            for p in self.all_points
-            if p.kind is ProbeKind.USE and not p.screen and p.outcome is not Outcome.INTERRUPTED
-        ]
+        uses = [p for p in self.all_points if p.kind is ProbeKind.USE]
+        worked = max((p.size for p in uses if not p.failed and not p.screen), default=0)
+        broke = min((b for p in uses if (b := p.bad_size) is not None), default=None)
         for s in screens:
-            for o in own:
-                if s.failed and not o.failed and o.size >= s.size:
-                    return None
-                if not s.failed and o.failed and o.size <= s.size:
-                    return None
+            if s.failed and worked >= s.size:
+                return None  # a size at least as long worked at its own load
+            if not s.failed and broke is not None and broke <= s.size:
+                return None  # a size at most as long failed at its own load
         good, bound = self.use_good, self.bound
         low = good if good is not None else self.config.lower - 1
         passed = max(
