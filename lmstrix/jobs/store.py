@@ -39,7 +39,13 @@ from lmstrix.db.types import UTCDateTime
 from lmstrix.db.unavailable import database_faults
 from lmstrix.domain.errors import ErrorPayload, JobNotFound, ValidationError
 from lmstrix.domain.heartbeats import DEFAULT_WAITER_GRACE, cutoff, waiter_gone
-from lmstrix.domain.scheduler import HostState, QueuedJob, SchedulerPolicy, choose_next
+from lmstrix.domain.scheduler import (
+    HostState,
+    QueuedJob,
+    SchedulerPolicy,
+    choose_next,
+    may_start,
+)
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +178,12 @@ _CLAIM_HEADS = (
         or_(Job.waiter_seen_at.is_(None), Job.waiter_seen_at >= _B_CUTOFF),
     )
     .group_by(Job.model_key, Job.priority)
+)
+# What runs on a host now (live leases): a context test holds its host (domain.scheduler).
+_RUNNING_KINDS = select(Job.kind).where(
+    Job.host_id == bindparam("b_hid"),
+    Job.status == JobStatus.RUNNING.value,
+    Job.lease_until >= _B_NOW,
 )
 _QUEUED = Job.__table__.alias("queued_jobs")
 _CLAIM_TARGET = (
@@ -452,6 +464,9 @@ class JobStore:
         ]
         choice = choose_next(queued, claim.state, now.timestamp(), claim.policy)
         assert choice is not None
+        running = c.execute(_RUNNING_KINDS, {"b_hid": hid, "b_now": now}).scalars().all()
+        if not may_start(choice.priority, running):
+            return None, False
         won = c.execute(
             _CLAIM_UPDATE,
             {
