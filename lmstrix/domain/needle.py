@@ -1,19 +1,22 @@
-"""Needle prompts for use probes: does the model still read the start of an N-token prompt?
+"""Needle prompts for use probes: does the model still read every part of an N-token prompt?
 
-A use probe at context N sends a prompt of about N tokens (minus the answer's budget) with one
-fact near its start and a question about that fact at its end. A model that no longer attends to
-the start of a long prompt answers without the fact's value. This is the check the original
-lmstrix lacked: it asked "2+3=" in a tiny prompt, so "works at N" only meant "allocates at N".
+A use probe at context N sends a prompt of about N tokens (minus the answer's budget) with facts
+("needles") at several depths, by default the start, the middle and the end, each with its own
+value, and the questions about them at the very end. It passes when every needle is recalled,
+and says which depths were not. Effective context is often far below the claimed one, and most
+failures are mid-context, so a single fact at the start proves little. A model that no longer
+attends to a part of a long prompt answers without that fact's value. (The original lmstrix
+asked "2+3=" in a tiny prompt, so "works at N" only meant "allocates at N".)
 
 The grammar is the emulator's needle grammar (``lmstrix.testing.rules``) and plain English, so the
 same prompt probes the rule-based emulator and a real model:
 
-- fact: ``The <subject> is <value>.``, in the first sentence after a one-line instruction;
-  the value is four digits;
+- fact: ``The <subject> is <value>.``; the value is four digits; the start needle is the first
+  sentence after a one-line instruction, the others sit at a sentence end at their depth;
 - filler: simple sentences that never contain the words "the", "is" or "what", nor digits, so
   filler can never read as a fact, a question or an answer;
-- question: an instruction ("Answer with the code only.") and then ``What is the <subject>?``
-  at the very end.
+- questions: an instruction ("Answer with the code only.", or "codes" for several) and then
+  ``What is the <subject>?`` for each needle, at the very end.
 
 Why this shape (measured on SmolLM2-135M-Instruct, the real model the tests run, at temperature
 0 with prompts sized by its own tokenizer): with the earlier probe (a word-and-digits value such
@@ -27,11 +30,11 @@ nothing measurable, so the filler keeps its vocabulary (which can never collide 
 needle grammar) and the probe stays one user message. A model that fails this probe fails at
 reading the start of its context, not at spelling a made-up word.
 
-Prompts are nested: for one seed, the prompt for a smaller size is the prompt for a larger size
-with filler cut off at a word boundary (same head, same filler prefix, same tail). Consecutive
-probes on the same loaded instance therefore share their whole head and filler prefix, and the
-server's prompt cache only processes what was not already seen. This is what makes a downward
-search of use probes on one instance cheap.
+A layout can be cut: ``layout_tokens`` places the needles for a prompt of that size and cuts it
+shorter (needles placed beyond the cut are left out, the end needle stays at the end). The
+prompts a context test sends to one loaded instance are cuts of that instance's layout, so they
+share their text up to the shorter one's end and the server's prompt cache only processes what
+it has not seen. This is what makes screens (shorter prompts on a larger instance) cheap.
 
 Sizing uses a ``count_tokens(text) -> int`` function: the exact tokenizer when one exists (the
 emulator's), else an estimate fitted to the server's ``usage.prompt_tokens`` (the context tester
