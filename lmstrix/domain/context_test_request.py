@@ -71,7 +71,7 @@ class ContextTestRequest(BaseModel):
                 declared=self.ctx,
                 threshold=self.ctx,
                 min_context=self.ctx,
-                max_iterations=3,  # load, use, and one reload if the use lost its instance
+                max_iterations=6,  # load, pre-screen, use, and once more if the instance died
                 granularity=self.granularity,
             )
         return SearchConfig(
