@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from helpers.configs import config_for
 
-from lmstrix.core.context_tester import ContextTester
+from lmstrix.core.context_tester import ContextTester, JobView
 from lmstrix.core.models import ModelRegistry
 from lmstrix.domain.probe_sizing import PromptBudget
 from lmstrix.jobs.context_test import read_probes
@@ -46,6 +46,15 @@ def make_tester(url: str, db_url: str) -> ContextTester:
     )
 
 
+def run_test(emu: LMStudioEmulator, db_url: str, key: str) -> tuple[dict[str, Any], str, JobView]:
+    """A context test of ``key`` through the facade: its public result, job id and job row."""
+    with make_tester(emu.url, db_url) as tester:
+        result = tester.test_model_context(key)
+        job_id = tester.last_job_id
+        assert job_id is not None
+        return result, job_id, tester.service.store.get(job_id)
+
+
 def judged_at_own_size(db_url: str, job_id: str, size: int) -> bool:
     """Whether the job's rows hold a passing use probe at ``size`` on an instance loaded at
     exactly ``size`` (the row's applied context)."""
@@ -66,11 +75,7 @@ def test_load_size_model_is_judged_at_its_own_load(make_emulator: Factory, db_ur
         load_usable_limit=12000,
     )
     emu = make_emulator([rope])
-    with make_tester(emu.url, db_url) as tester:
-        result = tester.test_model_context(rope.key)
-        job_id = tester.last_job_id
-        assert job_id is not None
-        job = tester.service.store.get(job_id)
+    result, job_id, job = run_test(emu, db_url, rope.key)
     assert result["test_successful"], result["error"]
     optimal = result["optimal_context"]
     assert 12000 - granularity(12000) <= optimal <= 12000
@@ -93,11 +98,7 @@ def test_a_middle_depth_failure_is_reported(make_emulator: Factory, db_url: str)
     longer than 9,000 tokens."""
     lost = EmulatedModel(key="acme/lost-3b", max_context_length=32768, middle_limit=9000)
     emu = make_emulator([lost])
-    with make_tester(emu.url, db_url) as tester:
-        result = tester.test_model_context(lost.key)
-        job_id = tester.last_job_id
-        assert job_id is not None
-        job = tester.service.store.get(job_id)
+    result, job_id, job = run_test(emu, db_url, lost.key)
     assert result["test_successful"], result["error"]
     optimal = result["optimal_context"]
     # a probe at N holds N less the answer's room and one or two sizing margins
@@ -151,11 +152,7 @@ def test_another_clients_model_flags_the_measurement(make_emulator: Factory, db_
     intruder = _Intruder(tested.key, other.key)
     emu = make_emulator([tested, other], backend=intruder)
     intruder.emulator = emu
-    with make_tester(emu.url, db_url) as tester:
-        result = tester.test_model_context(tested.key)
-        job_id = tester.last_job_id
-        assert job_id is not None
-        job = tester.service.store.get(job_id)
+    result, job_id, job = run_test(emu, db_url, tested.key)
     assert intruder.intruded
     assert result["test_successful"]
     assert job.result is not None and job.result["disturbed"] is True

@@ -231,22 +231,22 @@ def test_request_validation_names_the_field() -> None:
     assert err.value.field == "prompt"
 
 
+def submit_test(store: JobStore) -> str:
+    return store.submit(
+        host="h1",
+        model="m-a",
+        request={"declared": 8192},
+        kind=JobKind.CONTEXT_TEST,
+        host_url="http://127.0.0.1:1",
+        priority=PRIORITY_CONTEXT_TEST,
+    )
+
+
 def test_a_context_test_holds_its_host(database_url: str) -> None:
     """Nothing starts on a host while a context test runs there, and a test starts only on a
     host where nothing runs: two workers serving one host by mistake cannot disturb a probe."""
     store = JobStore(database_url)
-
-    def test_job() -> str:
-        return store.submit(
-            host="h1",
-            model="m-a",
-            request={"declared": 8192},
-            kind=JobKind.CONTEXT_TEST,
-            host_url="http://127.0.0.1:1",
-            priority=PRIORITY_CONTEXT_TEST,
-        )
-
-    first = test_job()
+    first = submit_test(store)
     infer = submit(store, "m-a", priority=PRIORITY_INTERACTIVE)
     running = claim(store)  # interactive first
     assert running is not None and str(running.id) == infer
@@ -266,14 +266,7 @@ def test_a_context_test_holds_its_host(database_url: str) -> None:
 
 def test_a_context_test_with_an_expired_lease_holds_nothing(database_url: str) -> None:
     store = JobStore(database_url)
-    store.submit(
-        host="h1",
-        model="m-a",
-        request={"declared": 8192},
-        kind=JobKind.CONTEXT_TEST,
-        host_url="http://127.0.0.1:1",
-        priority=PRIORITY_CONTEXT_TEST,
-    )
+    submit_test(store)
     assert claim(store, lease=-1) is not None  # its worker died: the lease ran out
     infer = submit(store, "m-a")
     got = claim(store)
