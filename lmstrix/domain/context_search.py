@@ -69,7 +69,9 @@ shorter prompts); ``reset=True`` drops prior knowledge. The search stops when
 the verified good size and the smallest failure are within the granularity (default: the larger
 of 256 tokens and 1 % of the good size), when the top of the range works, when even the bottom
 fails, or after ``max_iterations`` probes in this run. The reported size is always one whose use
-probe passed at its own load (or the caller's ``known_good``), never an untested one.
+probe passed at its own load in this test; a ``known_good`` the search would stop at is first
+confirmed by one such probe (it is what every job will load at, and earlier versions measured it
+on larger instances).
 """
 
 from __future__ import annotations
@@ -368,6 +370,16 @@ class SearchState:
         return max(goods, default=None)
 
     @property
+    def confirmed(self) -> bool:
+        """Whether :attr:`use_good` passed a use probe at its own load in this test (this run,
+        or an earlier attempt of the same job), rather than being only the registry's word."""
+        good = self.use_good
+        return good is not None and any(
+            p.kind is ProbeKind.USE and p.outcome is Outcome.OK and not p.screen and p.size == good
+            for p in self.all_points
+        )
+
+    @property
     def loadable(self) -> int | None:
         """The largest size known to load (a use pass implies a load), not capped by the bound:
         a value >= bound means every candidate loads."""
@@ -442,16 +454,25 @@ class SearchResult:
 def stop_reason(state: SearchState) -> StopReason | None:
     """Why the search is over, or None while it should go on."""
     config = state.config
+    settled = _settled(state)
+    if settled is not None and state.confirmed:
+        return settled
+    if state.bound <= config.lower:
+        return StopReason.NO_WORKING_SIZE
+    if state.iterations >= config.max_iterations:
+        return StopReason.MAX_ITERATIONS
+    return None
+
+
+def _settled(state: SearchState) -> StopReason | None:
+    """Why the search would be over if its good size needed no confirmation."""
+    config = state.config
     bound, good = state.bound, state.use_good
     if good is not None:
         if good >= config.upper and bound > config.upper:
             return StopReason.AT_CAP
         if bound - good <= config.granularity_at(good):
             return StopReason.CONVERGED
-    if bound <= config.lower:
-        return StopReason.NO_WORKING_SIZE
-    if state.iterations >= config.max_iterations:
-        return StopReason.MAX_ITERATIONS
     return None
 
 
@@ -552,6 +573,9 @@ def next_probe(state: SearchState) -> ProbeRequest | None:
     config = state.config
     lower, bound = config.lower, state.bound
     good = state.use_good
+    if good is not None and _settled(state) is not None:
+        # Only the registry's word so far: the size every job will load at is confirmed.
+        return _use(state, good, "confirm the known good size")
     loadable = state.loadable
     in_range = loadable is not None and loadable >= lower
     untested = (

@@ -345,13 +345,24 @@ def test_known_good_and_bad_narrow_the_range() -> None:
     assert verdict.failure_point == 40_000
 
 
-def test_converged_prior_knowledge_needs_no_probe() -> None:
+def test_converged_prior_knowledge_is_confirmed_at_its_own_load() -> None:
+    """The registry's good size is what every job will load at: one verdict confirms it."""
     sim = Sim(loadable=100_000, usable=100_000)
     config = SearchConfig(declared=131072)
     state = SearchState.start(config, known_good=30_000, known_bad=30_200)
     verdict = run(sim, config, state)
-    assert sim.calls == []
+    assert sim.calls == [("load", 30_000, None), ("use", 18_000, 30_000), ("use", 30_000, 30_000)]
     assert verdict.optimal == 30_000 and verdict.stop_reason is StopReason.CONVERGED
+
+
+def test_a_known_good_size_that_no_longer_works_is_searched_below() -> None:
+    sim = Sim(loadable=100_000, usable=20_000)
+    config = SearchConfig(declared=131072)
+    state = SearchState.start(config, known_good=30_000, known_bad=30_200)
+    verdict = run(sim, config, state)
+    assert verdict.optimal is not None
+    assert 20_000 - verdict.granularity < verdict.optimal <= 20_000
+    assert verdict.optimal in verdicts(sim)
 
 
 def test_reset_ignores_prior_knowledge() -> None:
@@ -577,6 +588,8 @@ def test_property_resume_never_probes_at_or_above_known_bad(
     assert all(size < known_bad for kind, size, _ in sim.calls if kind == "load")
     if known_good is not None:
         assert verdict.optimal is not None and verdict.optimal >= known_good
+    if verdict.optimal is not None:  # the registry's word is confirmed, never just repeated
+        assert verdict.optimal in verdicts(sim)
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
