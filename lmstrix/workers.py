@@ -13,9 +13,11 @@ What this module sets up at import, and why:
   kill long generations; our own timeouts and leases govern);
 - prefetch 1 (a killed worker then strands one doorbell, not two) and a 100 ms idle poll for
   quick pickup, unless ``dramatiq_queue_prefetch`` / ``dramatiq_worker_timeout`` are set;
-- a reaper thread per worker process that re-queues jobs whose lease expired;
+- a reaper thread per worker process that re-queues jobs whose worker went silent or whose lease
+  expired;
 - the runner of each host this process consumes, made at boot, so the worker is in the workers
-  table (and callers know the host is served) before its first doorbell.
+  table (and callers know the host is served) before its first doorbell; and a ring of each of
+  those hosts at boot, so what was queued while no worker ran starts at once.
 """
 
 from __future__ import annotations
@@ -65,16 +67,18 @@ class LmstrixWorkerMiddleware(Middleware):
 
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
         consumed = worker.consumer_whitelist or set(HOST_QUEUES)
+        doorbell = RedisDoorbell(REDIS_URL)
         for queue, host in HOST_QUEUES.items():
             if queue in consumed:
                 try:
                     server_for(host)
+                    # Jobs queued while no worker ran (or whose doorbell a killed worker took
+                    # with it) start now, not at the reaper's next ring.
+                    doorbell.ring(host)
                 except Exception:  # its first doorbell tries again, and says why
                     log.exception("could not set up the worker of %s", host)
         store = JobStore(JOBS.database_url)
-        self.reaper = ReaperThread(
-            store, RedisDoorbell(REDIS_URL), JOBS.queue.reap_every, JOBS.queue.waiter_grace
-        )
+        self.reaper = ReaperThread(store, doorbell, JOBS.queue.reap_every, JOBS.queue.waiter_grace)
         self.reaper.start()
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:

@@ -40,6 +40,7 @@ from lmstrix.api.parsing import (
     model_from_openai,
     model_from_v1,
     models_from_v0,
+    props_context,
     stop_reason_for,
     to_float,
     to_int,
@@ -47,13 +48,16 @@ from lmstrix.api.parsing import (
 from lmstrix.domain.errors import (
     InferenceError,
     LMStrixError,
+    LMStudioAuthError,
     LMStudioConnectionError,
     LMStudioServerError,
     LMStudioTimeoutError,
     ModelNotFoundError,
+    NotAnLLMServerError,
     UnsupportedEndpointError,
     ValidationError,
 )
+from lmstrix.domain.host_capabilities import HostCapabilities, decide_capabilities
 from lmstrix.domain.host_types import (
     ApiGeneration,
     ChatResult,
@@ -108,6 +112,7 @@ class LMStudioClient:
             limits=httpx.Limits(max_keepalive_connections=4, max_connections=16),
         )
         self._generation: ApiGeneration | None = None
+        self._capabilities: HostCapabilities | None = None
         self._chat_path: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -144,6 +149,7 @@ class LMStudioClient:
 
     def detect_api_generation(self) -> ApiGeneration:
         """Probe ``/api/v1/models`` -> ``/api/v0/models`` -> ``/v1/models`` by body shape."""
+        tried: list[str] = []
         for path, generation, key in (
             ("/api/v1/models", ApiGeneration.V1, "models"),
             ("/api/v0/models", ApiGeneration.V0, "data"),
@@ -151,19 +157,63 @@ class LMStudioClient:
         ):
             resp = self._request("GET", path, timeout=self._quick_timeout)
             body = _json_or_none(resp)
+            tried.append(f"GET {path} (HTTP {resp.status_code}{'' if body else ', not JSON'})")
             self._raise_for_auth(resp, body)
             if resp.status_code == 200 and isinstance(body, dict):
                 items = body.get(key)
                 if isinstance(items, list) and looks_like(generation, items):
                     self._generation = generation
                     return generation
-        raise LMStudioConnectionError(
-            self.base_url,
-            "the server answers HTTP but is neither LM Studio nor an OpenAI-compatible server "
-            "(no model list at /api/v1/models, /api/v0/models or /v1/models)",
-            hint="check the URL and port",
-            request_sent=True,
-        )
+        raise NotAnLLMServerError(self.base_url, ", ".join(tried))
+
+    @property
+    def capabilities(self) -> HostCapabilities:
+        """What this host can do (load control, stats, parallel slots...), probed once."""
+        if self._capabilities is None:
+            gen = self.api_generation
+            greets, props, parallel = False, None, None
+            if gen is ApiGeneration.OPENAI:
+                greets = self._answers_greeting()
+                props = self.props()
+                parallel = to_int(props.get("total_slots")) if props else None
+            elif gen is ApiGeneration.V1:
+                parallel = next(
+                    (i.parallel for i in self.loaded_instances() if i.parallel is not None), None
+                )
+            self._capabilities = decide_capabilities(
+                gen, greets_as_lmstudio=greets, llama_cpp_props=props is not None, parallel=parallel
+            )
+        return self._capabilities
+
+    def props(self) -> dict[str, Any] | None:
+        """llama.cpp's ``/props`` (its context, slots and model), or None where there is none."""
+        resp = self._request("GET", "/props", timeout=self._quick_timeout, operation="props")
+        body = _json_or_none(resp)
+        self._raise_for_auth(resp, body)
+        if resp.status_code != 200 or not isinstance(body, dict) or extract_error(body):
+            return None
+        if "default_generation_settings" not in body and "total_slots" not in body:
+            return None
+        return body
+
+    def served_context(self, model: str) -> int | None:
+        """The context the host serves ``model`` at right now, where it says so: the loaded
+        instance's (LM Studio, llama.cpp's model list), else llama.cpp's ``/props``."""
+        for inst in self.loaded_instances(model):
+            if inst.context_length is not None:
+                return inst.context_length
+        if self.api_generation is ApiGeneration.OPENAI and self.capabilities.server == "llama.cpp":
+            props = self.props()
+            return props_context(props) if props else None
+        return None
+
+    def _answers_greeting(self) -> bool:
+        try:
+            return self.greeting()
+        except LMStudioAuthError:
+            raise
+        except LMStrixError:
+            return False
 
     def list_models(self) -> list[ModelRecord]:
         """Every downloaded model with its loaded instances (what the generation can tell)."""
@@ -213,8 +263,11 @@ class LMStudioClient:
         try:
             is_lms = self.greeting()
             latency = (time.perf_counter() - started) * 1000
-            self._generation = None
+            self._generation = self._capabilities = None
             models = self.list_models()
+            capabilities = self.capabilities
+        except LMStudioAuthError as exc:
+            return HostHealth(url=self.base_url, reachable=True, error=str(exc), auth_required=True)
         except LMStrixError as exc:
             return HostHealth(url=self.base_url, reachable=False, error=str(exc))
         return HostHealth(
@@ -225,6 +278,7 @@ class LMStudioClient:
             models=len(models),
             loaded_instances=sum(len(m.loaded_instances) for m in models),
             latency_ms=round(latency, 2),
+            capabilities=capabilities.to_dict(),
         )
 
     # -- loading ------------------------------------------------------------------------------

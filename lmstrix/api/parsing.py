@@ -95,6 +95,7 @@ def model_from_v1(m: Mapping[str, Any]) -> ModelRecord:
             LoadedInstance(
                 id=str(i.get("id")),
                 context_length=to_int((i.get("config") or {}).get("context_length")),
+                parallel=to_int((i.get("config") or {}).get("parallel")),
             )
             for i in m.get("loaded_instances") or []
             if isinstance(i, dict)
@@ -149,8 +150,15 @@ def model_from_openai(m: Mapping[str, Any]) -> ModelRecord:
     meta = m.get("meta") or {}
     ident = str(m.get("id"))
     n_ctx = to_int(meta.get("n_ctx"))
-    # llama.cpp's server reports meta: its one model is always loaded at n_ctx.
-    instances = (LoadedInstance(id=ident, context_length=n_ctx),) if meta else ()
+    # llama.cpp's server reports meta: its one model is always loaded at n_ctx. vLLM's model
+    # cards say max_model_len: its models are always loaded at that context.
+    served = to_int(m.get("max_model_len"))
+    if meta:
+        instances: tuple[LoadedInstance, ...] = (LoadedInstance(id=ident, context_length=n_ctx),)
+    elif served is not None:
+        instances = (LoadedInstance(id=ident, context_length=served),)
+    else:
+        instances = ()
     return ModelRecord(
         key=ident,
         type="embedding" if "embed" in ident.lower() else "llm",
@@ -159,6 +167,13 @@ def model_from_openai(m: Mapping[str, Any]) -> ModelRecord:
         max_context_length=to_int(meta.get("n_ctx_train")),
         loaded_instances=instances,
     )
+
+
+def props_context(props: Mapping[str, Any]) -> int | None:
+    """The context llama.cpp's server runs at, from its ``/props``."""
+    settings = props.get("default_generation_settings")
+    n_ctx = to_int(settings.get("n_ctx")) if isinstance(settings, Mapping) else None
+    return n_ctx if n_ctx is not None else to_int(props.get("n_ctx"))
 
 
 def record_fields(r: ModelRecord) -> dict[str, Any]:

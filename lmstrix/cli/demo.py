@@ -18,9 +18,9 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from lmstrix.cli.errors import handle_errors
+from lmstrix.cli.errors import AUTH_REFUSED, handle_errors
 from lmstrix.cli.model_table import models_table
-from lmstrix.cli.models import run_scan
+from lmstrix.cli.models import auth_refused, run_scan
 from lmstrix.core.config import Config, default_data_dir
 from lmstrix.core.inference_manager import InferenceManager
 from lmstrix.core.scanner import Scanner, lmstudio_answers
@@ -94,6 +94,10 @@ def run_demo(model: str | None, prompt: str, force_emulator: bool) -> None:
     with demo_target(Config.load(), err, force_emulator=force_emulator) as target:
         scanner = Scanner(config=target.config)
         results = run_scan(scanner, quiet=False)
+        refused = [(r.host, r.url) for r in results if r.auth_required]
+        if refused and not any(r.ok for r in results):
+            err.print(auth_refused(refused), highlight=False, markup=False, soft_wrap=True)
+            raise SystemExit(AUTH_REFUSED)
         if not any(r.ok for r in results):
             raise click.ClickException("no LM Studio host answered the scan")
         out.print(models_table(scanner.registry.list_models()))

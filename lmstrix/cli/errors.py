@@ -52,6 +52,8 @@ INTERRUPTED = 130
 
 # A scan or probe that reached no host: the exit code of a connection error.
 NO_HOST_ANSWERED = EXIT_CODES[LMStudioConnectionError]
+# A scan or probe that a host refused for want of a valid token: the exit code of an auth error.
+AUTH_REFUSED = EXIT_CODES[LMStudioAuthError]
 # Ctrl-C: the shell's code for a command ended by SIGINT (128 + 2).
 INTERRUPTED = 130
 
@@ -89,6 +91,7 @@ def handle_errors(fn: F) -> F:
 
 
 __all__ = [
+    "AUTH_REFUSED",
     "EXIT_CODES",
     "INTERRUPTED",
     "NO_HOST_ANSWERED",

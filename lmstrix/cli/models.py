@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lmstrix.cli.errors import NO_HOST_ANSWERED, handle_errors
+from lmstrix.cli.errors import AUTH_REFUSED, NO_HOST_ANSWERED, handle_errors
 from lmstrix.cli.model_table import models_table
 from lmstrix.cli.output import echo_json
 from lmstrix.core.config import Config
@@ -18,6 +18,7 @@ from lmstrix.core.models import ModelRegistry
 from lmstrix.core.scanner import HostScan, Scanner
 from lmstrix.domain.enums import TestStatus
 from lmstrix.domain.errors import ValidationError
+from lmstrix.domain.host_capabilities import capability_labels
 from lmstrix.domain.model import Model
 
 # Sort keys; None means "not known" and sorts last in either direction.
@@ -81,7 +82,8 @@ def parse_filters(items: Sequence[str]) -> dict[str, Any]:
 
 def _host_line(result: HostScan) -> str:
     if not result.ok:
-        return f"{result.host} ({result.url}): unreachable: {result.error}"
+        state = "auth required" if result.auth_required else "unreachable"
+        return f"{result.host} ({result.url}): {state}: {result.error}"
     c = result.summary.counts() if result.summary else {}
     return (
         f"{result.host} ({result.url}, API {result.api_generation}): "
@@ -103,6 +105,15 @@ def run_scan(scanner: Scanner, *, quiet: bool) -> list[HostScan]:
 
     with err.status(f"Scanning {len(scanner.hosts)} host(s)…"):
         return scanner.scan_hosts(on_host=report)
+
+
+def auth_refused(names_and_urls: Sequence[tuple[str, str]]) -> str:
+    """The one-line error of a scan or probe that a host refused for want of a valid token."""
+    hosts = ", ".join(f"{name} ({url})" for name, url in names_and_urls)
+    return (
+        f"error: authentication required by {hosts}; set LM_API_TOKEN or the host's token "
+        "in the lmstrix config (LM Studio: Developer > Server Settings > Manage Tokens)"
+    )
 
 
 def no_host_answered(names_and_urls: Sequence[tuple[str, str]]) -> str:
@@ -135,6 +146,10 @@ def scan(base_url: str | None, timeout: float, as_json: bool) -> None:
             f"registry: {stats['total']} model(s), {stats['tested']} tested, "
             f"{stats['missing']} missing"
         )
+    refused = [(r.host, r.url) for r in results if r.auth_required]
+    if refused:
+        click.echo(auth_refused(refused), err=True)
+        raise SystemExit(AUTH_REFUSED)
     if results and not any(r.ok for r in results):
         click.echo(no_host_answered([(r.host, r.url) for r in results]), err=True)
         raise SystemExit(NO_HOST_ANSWERED)
@@ -194,36 +209,77 @@ def list_models(
     Console().print(models_table(models))
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
 @handle_errors
-def hosts(as_json: bool) -> None:
-    """Probe every configured host: reachable, API generation, models, latency."""
-    health = Scanner().check_health()
+def hosts(ctx: click.Context, as_json: bool) -> None:
+    """Probe every configured host: reachable (or auth required), API generation, what it can
+    do, models, latency; then the registry's hosts that are no longer configured."""
+    if ctx.invoked_subcommand is not None:
+        return
+    scanner = Scanner()
+    health = scanner.check_health()
     if as_json:
         echo_json(health)
     else:
         table = Table(title="LM Studio hosts")
-        for col in ("Host", "URL", "Reachable", "API", "Models", "Loaded", "Latency", "Error"):
+        columns = ("Host", "URL", "Reachable", "API", "Can", "Models", "Loaded", "Latency")
+        for col in (*columns, "Error"):
             table.add_column(col, overflow="fold")
         for name, h in health.items():
+            caps = h.get("capabilities")
             table.add_row(
                 escape(name),
                 escape(h["url"]),
-                "[green]yes[/]" if h["reachable"] else "[red]no[/]",
+                "[yellow]auth required[/]"
+                if h.get("auth_required")
+                else "[green]yes[/]"
+                if h["reachable"]
+                else "[red]no[/]",
                 h["api_generation"] or "-",
+                escape(", ".join(capability_labels(caps))) if caps else "-",
                 str(h["models"]),
                 str(h["loaded_instances"]),
                 f"{h['latency_ms']:.1f} ms" if h["latency_ms"] is not None else "-",
                 escape(h["error"] or ""),
             )
         Console().print(table)
+    if not as_json:
+        configured = {h.name for h in scanner.hosts}
+        gone = [n for n in scanner.registry.host_names() if n not in configured]
+        if gone:
+            click.echo(
+                f"in the registry but no longer configured: {', '.join(gone)} "
+                "(`lmstrix hosts forget NAME` removes one with its models and results)",
+                err=True,
+            )
+    refused = [(n, h["url"]) for n, h in health.items() if h.get("auth_required")]
+    if refused:
+        click.echo(auth_refused(refused), err=True)
+        raise SystemExit(AUTH_REFUSED)
     if health and not any(h["reachable"] for h in health.values()):
         click.echo(no_host_answered([(n, h["url"]) for n, h in health.items()]), err=True)
         raise SystemExit(NO_HOST_ANSWERED)
 
 
+@hosts.command(name="forget")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@handle_errors
+def forget_host_command(name: str, yes: bool) -> None:
+    """Remove host NAME from the registry, with its models, test results and jobs."""
+    registry = ModelRegistry(Config.load().database_url())
+    if name not in registry.host_names():
+        raise ValidationError("NAME", name, "no host of that name is in the registry")
+    if not yes:
+        click.confirm(f"Remove host {name!r} with its models, test results and jobs?", abort=True)
+    registry.forget_host(name)
+    click.echo(f"forgot host {name}")
+
+
 __all__ = [
+    "forget_host_command",
     "hosts",
     "list_models",
     "no_host_answered",

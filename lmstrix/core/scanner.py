@@ -17,7 +17,7 @@ from lmstrix.api.client import LMStudioClient
 from lmstrix.api.factory import client_for
 from lmstrix.core.config import Config, HostConfig, LMStudioSettings
 from lmstrix.core.models import Model, ModelRegistry, ScanSummary
-from lmstrix.domain.errors import LMStrixError
+from lmstrix.domain.errors import LMStrixError, LMStudioAuthError
 from lmstrix.domain.host_types import ModelRecord
 
 
@@ -31,6 +31,9 @@ class HostScan:
     api_generation: str | None = None
     seconds: float = 0.0
     error: str | None = None
+    #: the host answered but wants a (valid) API token
+    auth_required: bool = False
+    capabilities: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -48,6 +51,8 @@ class HostScan:
             "api_generation": self.api_generation,
             "seconds": round(self.seconds, 3),
             "error": self.error,
+            "auth_required": self.auth_required,
+            "capabilities": self.capabilities,
             "counts": s.counts(),
             "added": list(s.added),
             "updated": list(s.updated),
@@ -122,13 +127,18 @@ class Scanner:
             with self.client(host) as client:
                 records: list[ModelRecord] = client.list_models()
                 generation = str(client.api_generation)
+                capabilities = client.capabilities.to_dict()
         except LMStrixError as exc:
             return HostScan(
-                host.name, host.url, seconds=time.perf_counter() - started, error=str(exc)
+                host.name,
+                host.url,
+                seconds=time.perf_counter() - started,
+                error=str(exc),
+                auth_required=isinstance(exc, LMStudioAuthError),
             )
         # Outside the try: a registry failure must not pass for an unreachable host.
         summary = self.registry.upsert_from_scan(
-            host.name, host.url, records, api_generation=generation
+            host.name, host.url, records, api_generation=generation, capabilities=capabilities
         )
         return HostScan(
             host.name,
@@ -136,6 +146,7 @@ class Scanner:
             summary=summary,
             api_generation=generation,
             seconds=time.perf_counter() - started,
+            capabilities=capabilities,
         )
 
     def scan_models(self, refresh: bool = True) -> list[Model]:

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from lmstrix.db.hosts import get_or_create_host
+from lmstrix.db.hosts import forget_host, get_or_create_host, named_host
 from lmstrix.db.migrate import ensure_schema
 from lmstrix.db.session import read_session, write_session
 from lmstrix.db.tables import Host, ModelRow
@@ -122,6 +122,16 @@ class ModelStore:
         return f"{type(self).__name__}({mask_url_password(self.database_url)!r})"
 
     # -- reads ------------------------------------------------------------------------------------
+
+    def host_names(self) -> list[str]:
+        """The names of every host in the registry, configured or not."""
+        with read_session(self.database_url) as s:
+            return list(s.scalars(select(Host.name).order_by(Host.name)))
+
+    def forget_host(self, name: str) -> bool:
+        """Delete host ``name`` with its models, probes and jobs; False when there is none."""
+        with write_session(self.database_url) as s:
+            return forget_host(s, name) > 0
 
     def list_models(self, *, include_missing: bool = True, host: str | None = None) -> list[Model]:
         """All models, sorted by host then key; ``include_missing=False`` hides models that
@@ -265,12 +275,16 @@ class ModelStore:
         if not isinstance(key, str) or not key.strip():
             raise ValidationError("id", key, "a non-empty model id (LM Studio model key) is needed")
         host_name = text_field("host", fields.pop("host", None))
-        host_url = text_field("host_url", fields.pop("host_url", None))
+        given_url = text_field("host_url", fields.pop("host_url", None))
         columns = column_values(fields)
-        host_name, host_url = default_host(host_name, host_url, self.default_hosts())
+        host_name, host_url = default_host(host_name, given_url, self.default_hosts())
         try:
             with write_session(self.database_url) as s:
-                host = get_or_create_host(s, host_name, host_url)
+                host = (
+                    get_or_create_host(s, host_name, host_url)
+                    if given_url
+                    else named_host(s, host_name, host_url)
+                )
                 exists = s.scalar(
                     select(ModelRow.id).where(ModelRow.host_id == host.id, ModelRow.key == key)
                 )
@@ -356,6 +370,7 @@ class ModelStore:
         records: Sequence[ModelRecord],
         api_generation: str | None = None,
         lmstudio_version: str | None = None,
+        capabilities: Mapping[str, Any] | None = None,
     ) -> ScanSummary:
         """Merge one host's model list into the registry, in one transaction.
 
@@ -371,6 +386,8 @@ class ModelStore:
                 host.api_generation = str(api_generation)
             if lmstudio_version is not None:
                 host.lmstudio_version = lmstudio_version
+            if capabilities is not None:
+                host.capabilities = dict(capabilities)
             summary = merge_scan(s, host, records)
         if self.verbose:
             log.info("scan of %s: %s", host_name, summary.counts())

@@ -86,7 +86,11 @@ class Host(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     url: Mapped[str] = mapped_column(String(512))
+    # The host's identity (lmstrix.domain.urls.host_key); NULL only for a row an upgrade found
+    # sharing its server with an older row: such a row is shown as not configured.
+    url_key: Mapped[str | None] = mapped_column(String(512), unique=True)
     api_generation: Mapped[str | None] = mapped_column(String(16))
+    capabilities: Mapped[dict[str, Any] | None] = mapped_column(json_type())
     lmstudio_version: Mapped[str | None] = mapped_column(String(64))
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -25,3 +25,19 @@ def check_fits(model_id: str, prompt_tokens: int, output_tokens: int, limit: int
             requested_output=output_tokens,
             context_limit=limit,
         )
+
+
+def empty_answer_overflow(
+    model_id: str, prompt_tokens: int, context_limit: int | None
+) -> ContextLimitExceededError | None:
+    """The overflow an *empty* answer means, or None. Some LM Studio builds answer a prompt that
+    does not fit with HTTP 200 and nothing in it; when the prompt (estimated) fills the context
+    the host serves, that empty answer is read as the overflow it is."""
+    if context_limit is None or prompt_tokens < context_limit:
+        return None
+    return ContextLimitExceededError(
+        model_id,
+        prompt_tokens=prompt_tokens,
+        context_limit=context_limit,
+        reason="the host sent an empty answer for a prompt that fills its context",
+    )

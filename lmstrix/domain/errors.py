@@ -187,6 +187,22 @@ class LMStudioConnectionError(LMStrixError):
         self.request_sent = request_sent
 
 
+class NotAnLLMServerError(LMStudioConnectionError):
+    """Something answers at the URL, but it is no LLM server (a web page, 404 everywhere)."""
+
+    def __init__(self, host_url: str, tried: str) -> None:
+        LMStrixError.__init__(
+            self,
+            f"{host_url} answers HTTP but is no LLM server: tried {tried}; check the URL and "
+            "port: give the server's root (e.g. http://localhost:1234), not a web page",
+            host_url=host_url,
+            tried=tried,
+        )
+        self.host_url = host_url
+        self.reason = f"no LLM server (tried {tried})"
+        self.request_sent = True
+
+
 class HostDownError(LMStudioConnectionError):
     """A host's worker found the host down and failed its queued jobs together, none of them
     sent: a job had just failed for want of an answer, and probes got none either (for the

@@ -7,7 +7,9 @@ to be fetched later has no waiter (the column stays NULL) and is never treated s
 
 A worker beats on its row of the ``workers`` table; a host none of whose workers was heard from
 within :data:`WORKER_LIVE_WITHIN` seconds has nobody serving it, and a caller waiting there is
-told how to start one.
+told how to start one. The same silence tells the reaper that a worker died (or froze): the job
+it was running goes back to the queue then, seconds after the kill, without waiting for its
+lease to run out.
 
 Pure rules only: the rows are read and written in :mod:`lmstrix.jobs`.
 """
@@ -27,6 +29,9 @@ MIN_WAITER_GRACE = 2 * WAITER_BEAT_SECONDS
 WORKER_BEAT_SECONDS = 2.0
 #: A worker heard from within this many seconds is live (a few beats).
 WORKER_LIVE_WITHIN = 3 * WORKER_BEAT_SECONDS + 1.0
+#: Seconds between the reaper's looks for jobs whose worker went silent: with the worker's
+#: silence limit above, a killed worker's job is queued again within about eight seconds.
+DEAD_WORKER_SWEEP_SECONDS = 1.0
 #: Rows of workers not heard from for this long are deleted when another worker registers.
 WORKER_FORGET_AFTER = timedelta(days=1)
 
@@ -64,6 +69,7 @@ def no_worker_hint(host: str) -> str:
 
 
 __all__ = [
+    "DEAD_WORKER_SWEEP_SECONDS",
     "DEFAULT_WAITER_GRACE",
     "MIN_WAITER_GRACE",
     "NO_WORKER_NOTICE_AFTER",

@@ -39,6 +39,8 @@ class LoadedInstance:
 
     id: str
     context_length: int | None
+    #: parallel slots sharing the instance's KV cache (LM Studio 0.4: 4 by default)
+    parallel: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,10 @@ class HostHealth:
     loaded_instances: int = 0
     latency_ms: float | None = None
     error: str | None = None
+    #: the host answered, but wants a (valid) API token
+    auth_required: bool = False
+    #: what the host can do (``HostCapabilities.to_dict()``), when it answered
+    capabilities: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

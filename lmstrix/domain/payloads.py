@@ -107,9 +107,11 @@ class ContextTestJobResult(RowPayload):
     # The registry columns the verdict wrote (absent when the test was cancelled first).
     registry: dict[str, Any] | None = None
     cancelled: bool = False
+    # What the test could not do on this host (no load control: the loadable limit).
+    note: str | None = None
 
     def to_row(self) -> dict[str, Any]:
-        # ``registry`` and ``cancelled`` are written only when they say something, so a row
-        # reads the same as the ones written before this model existed.
-        unset = {k for k in ("registry", "cancelled") if not getattr(self, k)}
+        # ``registry``, ``cancelled`` and ``note`` are written only when they say something, so
+        # a row reads the same as the ones written before this model existed.
+        unset = {k for k in ("registry", "cancelled", "note") if not getattr(self, k)}
         return self.model_dump(mode="json", exclude=unset)

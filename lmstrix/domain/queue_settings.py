@@ -32,7 +32,9 @@ class QueueSettings(ConfigSection):
     reaper_interval: float | None = Field(
         None,
         gt=0,
-        description="seconds between looks for expired leases (unset: half the lease)",
+        description="seconds between rings of the hosts whose jobs have been queued that "
+        "long, in case a doorbell was lost (unset: half the lease); workers that went silent "
+        "are looked for every second regardless",
     )
     linger_seconds: float = Field(
         5.0,
@@ -94,7 +96,8 @@ class QueueSettings(ConfigSection):
 
     @property
     def reap_every(self) -> float:
-        """Seconds between reaper passes: ``reaper_interval``, or half the lease."""
+        """Seconds between the reaper's rings of long-queued hosts: ``reaper_interval``, or half
+        the lease."""
         return self.reaper_interval if self.reaper_interval is not None else self.lease_seconds / 2
 
     @property

@@ -23,7 +23,36 @@ def check_url(url: str, *, field: str = "base_url") -> str:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
         raise ValidationError(field, url, "has an invalid port") from None
-    return url.strip().rstrip("/")
+    base = url.strip().rstrip("/")
+    # The OpenAI base-URL habit (".../v1"): lmstrix adds the API paths itself.
+    return base[: -len("/v1")] if parts.path.rstrip("/").endswith("/v1") else base
+
+
+_LOOPBACK = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def host_key(url: str) -> str:
+    """A host's identity: its URL normalized, so one server is one host whatever name or
+    spelling points at it. Scheme and host name in lower case, loopback addresses as
+    ``localhost``, the port always written, no user info, no trailing slash, and a trailing
+    ``/v1`` (the OpenAI base-URL habit) dropped: ``HTTP://127.0.0.1:1234/v1/`` and
+    ``http://localhost:1234`` are the same host."""
+    parts = urlsplit(url.strip())
+    scheme = (parts.scheme or "http").lower()
+    hostname = (parts.hostname or "").lower()
+    if hostname in _LOOPBACK:
+        hostname = "localhost"
+    if ":" in hostname:
+        hostname = f"[{hostname}]"
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme, 80)
+    except ValueError:
+        port = _DEFAULT_PORTS.get(scheme, 80)
+    path = parts.path.rstrip("/")
+    if path.endswith("/v1"):
+        path = path[: -len("/v1")]
+    return f"{scheme}://{hostname}:{port}{path}"
 
 
 def mask_url_password(text: str) -> str:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import redis
 
 from lmstrix.api.factory import client_for
 from lmstrix.domain.enums import WorkerMode
-from lmstrix.domain.errors import ConfigurationError
+from lmstrix.domain.errors import ConfigurationError, DatabaseUnavailableError
 from lmstrix.jobs.doorbell import WAKE_KEY, RedisDoorbell, sanitize_host
 from lmstrix.jobs.jobs_config import JobsConfig
 from lmstrix.jobs.notify import RedisNotifier
@@ -24,6 +25,10 @@ from lmstrix.jobs.runner import JobRunner
 from lmstrix.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
+
+#: Draining again while the database is away: first and longest wait.
+DRAIN_RETRY_FIRST = 0.2
+DRAIN_RETRY_MOST = 2.0
 
 
 class HostServer:
@@ -60,11 +65,32 @@ class HostServer:
         ran = 0
         with self._lock:
             while True:
-                ran += self.runner.drain()
+                ran += self._drain()
                 if self.settings.linger_seconds <= 0:
                     return ran
-                if self._wake.blpop([key], timeout=self.settings.linger_seconds) is None:
+                try:
+                    if self._wake.blpop([key], timeout=self.settings.linger_seconds) is None:
+                        return ran
+                except redis.RedisError as exc:  # Redis is away: stop lingering, not serving
+                    log.warning("%s: stopped listening for wake-ups (%s)", self.host, exc)
                     return ran
+
+    def _drain(self) -> int:
+        """Drain; a database that is away (a PostgreSQL restart) is waited for, up to a lease,
+        rather than dropping the doorbell: its jobs would otherwise wait for the reaper."""
+        deadline = time.monotonic() + self.settings.lease_seconds
+        delay = DRAIN_RETRY_FIRST
+        while True:
+            try:
+                return self.runner.drain()
+            except DatabaseUnavailableError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning(
+                    "%s: the database is away (%s); draining again in %.1fs", self.host, exc, delay
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, DRAIN_RETRY_MOST)
 
     def close(self) -> None:
         self.runner.close()

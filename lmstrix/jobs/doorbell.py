@@ -2,7 +2,9 @@
 
 A doorbell carries only the host name; the worker then chooses what to run from SQL, so extra
 rings are harmless and a lost one is covered by the reaper, which rings every
-host that has queued jobs.
+host that has queued jobs. A ring Redis refuses is tried again for a few seconds (a Redis
+restart); only then does the caller hear of it, and its job is failed rather than left queued
+with nobody told.
 
 Distributed: a dramatiq message to ``lmstudio.<host>`` (the durable trigger that starts an idle
 worker), plus a push on a short Redis list ``lmstrix:wake:<host>`` that a worker still lingering
@@ -12,9 +14,11 @@ of dramatiq's poll interval. Embedded: a call into the in-process worker of that
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -23,7 +27,14 @@ import redis
 from lmstrix.domain.errors import LMStrixError
 from lmstrix.domain.urls import mask_url_password
 
+log = logging.getLogger(__name__)
+
 ACTOR_NAME = "doorbell"
+#: A ring Redis refused is tried again for this long (a restart takes a second or two), with
+#: waits growing from the first to the longest, before the caller hears of it.
+RING_RETRY_SECONDS = 5.0
+RING_RETRY_FIRST = 0.1
+RING_RETRY_MOST = 1.0
 WAKE_KEY = "lmstrix:wake:{}"
 QUEUE_PREFIX = "lmstudio."
 
@@ -98,10 +109,12 @@ class LocalDoorbell:
 class RedisDoorbell:
     """Distributed mode: a dramatiq message on the host's queue, plus the wake list."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, retry_for: float = RING_RETRY_SECONDS) -> None:
+        """``retry_for``: how long a ring that Redis refused is tried again (a restart)."""
         from dramatiq.brokers.redis import RedisBroker
 
         self.url = url
+        self.retry_for = retry_for
         self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         # Our own broker instance, not the global one: enqueueing to a queue by name needs no
         # declared actor here (the worker process has it), and the caller's process stays free
@@ -118,11 +131,20 @@ class RedisDoorbell:
             kwargs={},
             options={},
         )
-        try:
-            self.wake(host)
-            self._broker.enqueue(message)
-        except redis.RedisError as exc:
-            raise BrokerUnavailableError(self.url, str(exc) or type(exc).__name__) from exc
+        deadline = time.monotonic() + self.retry_for
+        delay = RING_RETRY_FIRST
+        while True:
+            try:
+                self.wake(host)
+                self._broker.enqueue(message)
+                return
+            except redis.RedisError as exc:
+                if time.monotonic() + delay > deadline:
+                    reason = str(exc) or type(exc).__name__
+                    raise BrokerUnavailableError(self.url, reason) from exc
+                log.warning("ringing %s failed (%s); trying again in %.1fs", host, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, RING_RETRY_MOST)
 
     def wake(self, host: str) -> None:
         """Only the wake-list push (the lingering worker's fast path)."""

@@ -1,8 +1,9 @@
 """Embedded mode: one worker thread per host inside the calling process (no Redis needed).
 
 The thread runs the same :class:`JobRunner` as a dramatiq worker; the doorbell is an in-process
-wake-up and the done-notification an in-process event. It also reaps expired leases now and then,
-so jobs left ``running`` by a process that died are picked up again.
+wake-up and the done-notification an in-process event. While it holds its host it also reaps, so
+jobs left ``running`` by a process that died are picked up again seconds later (their worker's
+row in the workers table went silent).
 
 At most one embedded worker per (database, host) runs in a process, however many
 ``InferenceManager`` objects exist: a host must see one caller at a time, or two callers would
@@ -21,10 +22,11 @@ from collections.abc import Callable
 
 from lmstrix.api.client import LMStudioClient
 from lmstrix.db.host_lock import host_lock_for
+from lmstrix.domain.heartbeats import DEAD_WORKER_SWEEP_SECONDS
 from lmstrix.domain.queue_settings import QueueSettings
 from lmstrix.jobs.doorbell import Doorbell, local_doorbell
 from lmstrix.jobs.notify import Notifier, local_notifier
-from lmstrix.jobs.reaper import reap
+from lmstrix.jobs.reaper import SilenceTrust, reap
 from lmstrix.jobs.runner import JobRunner
 from lmstrix.jobs.store import JobStore
 
@@ -86,7 +88,8 @@ class EmbeddedWorker:
         self.runner = JobRunner(
             self.store, self.host, client, self.notifier, settings=self.settings
         )
-        next_reap = time.monotonic()
+        next_reap = next_ring = time.monotonic()
+        trust = SilenceTrust()
         # While this process holds the host it also looks for jobs other processes queued (they
         # cannot ring an in-process doorbell); while another holds it, it asks again soon.
         held_poll = min(self.settings.reap_every, HELD_POLL_SECONDS)
@@ -103,9 +106,21 @@ class EmbeddedWorker:
                     if not had_it:
                         # Another process may have loaded and unloaded models here meanwhile.
                         self.runner.forget_loaded()
-                    if time.monotonic() >= next_reap:
-                        reap(self.store, self.doorbell, waiter_grace=self.settings.waiter_grace)
-                        next_reap = time.monotonic() + self.settings.reap_every
+                    now = time.monotonic()
+                    if not had_it or now >= next_reap:
+                        # A job of a process that died holding the host runs again within
+                        # seconds: its worker's row goes silent (or its lease runs out).
+                        ring_queued = now >= next_ring
+                        reap(
+                            self.store,
+                            self.doorbell,
+                            ring_queued=ring_queued,
+                            waiter_grace=self.settings.waiter_grace,
+                            trust=trust,
+                        )
+                        next_reap = now + DEAD_WORKER_SWEEP_SECONDS
+                        if ring_queued:
+                            next_ring = now + self.settings.reap_every
                     self.runner.drain(lambda: not self._stopped.is_set())
                 except Exception:  # the database went away for a moment: keep the thread
                     log.exception("embedded worker for %s: drain failed", self.host)

@@ -22,18 +22,26 @@ from typing import Any
 
 from lmstrix.api.client import LMStudioClient
 from lmstrix.db import JobKind, JobStatus
+from lmstrix.domain.budget import empty_answer_overflow
+from lmstrix.domain.context import TokenCalibration
 from lmstrix.domain.enums import WorkerMode
 from lmstrix.domain.errors import (
     DatabaseUnavailableError,
     ErrorPayload,
+    InferenceError,
     JobDeadlineError,
     LMStrixError,
     LMStudioConnectionError,
+    LMStudioServerError,
+    LMStudioTimeoutError,
+    ModelLoadError,
+    ModelNotFoundError,
 )
+from lmstrix.domain.host_types import ChatResult
 from lmstrix.domain.load_sizing import load_context_for
 from lmstrix.domain.payloads import InferenceJobResult, LoadedModelInfo
 from lmstrix.domain.queue_settings import QueueSettings
-from lmstrix.domain.requests import inference_request
+from lmstrix.domain.requests import InferenceRequest, inference_request
 from lmstrix.domain.scheduler import HostState, QueuedJob, next_state
 from lmstrix.jobs.host_down import HostDownCheck, suggests_host_down
 from lmstrix.jobs.notify import Notifier
@@ -428,12 +436,76 @@ class JobRunner:
         )
 
     def _ensure_loaded(self, model: str, context_length: int | None) -> _Loaded:
+        """The instance to run ``model`` on. Where the host has load control: loaded at
+        ``context_length`` (kept from the last job when another client has not unloaded it
+        since). Where it has none (LM Studio 0.3 JIT, llama.cpp, Ollama, vLLM): whatever the
+        host serves for that id, never loaded or unloaded here, at the context it reports."""
+        if not self.client.capabilities.load_control:
+            now = _Loaded(model, model, self.client.served_context(model), context_length)
+            if now != self._loaded:
+                self._loaded = now
+            return self._loaded
         cur = self._loaded
-        if cur is not None and cur.model == model and cur.requested == context_length:
+        if (
+            cur is not None
+            and cur.model == model
+            and cur.requested == context_length
+            and self._still_loaded(cur)
+        ):
             return cur
         res = self.client.load(model, context_length, unload_others=True)
         self._loaded = _Loaded(model, res.instance_id, res.context_length, context_length)
         return self._loaded
+
+    def _still_loaded(self, cur: _Loaded) -> bool:
+        """Whether the instance this worker loaded is still there at its size: other clients
+        of the host (a chat UI, an IDE plugin) unload and swap models at any moment. A host
+        that cannot say (it hangs, it restarts) is taken at its word: the chat request itself
+        meets the fault then, and a vanished instance there is loaded again."""
+        try:
+            instances = self.client.loaded_instances(cur.model)
+        except (LMStudioConnectionError, LMStudioTimeoutError, LMStudioServerError):
+            return True
+        for inst in instances:
+            if inst.id == cur.instance_id and inst.context_length == cur.context_length:
+                return True
+        log.info("%s: %s was unloaded or changed by another client", self.host, cur.instance_id)
+        return False
+
+    def _chat_checked(
+        self, req: InferenceRequest, loaded: _Loaded, on_token: Callable[[str], None]
+    ) -> ChatResult:
+        """One streamed chat on ``loaded``; an empty answer to a prompt that fills the served
+        context is the overflow it stands for (some LM Studio builds answer so)."""
+        try:
+            chat = self.client.chat_completion(
+                loaded.instance_id,
+                req.prompt,
+                max_tokens=req.max_tokens,
+                temperature=req.temperature,
+                top_p=req.top_p,
+                top_k=req.top_k,
+                system_prompt=req.system_prompt,
+                stream=True,
+                on_token=on_token,
+                should_stop=lambda: self.keeper.should_stop,
+            )
+        except InferenceError as exc:
+            if type(exc) is not InferenceError:
+                raise
+            overflow = empty_answer_overflow(
+                loaded.model, _prompt_estimate(req), loaded.context_length
+            )
+            if overflow is None or "after 0 pieces" not in str(exc):
+                raise
+            raise overflow from None
+        if not chat.content and not chat.completion_tokens:
+            overflow = empty_answer_overflow(
+                loaded.model, _prompt_estimate(req), loaded.context_length
+            )
+            if overflow is not None:
+                raise overflow
+        return chat
 
     def cancel_requested(self, job: ClaimedJob) -> bool:
         """The cancel flag, read now; a database that is away for the moment says no (the job
@@ -461,18 +533,35 @@ class JobRunner:
             if job.kind == JobKind.INFERENCE
             else None
         )
-        chat = self.client.chat_completion(
-            loaded.instance_id,
-            req.prompt,
-            max_tokens=req.max_tokens,
-            temperature=req.temperature,
-            top_p=req.top_p,
-            top_k=req.top_k,
-            system_prompt=req.system_prompt,
-            stream=True,
-            on_token=None if pieces is None else pieces.write,
-            should_stop=lambda: self.keeper.should_stop,
-        )
+        generated = [0]
+
+        def on_token(piece: str) -> None:
+            generated[0] += 1
+            if pieces is not None:
+                pieces.write(piece)
+
+        def chat_on(target: _Loaded) -> ChatResult:
+            return self._chat_checked(req, target, on_token)
+
+        try:
+            chat = chat_on(loaded)
+        except (ModelNotFoundError, ModelLoadError) as exc:
+            # Another client unloaded or swapped the model under this request: load it again
+            # and run the request once more, unless part of an answer went out already.
+            if generated[0] or not self.client.capabilities.load_control:
+                raise
+            log.warning(
+                "%s: %s went away during job %s (%s); loading it again",
+                self.host,
+                loaded.instance_id,
+                job.id,
+                exc,
+            )
+            self._loaded = None
+            loaded = self._ensure_loaded(job.model, ctx)
+            chat = chat_on(loaded)
+        if loaded.context_length is None and not self.client.capabilities.load_control:
+            loaded = self._ensure_loaded(job.model, ctx)  # a JIT load served it: now it says
         prompt_tokens = chat.prompt_tokens or 0
         response_tokens = chat.completion_tokens or 0
         return InferenceJobResult(
@@ -497,6 +586,11 @@ class JobRunner:
                 and loaded.context_length < loaded.requested,
             ),
         ).to_row()
+
+
+def _prompt_estimate(req: InferenceRequest) -> int:
+    text = req.prompt + (req.system_prompt or "")
+    return TokenCalibration().estimate(text)
 
 
 Handler = Callable[[JobRunner, ClaimedJob], dict[str, Any]]

@@ -35,10 +35,16 @@ from lmstrix.db import (
 )
 from lmstrix.db.engine import write_engine
 from lmstrix.db.hosts import get_or_create_host
+from lmstrix.db.tables import WorkerRow
 from lmstrix.db.types import UTCDateTime
 from lmstrix.db.unavailable import database_faults
 from lmstrix.domain.errors import ErrorPayload, JobNotFound, ValidationError
-from lmstrix.domain.heartbeats import DEFAULT_WAITER_GRACE, cutoff, waiter_gone
+from lmstrix.domain.heartbeats import (
+    DEFAULT_WAITER_GRACE,
+    WORKER_LIVE_WITHIN,
+    cutoff,
+    waiter_gone,
+)
 from lmstrix.domain.scheduler import (
     HostState,
     QueuedJob,
@@ -129,6 +135,8 @@ class ReapedJob:
     host: str
     requeued: bool  # False: out of attempts, failed for good (or cancelled)
     cancelled: bool = False  # its caller was gone or had cancelled it: never run again
+    #: how its worker was found gone: "heartbeat" (silent for a few beats) or "lease" (expired)
+    noticed_by: str = "lease"
 
 
 def parse_job_id(job_id: str | uuid.UUID) -> uuid.UUID:
@@ -299,15 +307,18 @@ class JobStore:
     # -- hosts ----------------------------------------------------------------------------
 
     def host_id(self, name: str, url: str | None = None) -> int:
-        """The id of the host row named ``name``, created (with ``url``) when missing."""
+        """The id of the host row named ``name``; with ``url``, the row of that server
+        (labelled ``name``, created when missing: a host is its URL, see ``lmstrix.db.hosts``)."""
         cached = self._host_ids.get(name)
         if cached is not None:
             return cached
-        with read_session(self.url) as s:
-            found = s.scalar(select(Host.id).where(Host.name == name))
-        if found is None:
-            if url is None:
+        found: int | None = None
+        if url is None:
+            with read_session(self.url) as s:
+                found = s.scalar(select(Host.id).where(Host.name == name))
+            if found is None:
                 raise ValidationError("host", name, "unknown host; configure it or pass its URL")
+        else:
             with write_session(self.url) as s:
                 found = get_or_create_host(s, name, url).id
         self._host_ids[name] = found
@@ -766,12 +777,29 @@ class JobStore:
 
     # -- reaper ---------------------------------------------------------------------------
 
-    def reap_expired(self, waiter_grace: float = DEFAULT_WAITER_GRACE) -> list[ReapedJob]:
-        """Re-queue running jobs whose lease expired (their worker died); fail those out of
-        attempts. A job that was being cancelled, or whose interactive caller has gone quiet for
-        ``waiter_grace`` seconds, is cancelled instead: nobody wants it run again. Conditional on
-        the expired lease, so a live worker's job is never touched."""
+    def reap_expired(
+        self,
+        waiter_grace: float = DEFAULT_WAITER_GRACE,
+        worker_silent_for: float | None = WORKER_LIVE_WITHIN,
+    ) -> list[ReapedJob]:
+        """Re-queue running jobs whose worker is gone; fail those out of attempts. A job that was
+        being cancelled, or whose interactive caller has gone quiet for ``waiter_grace``
+        seconds, is cancelled instead: nobody wants it run again.
+
+        A worker is gone when its row in the workers table has not been beaten for
+        ``worker_silent_for`` seconds (its beats and its lease renewals come from one thread, so
+        a silent row means a dead or frozen process: seconds after a kill), or when the job's
+        lease expired (the rule of last resort, for a worker that never got its row written).
+        Each update is conditional on the lease it read, so a job whose worker renewed it in the
+        meantime is never touched. ``worker_silent_for`` None: the lease alone (right after the
+        database was away, when every worker's row looks silent)."""
         now = utcnow()
+        worker_gone = Job.lease_until < now
+        if worker_silent_for is not None:
+            silent = select(WorkerRow.worker_id).where(
+                WorkerRow.seen_at < cutoff(now, worker_silent_for)
+            )
+            worker_gone = or_(worker_gone, Job.worker_id.in_(silent))
         out: list[ReapedJob] = []
         with write_session(self.url) as s:
             rows = s.execute(
@@ -783,7 +811,7 @@ class JobStore:
                     Job.lease_until,
                     Job.cancel_requested_at,
                     Job.waiter_seen_at,
-                ).where(Job.status == JobStatus.RUNNING.value, Job.lease_until < now)
+                ).where(Job.status == JobStatus.RUNNING.value, worker_gone)
             ).all()
             for r in rows:
                 gone = waiter_gone(r.waiter_seen_at, now, waiter_grace)
@@ -824,7 +852,16 @@ class JobStore:
                 )
                 if res.rowcount:  # type: ignore[attr-defined]
                     host = self._host_name(s, r.host_id)
-                    out.append(ReapedJob(str(r.id), host, requeue, cancelled=cancel))
+                    expired = r.lease_until is None or r.lease_until < now
+                    out.append(
+                        ReapedJob(
+                            str(r.id),
+                            host,
+                            requeue,
+                            cancelled=cancel,
+                            noticed_by="lease" if expired else "heartbeat",
+                        )
+                    )
         return out
 
     def hosts_with_queued(self, older_than: float = 0.0) -> list[str]:

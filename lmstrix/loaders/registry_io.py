@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from lmstrix.core.models import ModelRegistry
 from lmstrix.db import ModelRow, write_session
-from lmstrix.db.hosts import get_or_create_host
+from lmstrix.db.hosts import get_or_create_host, named_host
 from lmstrix.domain.errors import ValidationError
 from lmstrix.domain.model import column_values, default_host
 from lmstrix.domain.nesting import loads_json
@@ -204,7 +204,7 @@ def import_upstream(
     url_ = registry.database_url
     summary = ImportSummary(file=str(file), host=host_name)
     with write_session(url_) as s:
-        h = get_or_create_host(s, host_name, url)
+        h = get_or_create_host(s, host_name, url) if host_url else named_host(s, host_name, url)
         existing = {
             r.key: r
             for r in s.scalars(select(ModelRow).where(ModelRow.host_id == h.id).with_for_update())

@@ -2,7 +2,8 @@
 
 Order of checks for every request: count it, serve an injected fault if one is queued, hang if
 ``hang_requests`` is on, enforce auth (``/lmstudio-greeting`` stays open, [inf]), then route.
-Unknown paths and methods get LM Studio's HTTP **200** ``Unexpected endpoint or method`` body.
+Unknown paths and methods get LM Studio's HTTP **200** ``Unexpected endpoint or method`` body (in
+the ``openai`` mode, a plain server's 404).
 """
 
 from __future__ import annotations
@@ -128,9 +129,11 @@ class EmulatorApp:
     # --- dispatch -------------------------------------------------------------------------
 
     def _match(self, method: str, path: str) -> tuple[_Route, str] | None:
-        v1_enabled = self.state.settings.api_generation != "0.3"
+        generation = self.state.settings.api_generation
         for route in self._table:
-            if route.v1_only and not v1_enabled:
+            if route.v1_only and generation != "0.4":
+                continue
+            if generation == "openai" and not route.path.startswith("/v1/"):
                 continue
             if route.method != method:
                 continue
@@ -172,6 +175,8 @@ class EmulatorApp:
             if denied is not None:
                 return denied
         if match is None:
+            if state.settings.api_generation == "openai":  # a plain server: 404 like llama.cpp's
+                return JsonReply(404, bodies.not_found_plain())
             return JsonReply(200, bodies.unexpected_endpoint(request.method, request.path))
         route, tail = match
         return route.handler(request, tail)

@@ -52,6 +52,11 @@ def unexpected_endpoint(method: str, path: str) -> JsonObj:
     return {"error": f"Unexpected endpoint or method. ({method} {path})"}
 
 
+def not_found_plain() -> JsonObj:
+    """llama.cpp's server (and most plain OpenAI-compatible servers) on an unknown path: 404."""
+    return {"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}}
+
+
 def auth_missing() -> JsonObj:
     return {
         "error": {
@@ -196,6 +201,16 @@ def overflow_text(wording: int, prompt_tokens: int, context_length: int) -> str:
             f"context length only supports {context_length} tokens."
         )
     return "Context size has been exceeded."
+
+
+def empty_completion() -> JsonObj:
+    """An HTTP 200 answer with no content and no usage (an overflow some builds send)."""
+    return {
+        "id": completion_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": 0,
+        "choices": [],
+    }
 
 
 def stream_error(message: str) -> JsonObj:

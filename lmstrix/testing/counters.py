@@ -42,6 +42,9 @@ class Counters:
     inferences: int = 0
     # the chat messages of every completion request, in arrival order (what the model was sent)
     received: list[list[dict[str, Any]]] = field(default_factory=list)
+    # answers delivered in full (a stream read to its end), by the text of the last message
+    # sent: a prompt answered twice was generated twice for nothing
+    answered: Counter[str] = field(default_factory=Counter)
     # model calls = loads + inferences (+ embeddings) being executed right now / at most at once
     in_flight: int = 0
     max_in_flight: int = 0
@@ -101,6 +104,11 @@ class CounterBox:
     def receive(self, messages: Sequence[Mapping[str, Any]]) -> None:
         with self._lock:
             self._c.received.append([dict(m) for m in messages])
+
+    def answered(self, messages: Sequence[Mapping[str, Any]]) -> None:
+        key = str(messages[-1].get("content", "")) if messages else ""
+        with self._lock:
+            self._c.answered[key] += 1
 
     def inferred(self) -> None:
         with self._lock:

@@ -152,6 +152,11 @@ class LMStudioEmulator:
     def unload(self, instance_id: str) -> None:
         self.state.unload(instance_id, "direct")
 
+    def unload_on_next_chat(self, key: str) -> None:
+        """Act as another client (a chat UI, an IDE plugin) that unloads ``key`` just as the
+        next chat request for it arrives; that request fails with "Model was unloaded."."""
+        self.state.unload_on_next_chat(key)
+
     def unload_all(self) -> None:
         for instance_id in list(self.loaded_instances()):
             self.state.unload(instance_id, "direct")

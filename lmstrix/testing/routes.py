@@ -101,17 +101,30 @@ class Routes:
         return wording, bodies.overflow_text(wording, exc.prompt_tokens, exc.context_length)
 
     def _overflow_reply(self, exc: ContextOverflow, family: str) -> JsonReply:
-        """Non-streaming overflow: 400; wording 1, 2, 4 as a bare string, 3 as its object."""
+        """Non-streaming overflow: 400; wording 1, 2, 4 as a bare string, 3 as its object.
+        ``overflow_as="ok_body"`` sends the same body with HTTP 200; ``"empty"`` an HTTP 200
+        answer with no content at all."""
         wording, text = self._overflow_text(exc, streaming=False)
+        shape = self.state.settings.overflow_as
+        status = 200 if shape == "ok_body" else 400
+        if shape == "empty":
+            return JsonReply(200, bodies.empty_completion())
         if family == "v1":
-            return JsonReply(400, bodies.v1_error(text))
+            return JsonReply(status, bodies.v1_error(text))
         if wording == 3:
-            return JsonReply(400, bodies.stream_error(text))
-        return JsonReply(400, {"error": text})
+            return JsonReply(status, bodies.stream_error(text))
+        return JsonReply(status, {"error": text})
 
-    def _overflow_frame(self, exc: ContextOverflow) -> bytes:
+    def _overflow_frames(self, exc: ContextOverflow) -> list[bytes]:
+        """A streamed overflow: an ``event: error`` frame; with ``overflow_as="ok_body"`` a plain
+        data frame carrying the error body; with ``"empty"`` nothing at all (an empty stream)."""
         _, text = self._overflow_text(exc, streaming=True)
-        return sse_event("error", bodies.stream_error(text))
+        shape = self.state.settings.overflow_as
+        if shape == "empty":
+            return []
+        if shape == "ok_body":
+            return [sse_data(bodies.stream_error(text))]
+        return [sse_event("error", bodies.stream_error(text))]
 
     def _serve(
         self, name: str | None, family: str, *, kind: str, ttl: float | None, context: int | None
@@ -287,6 +300,7 @@ class Routes:
         failed = self._ready(inst, pending, name, family)
         if failed is not None:
             return failed
+        self.state.interfere(inst)
         stream = bool(data.get("stream"))
         stream_options = data.get("stream_options")
         include_usage = isinstance(stream_options, dict) and bool(
@@ -296,7 +310,7 @@ class Routes:
             frames = self._openai_stream(
                 inst, messages, max_tokens, options, text=text, include_usage=include_usage
             )
-            return StreamReply(frames)
+            return StreamReply(self._counted(frames, messages))
         with self.state.counters.model_call():
             try:
                 result = self.state.infer(inst, messages, max_tokens=max_tokens, options=options)
@@ -304,7 +318,14 @@ class Routes:
                 return self._overflow_reply(exc, family)
             except LoadFailure as exc:  # unloaded (TTL, eviction, API) under our feet
                 return self._load_error(inst.id, exc, family)
+        self.state.counters.answered(messages)
         return JsonReply(200, self._completion_body(inst, result, family, text=text))
+
+    def _counted(self, frames: Iterator[bytes], messages: Sequence[Message]) -> Iterator[bytes]:
+        """``frames``, counting the answer once the client has read them all (a client that
+        went away mid-stream was never answered)."""
+        yield from frames
+        self.state.counters.answered(messages)
 
     def _completion_body(
         self, inst: Instance, result: Inference, family: str, *, text: bool
@@ -367,7 +388,7 @@ class Routes:
                 try:
                     item = next(generated)
                 except ContextOverflow as exc:
-                    yield self._overflow_frame(exc)
+                    yield from self._overflow_frames(exc)
                     return
                 except LoadFailure as exc:
                     message = bodies.failed_to_load(inst.id, exc.reason)
@@ -558,7 +579,10 @@ class Routes:
         inst, pending = found
         if data.get("stream"):
             return StreamReply(
-                self._v1_stream(inst, pending, name, messages, max_tokens, options, store)
+                self._counted(
+                    self._v1_stream(inst, pending, name, messages, max_tokens, options, store),
+                    messages,
+                )
             )
         failed = self._ready(inst, pending, name, "v1")
         if failed is not None:
@@ -570,6 +594,7 @@ class Routes:
                 return self._overflow_reply(exc, "v1")
             except LoadFailure as exc:
                 return self._load_error(inst.id, exc, "v1")
+        state.counters.answered(messages)
         return JsonReply(200, self._v1_result(inst, pending, messages, result, store))
 
     def _v1_messages(self, data: JsonObj) -> list[Message]:

@@ -18,6 +18,8 @@ class EmulatorSettings:
     """Behaviour switches; defaults reproduce a stock LM Studio 0.4 server."""
 
     # "0.4": all API families. "0.3": /api/v1/* answer as unknown routes (pre-0.4 server).
+    # "openai": only /v1/* (a plain OpenAI-compatible server such as Ollama's or vLLM's);
+    # every other path is a 404 and there is no LM Studio greeting.
     api_generation: str = "0.4"
     # Just-in-time loading on inference; off: /v1/models lists only loaded models.
     jit: bool = True
@@ -41,6 +43,10 @@ class EmulatorSettings:
     # Context-overflow wording (bodies.overflow_text): None = realistic (1 non-streaming,
     # 3 streaming), or 1..4 to force one wording everywhere.
     overflow_wording: int | None = None
+    # How an overflow is answered: "error" (HTTP 400, or an SSE error frame when streaming),
+    # "ok_body" (HTTP 200 carrying the error body) or "empty" (HTTP 200 with an empty answer:
+    # a stream with no content, as LM Studio 0.4 builds sometimes send).
+    overflow_as: str = "error"
     # Pre-0.3.17 "Model "x" not found ... Your models:" 404 instead of "Invalid model identifier".
     legacy_not_found: bool = False
     # LM Studio quirk (#619): with exactly one model loaded, an unknown model name is served by it.
@@ -69,8 +75,10 @@ class EmulatorSettings:
         for name, value in changes.items():
             if name == "api_tokens":
                 value = frozenset(value or ())
-            if name == "api_generation" and value not in ("0.3", "0.4"):
-                raise ValueError("api_generation must be '0.3' or '0.4'")
+            if name == "api_generation" and value not in ("0.3", "0.4", "openai"):
+                raise ValueError("api_generation must be '0.3', '0.4' or 'openai'")
+            if name == "overflow_as" and value not in ("error", "ok_body", "empty"):
+                raise ValueError("overflow_as must be 'error', 'ok_body' or 'empty'")
             if name == "clock" and value not in ("simulated", "real"):
                 raise ValueError("clock must be 'simulated' or 'real'")
             if name == "overflow_wording" and value not in (None, 1, 2, 3, 4):

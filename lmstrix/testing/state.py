@@ -138,6 +138,7 @@ class EmulatorState:
         self.counters = CounterBox()
         self.conversations: dict[str, list[Message]] = {}
         self._load_faults: list[_LoadFault] = []
+        self._unload_on_chat: set[str] = set()
         self._hang_cond = threading.Condition()
         self._release_generation = 0
         self.hanging = 0
@@ -210,6 +211,24 @@ class EmulatorState:
                     self._load_faults.remove(fault)
                     return fault.reason
             return None
+
+    def unload_on_next_chat(self, key: str) -> None:
+        """Another client unloads ``key``'s instances just as the next chat request for it
+        arrives: that request finds its model gone ("Model was unloaded.")."""
+        with self.lock:
+            self._unload_on_chat.add(key)
+
+    def interfere(self, inst: Instance) -> None:
+        """Carry out an armed :meth:`unload_on_next_chat` for this instance's model."""
+        with self.lock:
+            if inst.model.key not in self._unload_on_chat:
+                return
+            self._unload_on_chat.discard(inst.model.key)
+            gone = [i for i in self.instances_of(inst.model.key) if i.status == "loaded"]
+            for i in gone:
+                self._detach(i, "direct")
+        for i in gone:
+            self._close(i)
 
     def default_context(self, model: EmulatedModel) -> int:
         return min(self.settings.default_context_length, model.max_context_length)

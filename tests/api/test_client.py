@@ -385,7 +385,8 @@ def test_server_that_is_not_lm_studio() -> None:
         url = f"http://127.0.0.1:{server.server_address[1]}"
         with LMStudioClient(url, max_retries=0) as c, pytest.raises(LMStudioConnectionError) as exc:
             c.list_models()
-        assert "neither LM Studio" in str(exc.value)
+        assert str(exc.value).startswith(f"{url} answers HTTP but is no LLM server: tried GET")
+        assert "/api/v0/models (HTTP 404, not JSON)" in str(exc.value)
     finally:
         server.shutdown()
         server.server_close()

@@ -91,6 +91,8 @@ def test_scan_json_reports_each_host(run: Invoke, hosts: tuple[LMStudioEmulator,
             "api_generation",
             "seconds",
             "error",
+            "auth_required",
+            "capabilities",
             "counts",
             "added",
             "updated",
@@ -319,3 +321,70 @@ def test_version_and_help(run: Invoke) -> None:
     for command in ("scan", "list", "hosts"):
         sub = run([command, "--help"])
         assert sub.exit_code == 0 and "--json" in sub.stdout
+
+
+# -- auth and host identity --------------------------------------------------------------------
+
+
+def test_auth_required_exits_5_from_scan_and_hosts(
+    run: Invoke, make_emulator: EmulatorFactory
+) -> None:
+    locked = make_emulator([SMALL], require_auth=True, api_tokens=["sk-right"])
+    scan = run(["scan"], [("locked", locked.url)])
+    assert scan.exit_code == 5, scan.output
+    assert "locked" in scan.stderr and "auth required" in scan.stderr
+    assert "LM_API_TOKEN" in scan.stderr.splitlines()[-1]
+    probe = run(["hosts"], [("locked", locked.url)])
+    assert probe.exit_code == 5 and "auth required" in probe.stdout
+    data = json.loads(run(["hosts", "--json"], [("locked", locked.url)]).stdout)
+    assert data["locked"]["auth_required"] is True and data["locked"]["reachable"] is True
+
+
+def test_a_url_that_is_no_llm_server_is_one_line(
+    run: Invoke, make_emulator: EmulatorFactory
+) -> None:
+    emu = make_emulator([SMALL])
+    emu.configure(api_generation="openai")
+    for path in ("/v1/models",):  # now every model list is missing: a 404 everywhere
+        emu.fail_next(404, "<html>not here</html>", content_type="text/html", path=path)
+    result = run(["scan"], [("web", emu.url)])
+    assert result.exit_code == 4
+    line = next(x for x in result.stderr.splitlines() if x.startswith("web"))
+    assert "no LLM server: tried GET /api/v1/models" in line and "/v1/models (HTTP 404" in line
+
+
+def test_the_same_server_under_two_names_is_one_host(
+    run: Invoke, make_emulator: EmulatorFactory
+) -> None:
+    emu = make_emulator([SMALL, MID])
+    assert run(["scan"], [("local", emu.url)]).exit_code == 0
+    # the same server, spelled differently, under the name the user gives it later
+    other_spelling = emu.url.replace("127.0.0.1", "localhost") + "/v1/"
+    assert run(["scan"], [("studio", other_spelling)]).exit_code == 0
+    models = listed(run)
+    assert sorted((m["host"], m["id"]) for m in models) == [
+        ("studio", "acme/mid-4b"),
+        ("studio", "acme/small-1b"),
+    ]
+
+
+def test_repointing_a_name_keeps_results_with_their_server(
+    run: Invoke, make_emulator: EmulatorFactory, database_url: str
+) -> None:
+    first, second = make_emulator([SMALL]), make_emulator([MID])
+    assert run(["scan"], [("local", first.url)]).exit_code == 0
+    ModelRegistry(database_url).update_model("acme/small-1b", {"tested_context": 4096})
+    assert run(["scan"], [("local", second.url)]).exit_code == 0
+    models = {m["id"]: m for m in listed(run, "--missing")}
+    assert models["acme/mid-4b"]["host"] == "local" and models["acme/mid-4b"]["present"]
+    old = models["acme/small-1b"]
+    assert old["host"] == f"local@http://localhost:{first.port}"
+    assert old["tested_context"] == 4096
+    hosts_run = run(["hosts"], [("local", second.url)])
+    assert "no longer configured: local@" in hosts_run.stderr
+
+    forgot = run(["hosts", "forget", old["host"], "--yes"], [("local", second.url)])
+    assert forgot.exit_code == 0, forgot.output
+    assert [m["id"] for m in listed(run, "--missing")] == ["acme/mid-4b"]
+    unknown = run(["hosts", "forget", "nope", "--yes"], [("local", second.url)])
+    assert unknown.exit_code == 2 and "nope" in unknown.stderr

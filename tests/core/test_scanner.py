@@ -264,8 +264,14 @@ def test_check_health_reports_every_host(database_url: str, make_emulator: Emula
         "loaded_instances",
         "latency_ms",
         "error",
+        "auth_required",
+        "capabilities",
     }
     assert all(set(h) == fields for h in health.values())
+    assert health["new"]["capabilities"]["load_control"] is True
+    assert health["new"]["capabilities"]["parallel"] == 4  # LM Studio 0.4's default slots
+    assert health["old"]["capabilities"]["load_control"] is False
+    assert health["dead"]["capabilities"] is None and not health["dead"]["auth_required"]
     n, o, d = health["new"], health["old"], health["dead"]
     assert (n["url"], n["reachable"], n["api_generation"], n["models"], n["loaded_instances"]) == (
         new.url,

@@ -128,3 +128,37 @@ def test_missing_scripts_are_a_clear_error(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(lmstrix, "__file__", str(tmp_path / "lmstrix" / "__init__.py"))
     with pytest.raises(RegistryError, match="reinstall lmstrix"):
         script_location()
+
+
+def test_0003_keys_existing_hosts_by_their_url(empty_database_url: str) -> None:
+    """Rows written before hosts had an identity get their normalized URL; a second row for the
+    same server keeps NULL (shown as not configured) and loses nothing."""
+    upgrade(empty_database_url, "0002")
+    with get_engine(empty_database_url).begin() as conn:
+        for name, url in (
+            ("local", "http://localhost:1234"),
+            ("studio", "http://127.0.0.1:1234/v1/"),
+            ("gpu", "http://GPU-Box:1234"),
+        ):
+            conn.execute(
+                text("INSERT INTO hosts (name, url, created_at) VALUES (:n, :u, :t)"),
+                {"n": name, "u": url, "t": "2026-01-01 00:00:00"},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO models (host_id, key, type, test_status, present, first_seen_at,"
+                " updated_at) SELECT id, 'm', 'llm', 'untested', true, created_at, created_at"
+                " FROM hosts WHERE name = 'studio'"
+            )
+        )
+    assert upgrade(empty_database_url).at_head
+    with get_engine(empty_database_url).connect() as conn:
+        keys = dict(conn.execute(text("SELECT name, url_key FROM hosts")).all())
+        models = conn.execute(text("SELECT count(*) FROM models")).scalar_one()
+    assert keys == {
+        "local": "http://localhost:1234",
+        "studio": None,
+        "gpu": "http://gpu-box:1234",
+    }
+    assert models == 1
+    assert downgrade(empty_database_url, "0002").current == ("0002",)

@@ -7,11 +7,14 @@ import threading
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
 from lmstrix.api.exceptions import JobNotFound, ValidationError
-from lmstrix.db import JobStatus
-from lmstrix.domain.enums import JobKind
+from lmstrix.db import JobStatus, utcnow, write_session
+from lmstrix.db.tables import WorkerRow
+from lmstrix.domain.enums import JobKind, WorkerMode
 from lmstrix.domain.errors import ErrorPayload
+from lmstrix.domain.heartbeats import WORKER_LIVE_WITHIN
 from lmstrix.domain.requests import inference_request
 from lmstrix.domain.scheduler import (
     PRIORITY_CONTEXT_TEST,
@@ -21,8 +24,14 @@ from lmstrix.domain.scheduler import (
 )
 from lmstrix.jobs.reaper import reap
 from lmstrix.jobs.store import ClaimedJob, JobStore
+from lmstrix.jobs.workers import WorkerInfo, WorkerRegistry
 
 POLICY = SchedulerPolicy(max_wait=300, max_run=100)
+
+
+def url_of(host: str) -> str:
+    """Each test host its own server (a host is its URL): h1 on port 1, h2 on port 2..."""
+    return f"http://127.0.0.1:{host.removeprefix('h')}"
 
 
 def submit(store: JobStore, model: str, host: str = "h1", priority: int = 0) -> str:
@@ -30,7 +39,7 @@ def submit(store: JobStore, model: str, host: str = "h1", priority: int = 0) -> 
         host=host,
         model=model,
         request={"prompt": f"hi {model}"},
-        host_url="http://127.0.0.1:1",
+        host_url=url_of(host),
         priority=priority,
     )
 
@@ -193,6 +202,48 @@ def test_live_lease_is_not_reaped(database_url: str) -> None:
     assert store.renew_lease(job, 30) is False
 
 
+def backdate_worker(database_url: str, worker_id: str, seconds: float) -> None:
+    with write_session(database_url) as s:
+        s.execute(
+            update(WorkerRow)
+            .where(WorkerRow.worker_id == worker_id)
+            .values(seen_at=utcnow() - timedelta(seconds=seconds))
+        )
+
+
+def test_a_job_whose_worker_went_silent_is_requeued_long_before_its_lease_ends(
+    database_url: str,
+) -> None:
+    store = JobStore(database_url)
+    registry = WorkerRegistry(database_url)
+    silent = WorkerInfo("w1", "h1", WorkerMode.DISTRIBUTED, "box", 1)
+    registry.register(silent)
+    registry.register(WorkerInfo("w2", "h2", WorkerMode.DISTRIBUTED, "box", 2))
+    jid, other = submit(store, "A"), submit(store, "B", host="h2")
+    job = claim(store, lease=300)
+    job2 = store.claim_next("h2", "w2", HostState(), lease_seconds=300, policy=POLICY)
+    assert job is not None and job2 is not None and str(job2.id) == other
+    assert reap(store, None) == []  # both workers beat just now
+    backdate_worker(database_url, "w1", WORKER_LIVE_WITHIN + 1)
+    reaped = reap(store, None)
+    assert [(r.id, r.requeued, r.noticed_by) for r in reaped] == [(jid, True, "heartbeat")]
+    assert store.get(jid).status == "queued" and store.get(other).status == "running"
+    assert store.renew_lease(job, 300) is True  # the silent worker, if it wakes, stops the job
+    assert store.finish(job, {"late": True}) is False
+
+
+def test_a_worker_without_a_row_keeps_its_job_until_the_lease_ends(database_url: str) -> None:
+    # A worker that could not write its row yet (the database hiccupped) is not taken for dead.
+    store = JobStore(database_url)
+    submit(store, "A")
+    job = claim(store, lease=300)
+    assert job is not None
+    WorkerRegistry(database_url).register(WorkerInfo("w9", "h1", WorkerMode.EMBEDDED, "box", 3))
+    backdate_worker(database_url, "w9", 3600)
+    assert reap(store, None) == []
+    assert store.get(str(job.id)).status == "running"
+
+
 def test_retry_and_prune(database_url: str) -> None:
     store = JobStore(database_url)
     jid = submit(store, "A")
@@ -237,7 +288,7 @@ def submit_test(store: JobStore) -> str:
         model="m-a",
         request={"declared": 8192},
         kind=JobKind.CONTEXT_TEST,
-        host_url="http://127.0.0.1:1",
+        host_url=url_of("h1"),
         priority=PRIORITY_CONTEXT_TEST,
     )
 

@@ -45,6 +45,7 @@ from lmstrix.jobs.context_test.probe_rows import (
 )
 from lmstrix.jobs.context_test.records import write_progress, write_registry
 from lmstrix.jobs.context_test.report import progress, summary
+from lmstrix.jobs.context_test.served_probe import probe_for
 from lmstrix.jobs.store import ClaimedJob
 
 if TYPE_CHECKING:
@@ -129,14 +130,9 @@ def run_context_test(
     req = parse_request(job.request)
     resume = start_test(url, job.host, job.model, job.id)
     known = resume.known
-    probe = HttpProbe(
-        runner.client,
-        job.model,
-        output_tokens=req.output_tokens,
-        question=req.question,
-        seed=req.seed,
-        depths=req.depths,
-    )
+    req, probe, note = probe_for(runner.client, job.model, req)
+    if note:
+        log.warning("context test of %s on %s: %s", job.model, job.host, note)
     rows = _ProbeRows(url, job, req, probe, known.row_id, dict(resume.speeds))
     search = SearchLoop(
         probe,
@@ -159,7 +155,7 @@ def run_context_test(
         write_progress(url, job, progress(req, state, job))
         speed = rows.speeds.get(state.use_good or -1)
         stopped = summary(job, req, state, resume, speed, stopped="cancelled")
-        return stopped.model_copy(update={"cancelled": True}).to_row()
+        return stopped.model_copy(update={"cancelled": True, "note": note}).to_row()
     speed = rows.speeds.get(res.optimal) if res.optimal is not None else None
     if req.ctx is not None:
         passed = res.optimal == req.ctx
@@ -171,7 +167,9 @@ def run_context_test(
     write_progress(url, job, progress(req, state, job, done=res.stop_reason))
     registry = {k: columns[k] for k in REGISTRY_KEYS}
     return (
-        summary(job, req, state, resume, speed).model_copy(update={"registry": registry}).to_row()
+        summary(job, req, state, resume, speed)
+        .model_copy(update={"registry": registry, "note": note})
+        .to_row()
     )
 
 
