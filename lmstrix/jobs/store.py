@@ -45,7 +45,7 @@ from lmstrix.domain.heartbeats import (
     cutoff,
     waiter_gone,
 )
-from lmstrix.domain.scheduler import HostState, QueuedJob, SchedulerPolicy
+from lmstrix.domain.scheduler import HostState, QueuedJob, SchedulerPolicy, may_start
 from lmstrix.domain.slots import choose_joining
 
 log = logging.getLogger(__name__)
@@ -183,6 +183,12 @@ _CLAIM_HEADS = (
         or_(Job.waiter_seen_at.is_(None), Job.waiter_seen_at >= _B_CUTOFF),
     )
     .group_by(Job.model_key, Job.priority)
+)
+# What runs on a host now (live leases): a context test holds its host (domain.scheduler).
+_RUNNING_KINDS = select(Job.kind).where(
+    Job.host_id == bindparam("b_hid"),
+    Job.status == JobStatus.RUNNING.value,
+    Job.lease_until >= _B_NOW,
 )
 _QUEUED = Job.__table__.alias("queued_jobs")
 _CLAIM_TARGET = (
@@ -471,6 +477,10 @@ class JobStore:
             queued, claim.state, now.timestamp(), claim.policy, claim.running_model
         )
         if choice is None:  # another model's turn: it waits for the running jobs to end
+            return None, False
+        # a context test holds its host (even against a second worker serving it by mistake)
+        running = c.execute(_RUNNING_KINDS, {"b_hid": hid, "b_now": now}).scalars().all()
+        if not may_start(choice.priority, running):
             return None, False
         won = c.execute(
             _CLAIM_UPDATE,
