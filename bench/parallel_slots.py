@@ -8,7 +8,12 @@ emulator saw at once on the instance.
 
 Target: at least 3.5 times at 4 slots.
 
-    python bench/parallel_slots.py [--n 200] [--tokens-per-second 100]
+``--real`` adds the real model: SmolLM2-135M under llama.cpp (xllamacpp) with 4 slots. The same
+16 prompts (64-token answers) go through lmstrix (one host worker, ``max_parallel`` 1 and 4) and
+straight to llama.cpp's ``/v1/chat/completions`` (1 and 4 at once); the table gives generated
+tokens per second. Target: lmstrix at 4 slots reaches at least 0.95 of direct at 4.
+
+    python bench/parallel_slots.py [--n 200] [--tokens-per-second 100] [--real] [--only-real]
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -30,6 +38,8 @@ from lmstrix.jobs.notify import LocalNotifier
 from lmstrix.jobs.runner import JobRunner
 from lmstrix.jobs.store import JobStore
 from lmstrix.testing import LMStudioEmulator
+from lmstrix.testing.llama_server import LlamaServer
+from lmstrix.testing.real_model import real_model_unavailable_reason
 
 MODEL = "llama-3.2-1b-instruct"
 PROMPT = "say " + " ".join(f"w{i}" for i in range(8))  # about 9 tokens answered
@@ -61,11 +71,91 @@ def run(emu: LMStudioEmulator, db: str, n: int, slots: int) -> tuple[float, int]
     return n / elapsed, most
 
 
+REAL_PROMPTS = [f"Write a long story about dragon number {i}." for i in range(16)]
+REAL_TOKENS = 64
+
+
+def real_direct(url: str, alias: str, at_once: int) -> float:
+    """Generated tokens per second, the prompts sent straight to llama.cpp ``at_once``."""
+
+    def one(prompt: str) -> int:
+        body = {
+            "model": alias,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": REAL_TOKENS,
+            "temperature": 0.0,
+        }
+        resp = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=600)
+        resp.raise_for_status()
+        return int(resp.json()["usage"]["completion_tokens"])
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(at_once) as pool:
+        tokens = sum(pool.map(one, REAL_PROMPTS))
+    return tokens / (time.perf_counter() - t0)
+
+
+def real_lmstrix(url: str, alias: str, db: str, slots: int) -> float:
+    """Generated tokens per second, the prompts run as jobs by one host worker."""
+    store = JobStore(db)
+    host = f"real{os.getpid()}x{slots}"
+    ids = [
+        store.submit(
+            host=host,
+            model=alias,
+            request={"prompt": p, "max_tokens": REAL_TOKENS, "temperature": 0.0},
+            host_url=url,
+        )
+        for p in REAL_PROMPTS
+    ]
+    client = LMStudioClient(url, timeout=600)
+    runner = JobRunner(
+        store, host, client, LocalNotifier(), settings=QueueSettings(max_parallel=slots)
+    )
+    t0 = time.perf_counter()
+    runner.drain()
+    elapsed = time.perf_counter() - t0
+    runner.close()
+    client.close()
+    views = [store.get(i) for i in ids]
+    failed = [v.error_message for v in views if v.status != "succeeded"]
+    assert not failed, failed
+    return sum(int((v.result or {}).get("response_tokens") or 0) for v in views) / elapsed
+
+
+def real_model(db: str, threads: int) -> None:
+    reason = real_model_unavailable_reason()
+    if reason is not None:
+        print(f"real model: skipped ({reason})")
+        return
+    with LlamaServer(4 * 1024, threads=threads, parallel=4) as server:
+        print(
+            f"real model: SmolLM2-135M, llama.cpp with 4 slots of {server.n_ctx // 4} tokens, "
+            f"{threads} threads; {len(REAL_PROMPTS)} prompts, {REAL_TOKENS}-token answers"
+        )
+        real_direct(server.url, server.alias, 4)  # warm up
+        print(f"{'':<22}{'1 at once':>12}{'4 at once':>12}")
+        direct = [real_direct(server.url, server.alias, n) for n in (1, 4)]
+        through = [real_lmstrix(server.url, server.alias, db, n) for n in (1, 4)]
+        print(f"{'llama.cpp directly':<22}{direct[0]:>9.1f} t/s{direct[1]:>9.1f} t/s")
+        print(f"{'through lmstrix':<22}{through[0]:>9.1f} t/s{through[1]:>9.1f} t/s")
+        ratio = through[1] / direct[1]
+        ok = "met" if ratio >= 0.95 else "MISSED"
+        print(f"lmstrix at 4 slots / direct at 4: {ratio:.3f} (target >= 0.95: {ok})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--tokens-per-second", type=float, default=100.0)
+    ap.add_argument("--real", action="store_true", help="also the real SmolLM2 with 4 slots")
+    ap.add_argument("--only-real", action="store_true", help="only the real SmolLM2")
+    ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (--real)")
     args = ap.parse_args()
+    if args.only_real:
+        with tempfile.TemporaryDirectory() as d:
+            real_model(f"sqlite:///{Path(d) / 'real.db'}", args.threads)
+        return
     pg = postgres_database()
     with tempfile.TemporaryDirectory() as d:
         db = pg or f"sqlite:///{Path(d) / 'slots.db'}"
@@ -90,6 +180,8 @@ def main() -> None:
             speedup = rate / base
             ok = "met" if speedup >= 3.5 else "MISSED"
             print(f"speed-up at 4 slots: {speedup:.2f}x (target >= 3.5: {ok})")
+            if args.real:
+                real_model(db, args.threads)
         finally:
             emu.stop()
             if pg:

@@ -167,13 +167,14 @@ def llama_cpp_context(requested: int) -> int:
 
 
 class LlamaServer:
-    """One llama.cpp server (one model, one context size, one slot) living in this process.
+    """One llama.cpp server (one model, one context size) living in this process.
 
     Use as a context manager (``with LlamaServer(512) as srv: srv.url``) or call ``start()`` and
     ``close()``. ``n_ctx`` is the context llama.cpp really applied, read back from the running
-    server, not the number asked for. One slot (``n_parallel = 1``) because llama.cpp splits
-    ``n_ctx`` between slots. ``fit_params`` is off: it only matters for GPU offload and costs about
-    half a second per load.
+    server, not the number asked for. One slot by default (``parallel``), because llama.cpp
+    splits ``n_ctx`` between its slots: with ``parallel=4`` each request gets a quarter.
+    ``fit_params`` is off: it only matters for GPU offload and costs about half a second per
+    load.
     """
 
     def __init__(
@@ -187,9 +188,13 @@ class LlamaServer:
         alias: str = DEFAULT_ALIAS,
         verbosity: int = -1,
         timeout: float = 600.0,
+        parallel: int = 1,
     ) -> None:
         if ctx_size < 1:
             raise ValueError(f"ctx_size must be at least 1, got {ctx_size}")
+        if parallel < 1:
+            raise ValueError(f"parallel must be at least 1, got {parallel}")
+        self.parallel = parallel
         self.ctx_size = ctx_size
         self.port = port
         self.model_path = model_path
@@ -222,7 +227,7 @@ class LlamaServer:
         params.model.path = str(model_path)
         # Below 256 llama.cpp applies 256 anyway; n_ctx=1 would abort the process.
         params.n_ctx = max(self.ctx_size, CONTEXT_GRANULARITY)
-        params.n_parallel = 1
+        params.n_parallel = self.parallel
         params.hostnames = [self.host]
         params.port = self.port
         params.model_alias = {self.alias}  # a set: a plain str would become a set of letters
