@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from lmstrix.core.batch_files import BatchFiles
 from lmstrix.core.batch_processor import BatchProcessor
 from lmstrix.core.config import Config
 from lmstrix.core.inference_manager import AsyncInferenceManager
@@ -236,6 +237,11 @@ class Gateway:
         if self._batch_processor is None:
             self._batch_processor = BatchProcessor(config=self.config)
         return self._batch_processor
+
+    @functools.cached_property
+    def files(self) -> BatchFiles:
+        """OpenAI's files and batches over the batch layer."""
+        return BatchFiles(self._batches(), self.settings.max_file_bytes)
 
     # -- jobs -----------------------------------------------------------------------------
 
