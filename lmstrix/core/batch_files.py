@@ -27,6 +27,8 @@ from lmstrix.domain.openai_files import (
 )
 from lmstrix.jobs.file_store import FileStore
 
+PIECE_BYTES = 64 * 1024
+
 
 def _jsonl(line: Mapping[str, Any]) -> bytes:
     import json
@@ -71,12 +73,19 @@ class BatchFiles:
         return iter([data])
 
     def _made(self, record: FileRecord) -> Iterator[bytes]:
-        """A result file's lines, made from its batch's job rows."""
+        """A result file's lines, made from its batch's job rows, in pieces of about
+        ``PIECE_BYTES`` (a piece per line would cost a thread hop per line when served)."""
         assert record.batch_id is not None
         want_success = record.part == OUTPUT
+        piece = bytearray()
         for line in self.processor.batch_results(record.batch_id):
             if succeeded(line) == want_success:
-                yield _jsonl(line)
+                piece += _jsonl(line)
+                if len(piece) >= PIECE_BYTES:
+                    yield bytes(piece)
+                    piece.clear()
+        if piece:
+            yield bytes(piece)
 
     # -- batches --------------------------------------------------------------------------
 
