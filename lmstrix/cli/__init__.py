@@ -19,6 +19,7 @@ from lmstrix.cli.infer import infer
 from lmstrix.cli.jobs import jobs
 from lmstrix.cli.models import hosts, list_models, scan
 from lmstrix.cli.output import show_warnings
+from lmstrix.cli.ps import ps, stats
 from lmstrix.cli.registry import db, registry
 from lmstrix.cli.serve import serve
 from lmstrix.cli.submit import submit
@@ -51,6 +52,8 @@ for _command in (
     jobs,
     worker,
     workers,
+    ps,
+    stats,
     batch,
     emulator,
     demo,

@@ -40,6 +40,7 @@ from lmstrix.domain.errors import (
     ValidationError,
 )
 from lmstrix.domain.openai_batch import (
+    CHAT_URL,
     MAX_FILE_BYTES,
     BatchRecord,
     BatchValidationError,
@@ -218,6 +219,8 @@ class BatchProcessor:
         *,
         metadata: Mapping[str, str] | None = None,
         start_worker: bool = True,
+        endpoint: str = CHAT_URL,
+        source: str | None = None,
     ) -> str:
         """Validate an OpenAI Batch input file and queue all of it; returns the batch id.
 
@@ -226,10 +229,13 @@ class BatchProcessor:
         Nothing is queued unless every line is valid (``BatchValidationError`` lists the
         problems with their line numbers). A body without ``model`` uses ``model_id``.
         ``start_worker=False``: leave the work to ``lmstrix worker`` (embedded mode, a process
-        about to exit).
+        about to exit). ``endpoint``: what every line runs, ``/v1/chat/completions`` or
+        ``/v1/completions``. ``source``: the input's name in messages and in the batch object's
+        ``input_file_id`` (default: the path, or what the input was).
         """
-        source, lines = _read_input(path_or_lines)
-        parsed = parse_lines(lines, default_model=self.model_id, source=source)
+        named, lines = _read_input(path_or_lines)
+        source = source or named
+        parsed = parse_lines(lines, default_model=self.model_id, source=source, endpoint=endpoint)
         planner = RequestPlanner(self.service, self.max_workers)
         items: list[NewItem] = []
         errors: list[LineError] = []
@@ -261,6 +267,7 @@ class BatchProcessor:
             metadata=dict(metadata) if metadata else None,
             input_file=source,
             max_attempts=self.service.settings.max_attempts,
+            endpoint=endpoint,
         )
         self._ring_hosts(batch_id, items, job_ids, start_worker)
         return batch_id
@@ -284,8 +291,8 @@ class BatchProcessor:
 
     def batch_results(self, batch_id: str) -> Iterator[dict[str, Any]]:
         """Output lines of the finished requests, in input order (an unknown id raises now)."""
-        self.batches.refresh(batch_id)
-        return (output_line(item) for item in self.batches.items(batch_id))
+        endpoint = self.batches.refresh(batch_id).endpoint
+        return (output_line(item, endpoint) for item in self.batches.items(batch_id))
 
     def cancel_batch(self, batch_id: str) -> dict[str, Any]:
         """Cancel: queued requests at once, running ones at their next chunk."""

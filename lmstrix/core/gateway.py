@@ -12,42 +12,24 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
+from lmstrix.core.batch_files import BatchFiles
 from lmstrix.core.batch_processor import BatchProcessor
 from lmstrix.core.config import Config
 from lmstrix.core.inference_manager import AsyncInferenceManager
 from lmstrix.core.inference_result import InferenceResult
 from lmstrix.core.inference_stream import AsyncInferenceStream
-from lmstrix.core.jobs import JobManager
+from lmstrix.core.jobs import STATS_WINDOW, JobManager, QueueSnapshot
 from lmstrix.domain.admission import admit
-from lmstrix.domain.clock import utcnow
 from lmstrix.domain.model import Model
 from lmstrix.domain.openai_api import CompletionCall
-from lmstrix.domain.queue_stats import FinishedSample, HostFigures, QueueLine, host_figures
 from lmstrix.domain.serve_settings import ServeSettings
-from lmstrix.jobs import embedded, stats
+from lmstrix.jobs import embedded
 from lmstrix.jobs.store import JobView
 
 log = logging.getLogger(__name__)
-
-
-# The window of ended jobs the statistics cover.
-STATS_WINDOW = timedelta(hours=1)
-
-
-@dataclass(frozen=True, slots=True)
-class QueueSnapshot:
-    """What :meth:`Gateway.snapshot` returns."""
-
-    taken_at: datetime
-    counts: list[tuple[str, str, str, int]]
-    queue: list[QueueLine]
-    finished: list[FinishedSample]
-    hosts: list[HostFigures]
-    workers: list[dict[str, Any]]
 
 
 class Gateway:
@@ -144,50 +126,17 @@ class Gateway:
     # -- what the queue holds --------------------------------------------------------------
 
     def snapshot(self, window: timedelta = STATS_WINDOW) -> QueueSnapshot:
-        """The queue now: counts by status, host and kind; queued jobs by host and model; the
-        jobs that ended within ``window``; per-host figures; the live workers."""
-        url = self._service.database_url
-        now = utcnow()
-        finished = stats.finished_since(url, now - window)
-        queue = stats.queue_lines(url)
-        hosts = [h.name for h in self.config.hosts]
-        figures = host_figures(hosts, finished, queue, now)
-        workers = self.jobs.workers()
-        for w in workers:
-            if w["host"] in figures:
-                figures[w["host"]].workers.append(w)
-        return QueueSnapshot(
-            now, stats.status_counts(url), queue, finished, list(figures.values()), workers
-        )
+        """The queue now (see :meth:`JobManager.snapshot`)."""
+        return self.jobs.snapshot(window)
 
     def dashboard(self) -> dict[str, Any]:
         """What the dashboard shows, as JSON-ready data: hosts (API generation, live workers,
         loaded model and its context), the queue by host and model, running and recent jobs,
         batches with their counts, and models with their tested context."""
         snap = self.snapshot()
-        known = {h["name"]: h for h in self._service.registry.list_hosts()}
         recent = self.jobs.list_jobs(limit=25)
         running = self.jobs.list_jobs(status=["running"], limit=50)
-        contexts = {
-            (j.host, j.model): (j.result or {}).get("model_info", {}).get("context_length")
-            for j in recent
-            if j.status == "succeeded"
-        }
-        hosts = []
-        for f in snap.hosts:
-            seen = known.get(f.host, {})
-            loaded = next((w["loaded_model"] for w in f.workers if w.get("loaded_model")), None)
-            hosts.append(
-                {
-                    **f.to_dict(),
-                    "url": next((h.url for h in self.config.hosts if h.name == f.host), None),
-                    "api_generation": seen.get("api_generation"),
-                    "last_seen": seen.get("last_seen"),
-                    "worker_alive": any(w["live"] for w in f.workers),
-                    "loaded_model": loaded,
-                    "loaded_context": contexts.get((f.host, loaded)),
-                }
-            )
+        hosts = self.jobs.host_rows(snap)
         now = snap.taken_at
 
         def job(j: JobView) -> dict[str, Any]:
@@ -236,6 +185,11 @@ class Gateway:
         if self._batch_processor is None:
             self._batch_processor = BatchProcessor(config=self.config)
         return self._batch_processor
+
+    @functools.cached_property
+    def files(self) -> BatchFiles:
+        """OpenAI's files and batches over the batch layer."""
+        return BatchFiles(self._batches(), self.settings.max_file_bytes)
 
     # -- jobs -----------------------------------------------------------------------------
 

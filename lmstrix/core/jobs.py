@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from lmstrix.core.config import Config, HostConfig
@@ -21,6 +22,8 @@ from lmstrix.domain.clock import utcnow
 from lmstrix.domain.enums import WorkerMode
 from lmstrix.domain.errors import JobNotFound, ValidationError
 from lmstrix.domain.heartbeats import WORKER_LIVE_WITHIN, worker_live
+from lmstrix.domain.queue_stats import FinishedSample, HostFigures, QueueLine, host_figures
+from lmstrix.jobs import stats
 from lmstrix.jobs.doorbell import worker_command
 from lmstrix.jobs.embedded import EmbeddedWorker
 from lmstrix.jobs.reaper import reap
@@ -33,6 +36,20 @@ from lmstrix.jobs.store import FINISHED, JobView, ReapedJob, parse_job_id
 WORKER_POLL_SECONDS = 1.0
 # Jobs a prefix matching several lists in its error.
 MAX_PREFIX_MATCHES = 5
+# The window of ended jobs the statistics cover.
+STATS_WINDOW = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSnapshot:
+    """What :meth:`JobManager.snapshot` returns."""
+
+    taken_at: datetime
+    counts: list[tuple[str, str, str, int]]
+    queue: list[QueueLine]
+    finished: list[FinishedSample]
+    hosts: list[HostFigures]
+    workers: list[dict[str, Any]]
 
 
 class JobManager:
@@ -159,6 +176,42 @@ class JobManager:
         return [
             {**w.to_dict(), "live": worker_live(w.seen_at, now)}
             for w in registry.rows(host, within=within)
+        ]
+
+    # -- what the queue holds ---------------------------------------------------------------
+
+    def snapshot(self, window: timedelta = STATS_WINDOW) -> QueueSnapshot:
+        """The queue now: counts by status, host and kind; queued jobs by host and model; the
+        jobs that ended within ``window``; per configured host its figures (queue, outcomes,
+        loads, swaps, speed), its live workers, loaded model and context and current job; the
+        live workers. What ``/metrics``, the dashboard, ``lmstrix ps`` and ``stats`` show."""
+        url = self._service.database_url
+        now = utcnow()
+        finished = stats.finished_since(url, now - window)
+        queue = stats.queue_lines(url)
+        figures = host_figures([h.name for h in self.config.hosts], finished, queue, now)
+        workers = self.workers()
+        for w in workers:
+            if w["host"] in figures:
+                figures[w["host"]].add_worker(w, finished)
+        return QueueSnapshot(
+            now, stats.status_counts(url), queue, finished, list(figures.values()), workers
+        )
+
+    def host_rows(self, snap: QueueSnapshot) -> list[dict[str, Any]]:
+        """Each host of ``snap`` as JSON-ready data: its figures with its URL, API generation,
+        when the registry last saw it, and whether a worker is alive."""
+        known = {h["name"]: h for h in self._service.registry.list_hosts()}
+        urls = {h.name: h.url for h in self.config.hosts}
+        return [
+            {
+                **f.to_dict(),
+                "url": urls.get(f.host),
+                "api_generation": known.get(f.host, {}).get("api_generation"),
+                "last_seen": known.get(f.host, {}).get("last_seen"),
+                "worker_alive": any(w["live"] for w in f.workers),
+            }
+            for f in snap.hosts
         ]
 
     def worker_argv(self, host: str) -> list[str]:

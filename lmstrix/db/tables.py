@@ -40,6 +40,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -291,6 +292,27 @@ class WorkerRow(Base):
     loaded_model: Mapped[str | None] = mapped_column(String(512))
 
 
+class FileRow(Base):
+    """A file of the OpenAI files API (``lmstrix serve``): an uploaded batch input, held in the
+    database so that every server and worker reads the same bytes; or a batch's output or error
+    file, whose content is made from the batch's job rows when it is read (``content`` NULL,
+    ``batch_id`` and ``part`` set)."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_created_at", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "file-<hex>"
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(512))
+    size: Mapped[int | None] = mapped_column("bytes", BigInteger)  # NULL: made on demand
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    content: Mapped[bytes | None] = mapped_column(LargeBinary)
+    batch_id: Mapped[str | None] = mapped_column(
+        ForeignKey("batches.id", ondelete="CASCADE"), index=True
+    )
+    part: Mapped[str | None] = mapped_column(String(8))  # "output" or "error"
+
+
 metadata = Base.metadata
 
 __all__ = [
@@ -298,6 +320,7 @@ __all__ = [
     "Base",
     "Batch",
     "ContextTestProbe",
+    "FileRow",
     "Host",
     "Job",
     "ModelRow",

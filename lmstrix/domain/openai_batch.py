@@ -4,9 +4,10 @@ lmstrix speaks this format so that files written for OpenAI's Batch API, or
 vLLM's ``run-batch``, run on LM Studio unchanged and their results feed the same tooling:
 
 - input: one JSON object per line, ``{custom_id, method: "POST", url: "/v1/chat/completions",
-  body: {model, messages, max_tokens, temperature, ...}}``, ``custom_id`` unique in the file;
+  body: {model, messages, max_tokens, temperature, ...}}``, ``custom_id`` unique in the file
+  (or ``url: "/v1/completions"`` with ``body: {model, prompt, ...}``; one endpoint per batch);
 - output: one line per request, ``{id, custom_id, response: {status_code, request_id, body},
-  error}``, where ``body`` is a ``chat.completion`` object;
+  error}``, where ``body`` is a ``chat.completion`` (or ``text_completion``) object;
 - the batch object: ``status`` in OpenAI's words, ``request_counts{total, completed, failed}``
   and Unix-second timestamps.
 
@@ -28,6 +29,8 @@ from lmstrix.domain.nesting import loads_json
 from lmstrix.domain.payloads import InferenceJobResult
 
 CHAT_URL = "/v1/chat/completions"
+COMPLETIONS_URL = "/v1/completions"
+ENDPOINTS = (CHAT_URL, COMPLETIONS_URL)  # what a batch may run (OpenAI's ``endpoint``)
 MAX_REQUESTS = 50_000  # OpenAI's limits (batch_create_params.py)
 MAX_FILE_BYTES = 200 * 1024 * 1024
 MAX_CUSTOM_ID = 512  # the jobs.custom_id column
@@ -231,13 +234,27 @@ def _stop(body: Mapping[str, Any], c: _Collector, n: int) -> str | tuple[str, ..
     return None
 
 
-def _body(body: Any, default_model: str | None, c: _Collector, n: int) -> dict[str, Any] | None:
+def _prompt(prompt: Any, c: _Collector, n: int) -> tuple[str, None] | None:
+    """A completions body's ``prompt``: one string (or a list holding one)."""
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt:
+        c.add(n, "invalid_value", "body.prompt must be one non-empty string", "prompt")
+        return None
+    return prompt, None
+
+
+def _body(
+    body: Any, default_model: str | None, c: _Collector, n: int, endpoint: str = CHAT_URL
+) -> dict[str, Any] | None:
     if not isinstance(body, Mapping):
         c.add(n, "missing_required_parameter", "body must be an object", "body")
         return None
     ok = True
+    chat = endpoint == CHAT_URL
+    keys = BODY_KEYS if chat else tuple("prompt" if k == "messages" else k for k in BODY_KEYS)
     for key, value in body.items():
-        if key in BODY_KEYS or key in IGNORED_KEYS:
+        if key in keys or key in IGNORED_KEYS:
             continue
         if key in NEUTRAL_KEYS and value == NEUTRAL_KEYS[key]:
             continue
@@ -248,7 +265,7 @@ def _body(body: Any, default_model: str | None, c: _Collector, n: int) -> dict[s
             c.add(
                 n,
                 "unsupported_parameter",
-                f"body.{key} is not supported (supported: {', '.join(BODY_KEYS)})",
+                f"body.{key} is not supported (supported: {', '.join(keys)})",
                 key,
             )
     model = body.get("model", default_model)
@@ -273,7 +290,8 @@ def _body(body: Any, default_model: str | None, c: _Collector, n: int) -> dict[s
         "seed": _number(body, "seed", c, n, integer=True),
         "stop": _stop(body, c, n),
     }
-    messages = _messages(body.get("messages"), c, n)
+    text = _messages if chat else _prompt
+    messages = text(body.get("messages" if chat else "prompt"), c, n)
     if not ok or messages is None:
         return None
     assert isinstance(model, str)
@@ -301,12 +319,17 @@ def parse_lines(
     *,
     default_model: str | None = None,
     source: str = "<lines>",
+    endpoint: str = CHAT_URL,
 ) -> list[BatchLine]:
     """Validate a whole batch file; returns its requests or raises ``BatchValidationError``.
 
     Blank lines are skipped (their numbers still count, so errors point at the right line).
-    ``default_model`` fills in a body without ``model``.
+    ``default_model`` fills in a body without ``model``. Every line's ``url`` must be
+    ``endpoint`` (one of ``ENDPOINTS``); a ``/v1/completions`` body has ``prompt`` where a chat
+    body has ``messages``.
     """
+    if endpoint not in ENDPOINTS:
+        raise ValidationError("endpoint", endpoint, f"must be one of {', '.join(ENDPOINTS)}")
     c = _Collector(source)
     out: list[BatchLine] = []
     first_seen: dict[str, int] = {}
@@ -346,15 +369,15 @@ def parse_lines(
             first_seen[custom_id] = n
         if obj.get("method") != "POST":
             c.add(n, "invalid_value", f"method must be 'POST', not {obj.get('method')!r}", "method")
-        if obj.get("url") != CHAT_URL:
+        if obj.get("url") != endpoint:
             c.add(
                 n,
                 "invalid_url",
-                f"url {obj.get('url')!r} is not supported; lmstrix runs {CHAT_URL}",
+                f"url {obj.get('url')!r} is not the batch's endpoint {endpoint}",
                 "url",
             )
             continue  # the body of another endpoint has other rules: more errors would be noise
-        body = _body(obj.get("body"), default_model, c, n)
+        body = _body(obj.get("body"), default_model, c, n, endpoint)
         if body is not None and custom_id is not None and c.total == 0:
             out.append(BatchLine(line=n, custom_id=custom_id, **body))
     if requests == 0:
@@ -424,8 +447,28 @@ def chat_completion_body(item: BatchItem) -> dict[str, Any]:
     }
 
 
-def output_line(item: BatchItem) -> dict[str, Any]:
-    """The output (or error) file line of a finished request."""
+def text_completion_body(item: BatchItem) -> dict[str, Any]:
+    """The ``text_completion`` object a synchronous ``/v1/completions`` call would have
+    returned: the chat body's figures, with the answer as ``text``."""
+    chat = chat_completion_body(item)
+    choice = chat["choices"][0]
+    return {
+        **chat,
+        "id": f"cmpl-{item.job_id.replace('-', '')}",
+        "object": "text_completion",
+        "choices": [
+            {
+                "index": 0,
+                "text": choice["message"]["content"],
+                "logprobs": None,
+                "finish_reason": choice["finish_reason"],
+            }
+        ],
+    }
+
+
+def output_line(item: BatchItem, endpoint: str = CHAT_URL) -> dict[str, Any]:
+    """The output (or error) file line of a finished request of a batch run on ``endpoint``."""
     line: dict[str, Any] = {
         "id": f"batch_req_{item.job_id.replace('-', '')}",
         "custom_id": item.custom_id,
@@ -436,7 +479,9 @@ def output_line(item: BatchItem) -> dict[str, Any]:
         line["response"] = {
             "status_code": 200,
             "request_id": item.job_id,
-            "body": chat_completion_body(item),
+            "body": (
+                chat_completion_body(item) if endpoint == CHAT_URL else text_completion_body(item)
+            ),
         }
     elif item.status in (JobStatus.CANCELLED.value, JobStatus.EXPIRED.value):
         word = "cancelled" if item.status == JobStatus.CANCELLED.value else "expired"

@@ -25,6 +25,7 @@ class FinishedSample:
     response_tokens: int = 0
     load_seconds: float | None = None
     swapped: bool = False
+    context_length: int | None = None  # of the loaded instance that ran it
 
     @property
     def latency(self) -> float | None:
@@ -59,6 +60,28 @@ class HostFigures:
     mean_load_seconds: float | None = None
     tokens_per_second: float | None = None
     workers: list[dict[str, Any]] = field(default_factory=list)
+    loaded_model: str | None = None
+    loaded_context: int | None = None
+    current_job: str | None = None
+
+    def add_worker(self, worker: dict[str, Any], finished: Sequence[FinishedSample]) -> None:
+        """Count a worker in; a live one tells the loaded model (whose context is that of the
+        newest job in ``finished``, newest first, that ran on it) and its current job."""
+        self.workers.append(worker)
+        if not worker.get("live", True):
+            return
+        if worker.get("loaded_model") and self.loaded_model is None:
+            self.loaded_model = worker["loaded_model"]
+            self.loaded_context = next(
+                (
+                    s.context_length
+                    for s in finished
+                    if s.host == self.host and s.model == self.loaded_model and s.context_length
+                ),
+                None,
+            )
+        if worker.get("current_job") and self.current_job is None:
+            self.current_job = worker["current_job"]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +96,9 @@ class HostFigures:
             "mean_load_seconds": self.mean_load_seconds,
             "tokens_per_second": self.tokens_per_second,
             "workers": self.workers,
+            "loaded_model": self.loaded_model,
+            "loaded_context": self.loaded_context,
+            "current_job": self.current_job,
         }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from lmstrix.domain.config_section import ConfigSection
+from lmstrix.domain.openai_batch import MAX_FILE_BYTES
 
 DEFAULT_PORT = 8765
 
@@ -31,6 +32,12 @@ class ServeSettings(ConfigSection):
         ge=1,
         description="refuse a request with 429 while this many jobs wait on the host it would "
         "go to (unset: no bound)",
+    )
+    max_file_bytes: int = Field(
+        MAX_FILE_BYTES,
+        ge=1,
+        description="the largest file POST /v1/files takes (bytes); a larger one is refused "
+        "with 413 before it is stored",
     )
     timeout: float = Field(
         600.0, gt=0, description="seconds a request waits for its answer before it is cancelled"

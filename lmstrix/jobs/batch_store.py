@@ -31,6 +31,7 @@ from lmstrix.db import (
 )
 from lmstrix.domain.errors import JobNotFound, LMStrixError, ValidationError
 from lmstrix.domain.openai_batch import (
+    CHAT_URL,
     COMPLETION_WINDOW_SECONDS,
     FINAL,
     BatchItem,
@@ -39,6 +40,7 @@ from lmstrix.domain.openai_batch import (
     next_status,
 )
 from lmstrix.domain.scheduler import PRIORITY_BATCH
+from lmstrix.jobs.file_store import attach_results
 from lmstrix.jobs.store import JobStore
 
 PAGE = 500  # result rows read per query when streaming a batch's output
@@ -114,6 +116,7 @@ class BatchStore:
         metadata: dict[str, Any] | None = None,
         input_file: str | None = None,
         max_attempts: int = 3,
+        endpoint: str = CHAT_URL,
     ) -> tuple[str, list[str]]:
         """Insert the batch and its items in one transaction: all of it exists, or none.
 
@@ -148,6 +151,7 @@ class BatchStore:
                 Batch(
                     id=batch_id,
                     status=BatchStatus.IN_PROGRESS.value,
+                    endpoint=endpoint,
                     model=model,
                     request_total=len(items) if total is None else total,
                     metadata_=metadata,
@@ -239,6 +243,8 @@ class BatchStore:
             row.finalizing_at = row.completed_at = last or now
         elif new == BatchStatus.CANCELLED.value and row.status != new:
             row.cancelled_at = now
+        if BatchStatus(new) in FINAL and row.status != new:
+            attach_results(s, row, counts.completed, counts.not_succeeded, now)
         row.status = new
         row.request_completed = counts.completed
         row.request_failed = counts.not_succeeded
@@ -309,14 +315,31 @@ class BatchStore:
                 counts = self._counts(s, batch_id)
                 row.request_completed = counts.completed
                 row.request_failed = counts.not_succeeded
+                attach_results(s, row, counts.completed, counts.not_succeeded, now)
 
     # -- reading --------------------------------------------------------------------------
 
     def recent(self, limit: int = 20) -> list[BatchRecord]:
         """Newest batches first, each refreshed."""
+        return self.page(limit)[0]
+
+    def page(self, limit: int, after: str | None = None) -> tuple[list[BatchRecord], bool]:
+        """Newest batches first, each refreshed: up to ``limit`` older than the batch ``after``,
+        and whether more follow (OpenAI's cursor pages)."""
+        q = select(Batch.id).order_by(Batch.created_at.desc(), Batch.id.desc())
         with read_session(self.url) as s:
-            ids = s.scalars(select(Batch.id).order_by(Batch.created_at.desc()).limit(limit)).all()
-        return [self.refresh(i) for i in ids]
+            if after is not None:
+                cursor = s.get(Batch, after)
+                if cursor is None:
+                    raise BatchNotFound(after)
+                q = q.where(
+                    or_(
+                        Batch.created_at < cursor.created_at,
+                        and_(Batch.created_at == cursor.created_at, Batch.id < cursor.id),
+                    )
+                )
+            ids = s.scalars(q.limit(limit + 1)).all()
+        return [self.refresh(i) for i in ids[:limit]], len(ids) > limit
 
     def unfinished_job_ids(self, batch_id: str) -> list[str]:
         """The items still queued or running, in run order."""

@@ -78,6 +78,7 @@ def finished_since(url: str, since: datetime) -> list[FinishedSample]:
                 response_tokens=r.response_tokens if r else 0,
                 load_seconds=load_seconds,
                 swapped=swapped,
+                context_length=info.context_length if info is not None else None,
             )
         )
     return out

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lmstrix.core.config import Config
 from lmstrix.core.gateway import Gateway
 from lmstrix.domain.errors import LMStrixError
-from lmstrix.serve import dashboard, metrics, openai_routes
+from lmstrix.serve import dashboard, files_routes, metrics, openai_routes
 from lmstrix.serve.auth import allowed
 from lmstrix.serve.errors import error_response, plain_error
 
@@ -80,6 +80,7 @@ def create_app(config: Config | None = None, *, gateway: Gateway | None = None) 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         *openai_routes.ROUTES,
+        *files_routes.ROUTES,
         *metrics.ROUTES,
         *dashboard.ROUTES,
     ]

@@ -20,13 +20,16 @@ from lmstrix.domain.errors import (
     ValidationError,
 )
 from lmstrix.domain.openai_api import error_body
+from lmstrix.domain.openai_files import FileNotFound, FileTooLarge
 
 # (class, HTTP status, OpenAI error type, code); the first match wins, so subclasses first.
 _STATUS: tuple[tuple[type[LMStrixError], int, str, str | None], ...] = (
     (ContextLimitExceededError, 400, "invalid_request_error", "context_length_exceeded"),
+    (FileTooLarge, 413, "invalid_request_error", "file_too_large"),
     (ValidationError, 400, "invalid_request_error", None),
     (ModelNotFoundError, 404, "invalid_request_error", "model_not_found"),
     (JobNotFound, 404, "invalid_request_error", "not_found"),
+    (FileNotFound, 404, "invalid_request_error", "not_found"),
     (QueueFullError, 429, "rate_limit_exceeded", "queue_full"),
     (NoWorkerError, 503, "service_unavailable", "no_worker"),
     (LMStudioConnectionError, 503, "service_unavailable", "host_unavailable"),

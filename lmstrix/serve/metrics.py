@@ -26,7 +26,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lmstrix.core.gateway import Gateway, QueueSnapshot
+from lmstrix.core.gateway import Gateway
+from lmstrix.core.jobs import QueueSnapshot
 from lmstrix.domain.queue_stats import bucket_counts
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

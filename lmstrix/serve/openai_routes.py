@@ -36,7 +36,7 @@ def _gateway(request: Request) -> Gateway:
     return gateway
 
 
-async def _json_body(request: Request) -> Mapping[str, Any]:
+async def json_body(request: Request) -> Mapping[str, Any]:
     try:
         body = json.loads(await request.body() or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
@@ -158,11 +158,11 @@ async def _events(stream: AsyncInferenceStream, maker: ChunkMaker) -> AsyncItera
 
 
 async def chat_completions(request: Request) -> Response:
-    return await _answer(request, parse_chat(await _json_body(request)), chat=True)
+    return await _answer(request, parse_chat(await json_body(request)), chat=True)
 
 
 async def completions(request: Request) -> Response:
-    return await _answer(request, parse_completion(await _json_body(request)), chat=False)
+    return await _answer(request, parse_completion(await json_body(request)), chat=False)
 
 
 ROUTES = [

@@ -20,7 +20,7 @@ from lmstrix.db import downgrade, ensure_schema, get_engine, revision_state, upg
 from lmstrix.db.migrate import forget_migrated, head_revisions, script_location
 from lmstrix.db.tables import metadata
 
-TABLES = {"hosts", "models", "jobs", "batches", "context_test_probes", "workers"}
+TABLES = {"hosts", "models", "jobs", "batches", "context_test_probes", "workers", "files"}
 
 
 def _tables(url: str) -> set[str]:

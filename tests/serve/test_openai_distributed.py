@@ -14,6 +14,7 @@ from pathlib import Path
 import openai
 import pytest
 from helpers.dramatiq_worker import DramatiqWorkers, require_redis, worker_env
+from helpers.openai_batches import answer, chat_line, file_lines, start, until_final, upload
 from helpers.serve import ServerThread
 from helpers.waiting import wait_for
 
@@ -25,6 +26,8 @@ from lmstrix.utils.config import Config
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
 MODEL = "llama-3.2-1b-instruct"
+CHAT_PATH = "/api/v0/chat/completions"
+LONG = " ".join(f"word{i}" for i in range(300))
 
 
 class Site:
@@ -122,3 +125,42 @@ def test_errors_as_sdk_exceptions(site: Site) -> None:
     assert unserved.value.status_code == 503
     assert unserved.value.code == "no_worker"
     assert f"lmstrix worker --host {idle}" in str(unserved.value)
+
+
+def test_files_and_batches_run_by_the_dramatiq_worker(site: Site) -> None:
+    client = site.client()
+    client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    site.emu.fail_next(500, {"error": {"message": "engine crashed"}}, path=CHAT_PATH)
+    lines = [chat_line("bad", "say one", MODEL)]
+    lines += [chat_line(f"n{n}", f"count to {n}", MODEL) for n in (2, 4)]
+    done = until_final(client, start(client, upload(client, lines)).id)
+    assert done.status == "completed"
+    assert done.request_counts is not None
+    assert (done.request_counts.completed, done.request_counts.failed) == (2, 1)
+    out = file_lines(client, done.output_file_id)
+    assert [(line["custom_id"], answer(line)) for line in out] == [("n2", "1 2"), ("n4", "1 2 3 4")]
+    assert [line["custom_id"] for line in file_lines(client, done.error_file_id)] == ["bad"]
+    with JobManager(site.config) as jobs:
+        job = jobs.get_job(out[0]["response"]["request_id"])
+        workers = {w["worker_id"]: w for w in jobs.workers(site.host)}
+    assert workers[job.worker_id]["mode"] == "distributed"
+
+
+def test_a_batch_cancelled_while_the_worker_runs_it(site: Site) -> None:
+    client = site.client()
+    lines = [chat_line(f"long-{i}", f"repeat {LONG}", MODEL, max_tokens=400) for i in range(3)]
+    batch = start(client, upload(client, lines))
+    with JobManager(site.config) as jobs:
+        wait_for(
+            lambda: any(j.kind == "batch_item" for j in jobs.list_jobs(status=["running"])),
+            60,
+            "an item running",
+        )
+    client.batches.cancel(batch.id)
+    done = until_final(client, batch.id)
+    assert done.status == "cancelled"
+    errors = file_lines(client, done.error_file_id)
+    assert sorted(line["custom_id"] for line in errors) == ["long-0", "long-1", "long-2"]
+    with pytest.raises(openai.BadRequestError) as purpose:
+        client.files.create(file=("x.jsonl", b"{}\n"), purpose="assistants")
+    assert purpose.value.param == "purpose"
