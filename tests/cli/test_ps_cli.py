@@ -5,13 +5,13 @@ time and speed; tables within 80 columns, --json with the one timestamp format."
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from helpers.configs import CliEnv, config_for
+from helpers.formats import ISO_UTC
 from helpers.waiting import wait_for
 
 from lmstrix.cli import cli
@@ -23,7 +23,6 @@ from lmstrix.testing import LMStudioEmulator
 MODEL = "llama-3.2-1b-instruct"
 OTHER = "qwen/qwen3-4b"
 LONG = " ".join(f"word{i}" for i in range(400))
-ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
 def in_order(line: str, headers: tuple[str, ...]) -> bool:
@@ -58,7 +57,7 @@ def test_stats_counts_the_last_hours_jobs_loads_and_swaps(manager: InferenceMana
     code, out, err = run("stats", "--json")
     assert code == 0, err
     data = json.loads(out)
-    assert ISO.match(data["taken_at"])
+    assert ISO_UTC.match(data["taken_at"])
     (host,) = data["hosts"]
     assert host["host"] == "h1"
     assert (host["succeeded"], host["failed"], host["queue_depth"]) == (3, 0, 0)
@@ -92,7 +91,7 @@ def test_ps_shows_the_worker_its_model_and_context_and_the_running_job(
             assert host["loaded_context"] == done.model_info["context_length"]
             assert host["queue_depth"] == 1 and host["oldest_wait"] >= 0
             (worker,) = host["workers"]
-            assert worker["mode"] == "embedded" and ISO.match(worker["seen_at"])
+            assert worker["mode"] == "embedded" and ISO_UTC.match(worker["seen_at"])
             code, out, err = run("ps")
             lines = out.splitlines()
             assert all(len(line) <= 80 for line in lines), out

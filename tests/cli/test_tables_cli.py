@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from helpers.configs import CliEnv
+from helpers.formats import ISO_UTC
 
 from lmstrix.cli import cli
 from lmstrix.cli.cells import ELLIPSIS
@@ -25,7 +26,6 @@ LONG = EmulatedModel(
     vision=True,
 )
 SHORT = EmulatedModel(key="acme/tiny", max_context_length=4096)
-ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
 STAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d")
 
 
@@ -79,7 +79,7 @@ def parsed(*args: str) -> Any:
     assert code == 0, err
     data = json.loads(out)
     for stamp in timestamps(data):
-        assert ISO.match(stamp), stamp
+        assert ISO_UTC.match(stamp), stamp
     return data
 
 
@@ -128,7 +128,7 @@ def test_every_json_output_parses_with_one_timestamp_format() -> None:
     job_id = parsed("submit", "infer", "say hi", "-m", SHORT.key)["job_id"]
     run("worker", "--host", "h1", "--once")
     jobs = parsed("jobs", "list")
-    assert jobs[0]["id"] == job_id and ISO.match(jobs[0]["created_at"])
+    assert jobs[0]["id"] == job_id and ISO_UTC.match(jobs[0]["created_at"])
     parsed("jobs", "show", job_id)
     parsed("jobs", "wait", job_id)
     parsed("workers")
