@@ -136,6 +136,12 @@ def verdict_line(model: str, host: str, job: JobView, result: dict[str, Any]) ->
             f"✓ {where}: works at {optimal} tokens, as tested before; nothing was probed "
             "(--reset tests it again)"
         )
+    resumed = stored.resumed
+    if resumed is not None and resumed.known_good == optimal:
+        return (
+            f"✓ {where}: works at {optimal} tokens, as tested before and confirmed now "
+            f"({took}; --reset searches again)"
+        )
     if result["failure_point"] is None:
         return f"✓ {where}: works at {optimal} tokens, the top of the range tested ({took})"
     loads = stored.loadable_context

@@ -303,6 +303,14 @@ class JobStore:
 
     # -- hosts ----------------------------------------------------------------------------
 
+    def knows_host(self, name: str) -> bool:
+        """Whether a host row is labelled ``name`` (one is made when its first job is queued)."""
+        try:
+            self.host_id(name)
+        except ValidationError:
+            return False
+        return True
+
     def host_id(self, name: str, url: str | None = None) -> int:
         """The id of the host row named ``name``; with ``url``, the row of that server
         (labelled ``name``, created when missing: a host is its URL, see ``lmstrix.db.hosts``)."""
@@ -400,6 +408,8 @@ class JobStore:
     def fail_queued(self, host: str, error: ErrorPayload) -> list[JobView]:
         """Fail every job queued for ``host`` with one error, in one transaction (its worker
         found the host down); returns the rows it ended, for their done-notifications."""
+        if not self.knows_host(host):
+            return []
         hid = self.host_id(host)
         result = {"error_details": error.details} if error.details else None
         with self._begin() as c:
@@ -438,6 +448,8 @@ class JobStore:
         With ``running_model`` (jobs of it fill the host's other slots) nothing is claimed when
         the scheduler picks another model's job: that one waits for the running ones to end.
         """
+        if not self.knows_host(host):  # nothing was ever queued there (a worker's first ring)
+            return None
         claim = Claim(host, worker_id, state, lease_seconds, policy, waiter_grace, running_model)
         while True:
             # One write transaction for the read and the conditional UPDATE: on SQLite it holds

@@ -32,7 +32,8 @@ def test_callers_of_a_hung_host_get_typed_errors_at_once(
     lmstudio_emulator: LMStudioEmulator, tmp_path: Path
 ) -> None:
     emu = lmstudio_emulator
-    config = config_for(emu, queue={"host_down_grace": 0})
+    # one slot: with S slots, S requests are on their way before the first one times out
+    config = config_for(emu, queue={"host_down_grace": 0, "max_parallel": 1})
     # the manager's timeout is also its host's lmstudio.timeout: 1 s per request
     manager = InferenceManager(
         timeout=1, config=config, database_url=f"sqlite:///{tmp_path / 'hung.db'}"

@@ -29,6 +29,7 @@ from lmstrix.utils.config import Config
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
 MODEL = "llama-3.2-1b-instruct"
+OTHER = "qwen/qwen3-4b"
 
 
 @dataclass
@@ -160,7 +161,9 @@ def test_no_notice_while_a_live_worker_is_busy(
     busy = manager.submit(MODEL, "count to 4000", max_tokens=4000, host=host)
     wait_for(lambda: store.get(busy.id).status == "running", what="the long job to run")
     with caplog.at_level(logging.WARNING, logger="lmstrix"):
-        thread, out = in_thread(lambda: manager.infer(MODEL, "say behind it", max_tokens=8))
+        # another model, so it waits for the long job to end (the same one would join it in a
+        # free slot)
+        thread, out = in_thread(lambda: manager.infer(OTHER, "say behind it", max_tokens=8))
         wait_for(lambda: store.list_jobs(status=["queued"], host=host), what="the second job")
         waiting = queued_job(manager, host)
         # Queued behind the long job for well past the moment its waiter looks for workers.

@@ -322,3 +322,12 @@ def test_a_context_test_with_an_expired_lease_holds_nothing(database_url: str) -
     infer = submit(store, "m-a")
     got = claim(store)
     assert got is not None and str(got.id) == infer
+
+
+def test_a_host_nothing_was_queued_for_has_nothing_to_claim_or_fail(database_url: str) -> None:
+    # A worker rings its own host at boot, before any job of that host exists.
+    store = JobStore(database_url)
+    assert claim(store, host="fresh") is None
+    assert store.fail_queued("fresh", ErrorPayload("HostDownError", "down")) == []
+    submit(store, "A", host="h1")  # the row appears with its first job
+    assert claim(store, host="h1") is not None
