@@ -110,6 +110,18 @@ def plan_line(plan: dict[str, Any]) -> str:
     return text
 
 
+# What a test that reused earlier results says (its line, and "hint" in --json).
+RETEST_HINT = "nothing was probed (--reset tests it again)"
+
+
+def retest_hint(job: JobView, result: dict[str, Any]) -> str | None:
+    """``RETEST_HINT`` for a test that succeeded without a probe (the model was tested before);
+    a test at one size (--ctx) always probes."""
+    if job.status != "succeeded" or not result["test_successful"] or result["iterations"]:
+        return None
+    return None if ContextTestJobResult.from_row(job.result).single_size else RETEST_HINT
+
+
 def verdict_line(model: str, host: str, job: JobView, result: dict[str, Any]) -> str:
     """The last line of a test: what the model handles, or why the test did not finish."""
     where = f"{model} on {host}"
@@ -125,11 +137,9 @@ def verdict_line(model: str, host: str, job: JobView, result: dict[str, Any]) ->
         return f"✗ {where}: fails at {single_size} tokens: {result['error']} ({took})"
     if not result["test_successful"]:
         return f"✗ {where}: {result['error']} ({took})"
-    if result["iterations"] == 0:
-        return (
-            f"✓ {where}: works at {optimal} tokens, as tested before; nothing was probed "
-            "(--reset tests it again)"
-        )
+    hint = retest_hint(job, result)
+    if hint is not None:
+        return f"✓ {where}: works at {optimal} tokens, as tested before; {hint}"
     if result["failure_point"] is None:
         return f"✓ {where}: works at {optimal} tokens, the top of the range tested ({took})"
     loads = stored.loadable_context
@@ -298,7 +308,15 @@ def _run_all(
         if view.status != "succeeded":
             failures += 1
         if as_json:
-            out.append({**result, "host": m.host, "job_id": view.id, "job_status": view.status})
+            out.append(
+                {
+                    **result,
+                    "host": m.host,
+                    "job_id": view.id,
+                    "job_status": view.status,
+                    "hint": retest_hint(view, result),
+                }
+            )
         else:
             click.echo(verdict_line(m.id, m.host, view, result))
     if as_json:
@@ -345,4 +363,4 @@ def submit_test(
     echo_submitted(job, distributed=config.distributed, as_json=as_json)
 
 
-__all__ = ["plan_line", "submit_test", "test", "verdict_line"]
+__all__ = ["RETEST_HINT", "plan_line", "retest_hint", "submit_test", "test", "verdict_line"]

@@ -18,6 +18,7 @@ from helpers.configs import CliEnv
 
 from lmstrix.cli import cli
 from lmstrix.cli.errors import EXIT_CODES
+from lmstrix.cli.test import RETEST_HINT
 from lmstrix.domain.errors import ConfigurationError, JobNotFound, ValidationError
 from lmstrix.testing import LMStudioEmulator
 from lmstrix.testing.backend import EmulatedModel
@@ -127,11 +128,20 @@ def test_test_without_a_model_names_what_to_give(env: dict[str, str]) -> None:
 def test_a_re_test_that_probes_nothing_points_at_reset(env: dict[str, str]) -> None:
     code, out, err = run("test", TINY.key, "--json")
     assert code == 0, err
-    assert json.loads(out)["test_successful"] is True
+    first = json.loads(out)
+    assert first["test_successful"] is True and first["iterations"] > 0
+    assert first["hint"] is None
     code, out, err = run("test", TINY.key)
     assert code == 0, err
     last = out.strip().splitlines()[-1]
     assert "--reset" in last, last
+    again = json.loads(run("test", TINY.key, "--json")[1])
+    assert again["iterations"] == 0 and again["hint"] == RETEST_HINT
+    assert "--reset" in again["hint"]
+    code, out, err = run("test", TINY.key, "--reset", "--json")
+    assert code == 0, err
+    reset = json.loads(out)
+    assert reset["iterations"] > 0 and reset["hint"] is None
 
 
 def test_an_unknown_host_is_an_error(env: dict[str, str]) -> None:
