@@ -26,6 +26,7 @@ from lmstrix.core.context_tester import ContextTester, ContextTestRequest, JobVi
 from lmstrix.domain.context_search import DEFAULT_THRESHOLD
 from lmstrix.domain.errors import LMStrixError, ValidationError
 from lmstrix.domain.model import Model
+from lmstrix.domain.needle import check_depths
 from lmstrix.domain.payloads import ContextTestJobResult
 
 
@@ -47,6 +48,11 @@ def _test_options(fn: Any) -> Any:
             click.option("--reset", is_flag=True, help="Forget earlier results first."),
             click.option(
                 "--force", is_flag=True, help="Test a --ctx at or above the last known bad size."
+            ),
+            click.option(
+                "--depths",
+                help="Where the needles sit, as shares of the prompt, e.g. 0,0.25,0.5,0.75,1 "
+                "[default: 0,0.5,1: start, middle, end]; a probe passes when all are recalled.",
             ),
             click.option("--prompt", help="Custom question (any non-empty answer passes)."),
             click.option(
@@ -144,9 +150,26 @@ def verdict_line(model: str, host: str, job: JobView, result: dict[str, Any]) ->
         return f"✓ {where}: works at {optimal} tokens, the top of the range tested ({took})"
     loads = stored.loadable_context
     also = f", loads up to {loads}" if loads and loads > optimal else ""
+    if stored.failed_depths:
+        also += ", misses depth " + ", ".join(f"{d:g}" for d in stored.failed_depths)
+    if stored.disturbed:
+        also += "; another client used the host meanwhile, the figures may be disturbed"
     return (
         f"✓ {where}: uses up to {optimal} tokens (fails at {result['failure_point']}{also}; {took})"
     )
+
+
+def parse_depths(text: str | None) -> tuple[float, ...] | None:
+    """``--depths 0,0.5,1`` as a tuple (None: the default start, middle and end)."""
+    if text is None:
+        return None
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValidationError(
+            "depths", text, "must be numbers from 0 to 1 separated by commas, e.g. 0,0.5,1"
+        ) from None
+    return check_depths(values)
 
 
 # -- the commands --------------------------------------------------------------------------------
@@ -212,6 +235,7 @@ def test(
     min_context: int | None,
     reset: bool,
     force: bool,
+    depths: str | None,
     prompt: str | None,
     file_prompt: Path | None,
     as_json: bool,
@@ -219,9 +243,10 @@ def test(
 ) -> None:
     """Find the largest context MODEL_ID (or every model) both loads and really uses.
 
-    Load probes find the largest size that loads; use probes fill the context with text, a fact
-    at its start and a question at its end, and check the answer. Every probe is saved before it
-    runs, so an interrupted test resumes where it stopped.
+    Load probes find the largest size that loads; use probes fill the context with text,
+    facts at its start, middle and end and the questions last, and check the answer. A size is
+    only judged on the model loaded at exactly that size. Every probe is saved before it runs,
+    so an interrupted test resumes where it stopped.
     """
     if bool(model_id) == test_all:
         raise ValidationError(
@@ -235,7 +260,7 @@ def test(
     config = Config.load()
     if threshold is None:
         threshold = config.settings.safety.max_context_threshold
-    tester = ContextTester(config=config, safety_threshold=threshold)
+    tester = ContextTester(config=config, safety_threshold=threshold, depths=parse_depths(depths))
     try:
         if test_all:
             models, skipped = _candidates(tester, reset)
@@ -337,6 +362,7 @@ def submit_test(
     min_context: int | None,
     reset: bool,
     force: bool,
+    depths: str | None,
     prompt: str | None,
     file_prompt: Path | None,
     as_json: bool,
@@ -346,7 +372,7 @@ def submit_test(
     config = Config.load()
     if threshold is None:
         threshold = config.settings.safety.max_context_threshold
-    tester = ContextTester(config=config, safety_threshold=threshold)
+    tester = ContextTester(config=config, safety_threshold=threshold, depths=parse_depths(depths))
     try:
         job = tester.submit(
             model_id,
@@ -363,4 +389,12 @@ def submit_test(
     echo_submitted(job, distributed=config.distributed, as_json=as_json)
 
 
-__all__ = ["RETEST_HINT", "plan_line", "retest_hint", "submit_test", "test", "verdict_line"]
+__all__ = [
+    "RETEST_HINT",
+    "parse_depths",
+    "plan_line",
+    "retest_hint",
+    "submit_test",
+    "test",
+    "verdict_line",
+]

@@ -26,6 +26,7 @@ from lmstrix.domain.context_search import DEFAULT_MAX_ITERATIONS, DEFAULT_THRESH
 from lmstrix.domain.context_test_request import ContextTestRequest, plan_context_test
 from lmstrix.domain.errors import LMStrixError, ValidationError
 from lmstrix.domain.model import Model
+from lmstrix.domain.needle import check_depths
 from lmstrix.domain.payloads import ContextTestJobResult
 from lmstrix.jobs.context_test import ProbeRow, check_min_context, read_probes
 from lmstrix.jobs.service import SubmittedJob
@@ -109,6 +110,8 @@ class ContextTester:
     higher. ``output_tokens`` is the answer budget of a use probe (None: 64, or 1024 for
     reasoning models that think first). ``min_context`` is the smallest size a search goes down
     to (None: 2048; at least 256): lower it for small models that may fail even at 2048.
+    ``depths`` are where a use probe's needles sit, as shares of the prompt (None: 0, 0.5 and 1,
+    the start, the middle and the end); a probe passes when every needle is recalled.
     """
 
     def __init__(
@@ -122,8 +125,11 @@ class ContextTester:
         database_url: str | None = None,
         output_tokens: int | None = None,
         min_context: int | None = None,
+        depths: Sequence[float] | None = None,
     ) -> None:
         self.timeout = timeout
+        # Refused here, before any host is asked (None: start, middle and end).
+        self.depths = None if depths is None else check_depths(list(depths))
         self.max_iterations = max_iterations
         self.safety_threshold = safety_threshold
         self.output_tokens = output_tokens
@@ -195,6 +201,7 @@ class ContextTester:
             output_tokens=self.output_tokens,
             max_iterations=self.max_iterations,
             min_context=min_context,
+            depths=self.depths,
         )
 
     def submit(
@@ -225,6 +232,7 @@ class ContextTester:
             max_iterations=self.max_iterations,
             min_context=min_context,
             start_worker=start_worker,
+            depths=self.depths,
         )
         self.last_job_id = job.id
         return job

@@ -78,7 +78,7 @@ class Gateway:
                 service.store,
                 host.name,
                 functools.partial(service.client_for, host),
-                service.settings,
+                service.settings.for_host(host.max_parallel),
             )
 
     async def aclose(self) -> None:

@@ -211,7 +211,7 @@ class JobManager:
                     host,
                     client,
                     service.notifier,
-                    settings=service.settings,
+                    settings=service.settings.for_host(hc.max_parallel),
                     mode=WorkerMode.DISTRIBUTED if service.distributed else WorkerMode.EMBEDDED,
                 )
                 try:
@@ -219,7 +219,10 @@ class JobManager:
                 finally:
                     runner.close()
         worker = EmbeddedWorker(
-            service.store, host, lambda: service.client_for(hc), settings=service.settings
+            service.store,
+            host,
+            lambda: service.client_for(hc),
+            settings=service.settings.for_host(hc.max_parallel),
         )
         worker.start()
         try:

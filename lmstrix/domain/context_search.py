@@ -19,25 +19,41 @@ Two probes:
   failure at N (N does not load), and A is a size that does load. Auto-fit usually reduces to the
   largest size that fits, so A is treated as a strong candidate: it is use-probed right away (the
   model is already loaded there) and then confirmed with one load just above it.
-- **use** at N on an instance loaded at ``context`` >= N: a needle prompt of about N tokens (minus
-  the answer budget; see :mod:`lmstrix.domain.needle`) with a fact near its start and a question at
-  its end; a wrong answer or an error is a failure at N.
+- **use** at N on the instance loaded at ``context``: a needle prompt of about N tokens (minus the
+  answer budget; see :mod:`lmstrix.domain.needle`) with needles at several depths and the
+  questions last; an answer that misses any needle, or an error, is a failure.
 
-Strategy, chosen to minimise the expensive work (a use probe processes ~N prompt tokens, a load
+What a use probe proves depends on where it ran, because a model's recall can depend on the size
+it is loaded at (rope-scaled models), not only on the prompt:
+
+- at its own size (``context == N``: the instance every job of the model will run on, since the
+  worker loads at the tested size) it is a **verdict** about N, pass or fail. Only such passes
+  make a size good, so the reported size was always loaded at exactly that size and filled;
+- below its instance's size (``N < context``) it is a **screen**. A failed screen proves
+  ``context`` bad (a model that misses a needle in a shorter prompt misses it in a full one);
+  any other reading is a *hint*: where the usable limit probably is, for models whose recall
+  depends on the prompt alone. Hints only choose which sizes get verdicts next, and once a
+  verdict contradicts a hint (a size works where a screen failed, or fails where one passed),
+  every hint is ignored for the rest of the search.
+
+Screens are cheap: the prompts sent to one instance are cuts of one layout (needles placed for
+a prompt of the instance's size), so the server's prompt cache serves all but their new tokens.
+
+Strategy, chosen to minimise the expensive work (a full prompt at N processes ~N tokens, a load
 costs time growing with N):
 
 1. Load probes first: at the top of the range, then bisection between the largest size known to
    load and the smallest known to fail, until they are within the granularity. Loads are much
-   cheaper than use probes at large N, and usable <= loadable, so this bounds everything.
-2. One use probe at the loadable limit. Usually it passes and the search is over: one expensive
-   probe per model.
-3. If it fails, bisection downward with use probes **on the instance already loaded** (no reload
-   per step unless ``reload_for_use``). Needle prompts are nested (a smaller probe's prompt is a
-   prefix-cut of a larger one), so the server's prompt cache makes each further probe cost only
-   the tokens it has not seen yet. Why this is a valid test at M although the instance holds
-   more: a transformer's attention at a position depends on the tokens before it, not on the
-   size of the allocated cache, so an M-token prompt behaves the same in a larger context.
-   ``reload_for_use=True`` reloads at exactly M for backends where that does not hold.
+   cheaper than prompts at large N, and usable <= loadable, so this bounds everything.
+2. A verdict at the loadable limit. Usually it passes and the search is over.
+3. Every verdict at N starts with a **pre-screen** at ``PRE_SCREEN_PERCENT`` of N on the same
+   instance: a failure there settles "N is bad" for a fraction of the prompt; a pass costs only
+   the rest of the prompt, which extends the cached cut.
+4. If the loadable limit fails, screens bisect the prompt size on the instance still loaded
+   there, then verdicts check where they point: the smallest failure first (if it works at its
+   own size, the screens were wrong about this model, one probe showed it), then the largest
+   pass. Otherwise (no hints, or contradicted ones), verdicts bisect between the largest good
+   and the smallest bad size.
 
 Bisection is arithmetic. Geometric splits look attractive for ranges spanning orders of
 magnitude, but with a granularity relative to the good size and real limits that sit within a
@@ -48,11 +64,14 @@ no measurable cost).
 
 Bounds: ``[min_context, min(declared, threshold)]``; the threshold is the safety cap that is never
 exceeded. Nothing at or above a known failure (``known_bad``, an in-flight size, or any failed
-probe of this run) is ever probed; ``reset=True`` drops prior knowledge. The search stops when
+probe of this run) is ever loaded or filled (screens run on the instance that just failed, with
+shorter prompts); ``reset=True`` drops prior knowledge. The search stops when
 the verified good size and the smallest failure are within the granularity (default: the larger
 of 256 tokens and 1 % of the good size), when the top of the range works, when even the bottom
 fails, or after ``max_iterations`` probes in this run. The reported size is always one whose use
-probe passed (or the caller's ``known_good``), never an untested one.
+probe passed at its own load in this test; a ``known_good`` the search would stop at is first
+confirmed by one such probe (it is what every job will load at, and earlier versions measured it
+on larger instances).
 """
 
 from __future__ import annotations
@@ -66,9 +85,11 @@ from lmstrix.domain.errors import ValidationError
 
 DEFAULT_THRESHOLD = 65536
 DEFAULT_MIN_CONTEXT = 2048
-DEFAULT_MAX_ITERATIONS = 20
+DEFAULT_MAX_ITERATIONS = 60
 DEFAULT_ALIGN = 256
 MIN_GRANULARITY = 256
+#: The share of its size an instance's first screen fills (see ``_use``).
+PRE_SCREEN_PERCENT = 60
 
 
 class ProbeKind(StrEnum):
@@ -117,6 +138,8 @@ class UseOutcome:
     answer: str | None = None
     error: str | None = None
     seconds: float = 0.0
+    failed_depths: tuple[float, ...] = ()
+    disturbed: bool = False
 
 
 ProbeOutcome = LoadOutcome | UseOutcome
@@ -148,11 +171,36 @@ class TestPoint:
     error: str | None = None
     seconds: float = 0.0
     reason: str = ""
+    failed_depths: tuple[float, ...] = ()
+    disturbed: bool = False
 
     @property
     def failed(self) -> bool:
-        """True when this point is a failure at ``size``."""
+        """True when this point is a failure (at ``bad_size``)."""
         return self.outcome is not Outcome.OK
+
+    @property
+    def screen(self) -> bool:
+        """A use probe filled below the size its instance was loaded at: a cheap hint about
+        the prompt size, never a verdict about ``size`` (see the module docstring)."""
+        return (
+            self.kind is ProbeKind.USE
+            and self.context is not None
+            and self.context > self.size
+            and self.outcome is not Outcome.INTERRUPTED
+        )
+
+    @property
+    def bad_size(self) -> int | None:
+        """The size this point proves unusable, if any: a failed screen proves its instance's
+        size bad (a model loaded at C that fails a shorter prompt fails a full one too), every
+        other failure its own size."""
+        if not self.failed:
+            return None
+        if self.screen:
+            assert self.context is not None
+            return self.context
+        return self.size
 
     @property
     def loadable(self) -> int | None:
@@ -188,8 +236,8 @@ class SearchConfig:
 
     ``granularity`` None means the default rule ``max(256, 1 % of the good size)``: a relative
     precision, because 256 tokens matter at 4k and do not at 128k. ``max_iterations`` counts
-    probes (load and use) of this run. ``reload_for_use`` forces a load at exactly N before every
-    use probe at N (slower; see the module docstring).
+    probes (load, use and screen) of this run. ``screen`` False skips the screens (every use
+    probe then runs at its own load; see the module docstring).
     """
 
     declared: int
@@ -198,7 +246,7 @@ class SearchConfig:
     granularity: int | None = None
     max_iterations: int = DEFAULT_MAX_ITERATIONS
     align: int = DEFAULT_ALIGN
-    reload_for_use: bool = False
+    screen: bool = True
 
     def __post_init__(self) -> None:
         _positive("declared", self.declared)
@@ -299,22 +347,37 @@ class SearchState:
         if self.known_bad is not None:
             bad = min(bad, self.known_bad)
         for point in self.all_points:
-            if point.failed:
-                bad = min(bad, point.size)
+            size = point.bad_size
+            if size is not None:
+                bad = min(bad, size)
         return bad
 
     @property
     def use_good(self) -> int | None:
-        """The largest size with a passing use probe (or the known good), below the bound."""
+        """The largest size whose use probe passed on an instance loaded at that very size (or
+        the known good), below the bound. Screens never count: they are hints."""
         bound = self.bound
         goods = [
             p.size
             for p in self.all_points
-            if p.kind is ProbeKind.USE and p.outcome is Outcome.OK and p.size < bound
+            if p.kind is ProbeKind.USE
+            and p.outcome is Outcome.OK
+            and not p.screen
+            and p.size < bound
         ]
         if self.known_good is not None and self.known_good < bound:
             goods.append(self.known_good)
         return max(goods, default=None)
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether :attr:`use_good` passed a use probe at its own load in this test (this run,
+        or an earlier attempt of the same job), rather than being only the registry's word."""
+        good = self.use_good
+        return good is not None and any(
+            p.kind is ProbeKind.USE and p.outcome is Outcome.OK and not p.screen and p.size == good
+            for p in self.all_points
+        )
 
     @property
     def loadable(self) -> int | None:
@@ -325,6 +388,32 @@ class SearchState:
         if good is not None:
             sizes.append(good)
         return max(sizes, default=None)
+
+    @property
+    def hints(self) -> tuple[int | None, int | None] | None:
+        """What the screens say about the usable limit inside ``(use_good, bound)``: the largest
+        prompt size that passed and the smallest that failed (either None when no screen says
+        so). None once a probe at its own size contradicted a screen (the model's recall
+        depends on the size it is loaded at, not only on the prompt): hints are then ignored."""
+        screens = [p for p in self.all_points if p.screen]
+        if not screens:
+            return None
+        uses = [p for p in self.all_points if p.kind is ProbeKind.USE]
+        worked = max((p.size for p in uses if not p.failed and not p.screen), default=0)
+        broke = min((b for p in uses if (b := p.bad_size) is not None), default=None)
+        for s in screens:
+            if s.failed and worked >= s.size:
+                return None  # a size at least as long worked at its own load
+            if not s.failed and broke is not None and broke <= s.size:
+                return None  # a size at most as long failed at its own load
+        good, bound = self.use_good, self.bound
+        low = good if good is not None else self.config.lower - 1
+        passed = max(
+            (p.size for p in screens if not p.failed and low < p.size < bound), default=None
+        )
+        above = passed if passed is not None else low
+        failed = min((p.size for p in screens if p.failed and above < p.size < bound), default=None)
+        return passed, failed
 
     @property
     def auto_fit(self) -> int | None:
@@ -365,16 +454,25 @@ class SearchResult:
 def stop_reason(state: SearchState) -> StopReason | None:
     """Why the search is over, or None while it should go on."""
     config = state.config
+    settled = _settled(state)
+    if settled is not None and state.confirmed:
+        return settled
+    if state.bound <= config.lower:
+        return StopReason.NO_WORKING_SIZE
+    if state.iterations >= config.max_iterations:
+        return StopReason.MAX_ITERATIONS
+    return None
+
+
+def _settled(state: SearchState) -> StopReason | None:
+    """Why the search would be over if its good size needed no confirmation."""
+    config = state.config
     bound, good = state.bound, state.use_good
     if good is not None:
         if good >= config.upper and bound > config.upper:
             return StopReason.AT_CAP
         if bound - good <= config.granularity_at(good):
             return StopReason.CONVERGED
-    if bound <= config.lower:
-        return StopReason.NO_WORKING_SIZE
-    if state.iterations >= config.max_iterations:
-        return StopReason.MAX_ITERATIONS
     return None
 
 
@@ -409,14 +507,59 @@ def _split(config: SearchConfig, low: int | None, high: int) -> int:
 
 
 def _use(state: SearchState, size: int, reason: str) -> ProbeRequest:
-    """A use probe at ``size``, or the load it needs first."""
-    loaded = state.loaded
-    ready = loaded is not None and (
-        loaded == size if state.config.reload_for_use else loaded >= size
+    """A use probe at ``size`` on an instance loaded at exactly ``size`` (the instance a job
+    will run on), or the load it needs first. With screens on, the instance first gets a
+    screen at ``PRE_SCREEN`` of its size: if that fails, the size is bad for a fraction of a
+    full fill; if it passes, the full prompt extends the same layout, so the server's prompt
+    cache only processes the rest."""
+    if state.loaded != size:
+        return ProbeRequest(ProbeKind.LOAD, size, reason=f"load for the use probe ({reason})")
+    pre = size * PRE_SCREEN_PERCENT // 100
+    if state.config.screen and pre >= state.config.lower and not _screened(state, size):
+        return ProbeRequest(ProbeKind.USE, pre, context=size, reason=f"pre-screen ({reason})")
+    return ProbeRequest(ProbeKind.USE, size, context=size, reason=reason)
+
+
+def _screened(state: SearchState, context: int) -> bool:
+    """Whether the instance loaded last (at ``context``) already had a screen."""
+    for point in reversed(state.points):
+        if point.kind is ProbeKind.LOAD:
+            return False
+        if point.screen and point.context == context:
+            return True
+    return False
+
+
+def _screen(state: SearchState) -> ProbeRequest | None:
+    """A screen on the instance loaded at the smallest failure, while the screens' bracket is
+    wider than the granularity; None when screening is off, over or contradicted."""
+    config, loaded, bound = state.config, state.loaded, state.bound
+    if not config.screen or loaded is None or loaded != bound:
+        return None
+    hints = state.hints
+    if hints is None and any(p.screen for p in state.all_points):
+        return None  # contradicted: this model's recall depends on its load size
+    passed, failed = hints or (None, None)
+    good = state.use_good
+    low = (
+        passed
+        if passed is not None
+        else good
+        if good is not None and good >= config.lower
+        else None
     )
-    if ready:
-        return ProbeRequest(ProbeKind.USE, size, context=loaded, reason=reason)
-    return ProbeRequest(ProbeKind.LOAD, size, reason=f"load for the use probe ({reason})")
+    high = failed if failed is not None else bound
+    base = config.lower if low is None else low
+    if low is not None and high - base <= config.granularity_at(base):
+        return None
+    if low is None and high <= config.lower:
+        return None
+    if low is None and failed is not None and failed == config.lower:
+        return None
+    size = _split(config, low, high)
+    if size >= loaded:
+        return None
+    return ProbeRequest(ProbeKind.USE, size, context=loaded, reason="screen on the loaded instance")
 
 
 def next_probe(state: SearchState) -> ProbeRequest | None:
@@ -430,6 +573,9 @@ def next_probe(state: SearchState) -> ProbeRequest | None:
     config = state.config
     lower, bound = config.lower, state.bound
     good = state.use_good
+    if good is not None and _settled(state) is not None:
+        # Only the registry's word so far: the size every job will load at is confirmed.
+        return _use(state, good, "confirm the known good size")
     loadable = state.loadable
     in_range = loadable is not None and loadable >= lower
     untested = (
@@ -460,11 +606,28 @@ def next_probe(state: SearchState) -> ProbeRequest | None:
             ProbeKind.LOAD, _split(config, low, bound), reason="bisect the loadable limit"
         )
 
-    # 3. Use probes: at the loadable limit first, then downward.
+    # 3. A use probe at the loadable limit: usually it passes and the search is over.
     if untested:
         assert loadable is not None
         return _use(state, loadable, "use at the loadable limit")
+
+    # 4. It failed: screen shorter prompts on the instance still loaded there (cheap, cached).
+    screen = _screen(state)
+    if screen is not None:
+        return screen
+
+    # 5. Sizes at their own load: where the screens point first, else bisection.
     low = good if good is not None and good >= lower else None
+    hints = state.hints
+    if hints is not None:
+        passed, failed = hints
+        base = lower if low is None else low
+        if failed is not None and failed - (passed or base) <= config.granularity_at(base):
+            # The failure first: if it works at its own load, the screens were wrong about
+            # this model (its recall depends on its load size) and one probe showed it.
+            return _use(state, failed, "confirm where the screens failed")
+        if passed is not None:
+            return _use(state, passed, "confirm the largest prompt the screens passed")
     return _use(state, _split(config, low, bound), "bisect the usable limit")
 
 
@@ -508,6 +671,8 @@ def record(state: SearchState, request: ProbeRequest, outcome: ProbeOutcome) -> 
             error=outcome.error,
             seconds=outcome.seconds,
             reason=request.reason,
+            failed_depths=outcome.failed_depths,
+            disturbed=outcome.disturbed,
         )
     return replace(
         state, points=(*state.points, point), loaded=loaded, iterations=state.iterations + 1

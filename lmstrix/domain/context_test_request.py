@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lmstrix.domain.context_search import (
     DEFAULT_MAX_ITERATIONS,
@@ -22,6 +22,7 @@ from lmstrix.domain.context_search import (
 )
 from lmstrix.domain.errors import ValidationError
 from lmstrix.domain.model import Model
+from lmstrix.domain.needle import DEFAULT_DEPTHS, check_depths
 from lmstrix.domain.probe_sizing import PromptBudget
 from lmstrix.domain.requests import validate_request
 
@@ -55,6 +56,13 @@ class ContextTestRequest(BaseModel):
     question: str | None = Field(None, min_length=1)
     output_tokens: int = Field(DEFAULT_OUTPUT_TOKENS, ge=1)
     seed: int = 0
+    # Where a use probe's needles sit (shares of the prompt: 0 the start, 1 the end).
+    depths: tuple[float, ...] = DEFAULT_DEPTHS
+
+    @field_validator("depths", mode="before")
+    @classmethod
+    def _depths(cls, value: object) -> tuple[float, ...]:
+        return check_depths(value)
 
     def search_config(self) -> SearchConfig:
         """The search's parameters. A single size is a search whose range is that size."""
@@ -63,7 +71,7 @@ class ContextTestRequest(BaseModel):
                 declared=self.ctx,
                 threshold=self.ctx,
                 min_context=self.ctx,
-                max_iterations=3,  # load, use, and one reload if the use lost its instance
+                max_iterations=6,  # load, pre-screen, use, and once more if the instance died
                 granularity=self.granularity,
             )
         return SearchConfig(
@@ -86,6 +94,7 @@ def plan_context_test(
     output_tokens: int | None = None,
     max_iterations: int = DEFAULT_MAX_ITERATIONS,
     min_context: int | None = None,
+    depths: tuple[float, ...] | None = None,
 ) -> ContextTestRequest:
     """The request for testing ``model``, or a ``ValidationError`` saying why it cannot be tested.
 
@@ -96,6 +105,7 @@ def plan_context_test(
     ``force=True`` tests it anyway, ``reset=True`` forgets it), and an answer budget that leaves
     no room for a prompt. ``min_context`` None is the search's default (2048): most models
     load far more, and a lower bound only costs probes when a model fails even there.
+    ``depths`` None places needles at the start, the middle and the end.
     """
     if model.type.startswith("embedding"):
         raise ValidationError(
@@ -137,6 +147,7 @@ def plan_context_test(
         "ctx": ctx,
         "question": question,
         "output_tokens": budget,
+        "depths": DEFAULT_DEPTHS if depths is None else check_depths(depths),
     }
     request = validate_request(ContextTestRequest, fields)
     assert isinstance(request, ContextTestRequest)

@@ -24,6 +24,9 @@ class HostConfig(ConfigSection):
     name: str
     url: str
     token: SecretStr | None = None
+    #: jobs of one loaded model run at once here, at most (the host's parallel slots; 1:
+    #: strict serial; unset: the queue's ``max_parallel``, else what the host reports)
+    max_parallel: int | None = Field(None, ge=1)
 
     @field_validator("name")
     @classmethod

@@ -109,6 +109,10 @@ class ContextTestJobResult(RowPayload):
     time_to_first_token: float | None = None
     tokens_per_second: float | None = None
     test_points: list[dict[str, Any]] = []
+    # The needle depths not recalled at the failure point (None: no use probe failed there).
+    failed_depths: list[float] | None = None
+    # Whether another client had an instance loaded on the host during some probe.
+    disturbed: bool = False
     resumed: ContextTestResumed | None = None
     # The registry columns the verdict wrote (absent when the test was cancelled first).
     registry: dict[str, Any] | None = None

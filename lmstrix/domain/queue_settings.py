@@ -72,6 +72,13 @@ class QueueSettings(ConfigSection):
     max_run: int = Field(
         100, ge=1, description="jobs in a row on the loaded model before others get a turn"
     )
+    max_parallel: int | None = Field(
+        None,
+        ge=1,
+        description="jobs of one loaded model a host's worker runs at once, at most (its "
+        "parallel slots; a host's own max_parallel goes first); unset: as many as the host "
+        "reports, 1 where it reports none; 1: one job at a time",
+    )
     waiter_grace: float = Field(
         DEFAULT_WAITER_GRACE,
         ge=MIN_WAITER_GRACE,
@@ -99,6 +106,13 @@ class QueueSettings(ConfigSection):
         """Seconds between the reaper's rings of long-queued hosts: ``reaper_interval``, or half
         the lease."""
         return self.reaper_interval if self.reaper_interval is not None else self.lease_seconds / 2
+
+    def for_host(self, max_parallel: int | None) -> QueueSettings:
+        """These settings for a host whose own ``max_parallel`` (when set) replaces the
+        queue's."""
+        if max_parallel is None:
+            return self
+        return self.model_copy(update={"max_parallel": max_parallel})
 
     @property
     def policy(self) -> SchedulerPolicy:

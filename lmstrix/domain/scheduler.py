@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lmstrix.domain.enums import JobKind
+
 PRIORITY_INTERACTIVE = 10
 PRIORITY_CONTEXT_TEST = 5
 PRIORITY_BATCH = 0
@@ -48,6 +50,17 @@ class SchedulerPolicy:
     def __post_init__(self) -> None:
         if self.max_wait <= 0 or self.max_run < 1:
             raise ValueError("max_wait must be > 0 and max_run >= 1")
+
+
+def may_start(priority: int, running_kinds: Sequence[str]) -> bool:
+    """Whether a job of ``priority`` may start on a host where jobs of ``running_kinds`` run
+    (live leases only). A context test holds its host: a probe measures the model alone, so
+    nothing starts while one runs, and one starts only on a host where nothing runs. One worker
+    per host already runs one job at a time; this also holds when a second worker serves the
+    same host by mistake."""
+    if JobKind.CONTEXT_TEST in running_kinds:
+        return False
+    return not (priority == PRIORITY_CONTEXT_TEST and running_kinds)
 
 
 def _oldest(jobs: Sequence[QueuedJob]) -> QueuedJob:

@@ -43,7 +43,7 @@ class HostServer:
                 key="redis.url",
             )
         self.host = host
-        self.settings = config.queue
+        self.settings = config.queue.for_host(config.host(host).max_parallel)
         self.store = JobStore(config.database_url)
         self.client = client_for(config.host(host), config.lmstudio)
         self.notifier = RedisNotifier(redis_url)

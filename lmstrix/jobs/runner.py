@@ -37,14 +37,17 @@ from lmstrix.domain.errors import (
     ModelLoadError,
     ModelNotFoundError,
 )
+from lmstrix.domain.host_capabilities import LLAMA_CPP
 from lmstrix.domain.host_types import ChatResult
 from lmstrix.domain.load_sizing import load_context_for
 from lmstrix.domain.payloads import InferenceJobResult, LoadedModelInfo
 from lmstrix.domain.queue_settings import QueueSettings
 from lmstrix.domain.requests import InferenceRequest, inference_request
 from lmstrix.domain.scheduler import HostState, QueuedJob, next_state
+from lmstrix.domain.slots import SlotHost, slot_count
 from lmstrix.jobs.host_down import HostDownCheck, suggests_host_down
 from lmstrix.jobs.notify import Notifier
+from lmstrix.jobs.slot_pool import SlotPool
 from lmstrix.jobs.store import Claim, ClaimedJob, JobStore, JobView
 from lmstrix.jobs.workers import WorkerInfo, WorkerPresence, WorkerRegistry
 
@@ -93,12 +96,26 @@ class _Loaded:
     # How long the load took, and whether it replaced another model (a swap).
     load_seconds: float | None = None
     swapped: bool = False
+    #: the instance's parallel slots, where the host reports them
+    parallel: int | None = None
+
+
+@dataclass(slots=True)
+class _Watched:
+    job: ClaimedJob
+    since: float
+    renewed: float
+    stop: threading.Event
 
 
 class LeaseKeeper:
-    """Renews the lease of the job being run and watches its cancel flag (and whether its
-    interactive caller is still there), off the hot path; it also beats the worker's
+    """Renews the leases of the jobs being run and watches their cancel flags (and whether their
+    interactive callers are still there), off the hot path; it also beats the worker's
     ``presence`` row, so no other thread is needed for that.
+
+    One job (:meth:`watch`, the serial path) or several at once (:meth:`add` and
+    :meth:`discard`, one per slot thread). Each thread sees the stop flag of the job it watches
+    as :attr:`should_stop`.
 
     Jobs shorter than one tick never touch the database here, which keeps the per-job cost of a
     busy worker at the claim and the finish.
@@ -115,10 +132,8 @@ class LeaseKeeper:
         self.settings = settings
         self.tick = tick
         self.presence = presence
-        self._job: ClaimedJob | None = None
-        self._since = 0.0
-        self._renewed = 0.0
-        self._stop_job = threading.Event()
+        self._jobs: dict[uuid.UUID, _Watched] = {}
+        self._mine = threading.local()  # the job the current thread runs
         self._wake = threading.Event()
         self._closed = False
         self._lock = threading.Lock()
@@ -126,14 +141,37 @@ class LeaseKeeper:
         self._thread.start()
 
     def watch(self, job: ClaimedJob | None) -> None:
+        """Watch ``job`` alone (None: nothing), for the calling thread."""
         with self._lock:
-            self._job = job
-            self._since = self._renewed = time.monotonic()
-            self._stop_job.clear()
+            self._jobs.clear()
+        if job is not None:
+            self.add(job)
+        else:
+            self._mine.job = None
+
+    def add(self, job: ClaimedJob) -> None:
+        """Watch ``job`` too; the calling thread runs it."""
+        now = time.monotonic()
+        with self._lock:
+            self._jobs[job.id] = _Watched(job, now, now, threading.Event())
+        self._mine.job = job.id
+
+    def discard(self, job: ClaimedJob) -> None:
+        with self._lock:
+            self._jobs.pop(job.id, None)
+        if getattr(self._mine, "job", None) == job.id:
+            self._mine.job = None
+
+    def watching(self) -> list[ClaimedJob]:
+        with self._lock:
+            return [w.job for w in self._jobs.values()]
 
     @property
     def should_stop(self) -> bool:
-        return self._stop_job.is_set()
+        """Whether the job of the calling thread should stop (cancelled, abandoned, reaped)."""
+        with self._lock:
+            w = self._jobs.get(getattr(self._mine, "job", None))  # type: ignore[arg-type]
+        return w is not None and w.stop.is_set()
 
     def close(self) -> None:
         self._closed = True
@@ -143,33 +181,32 @@ class LeaseKeeper:
             self.presence.stop()
 
     def _loop(self) -> None:
-        grace = self.settings.waiter_grace
         while not self._closed:
             self._wake.wait(self.tick)
             with self._lock:
-                job, since, renewed = self._job, self._since, self._renewed
+                watched = list(self._jobs.values())
             now = time.monotonic()
             if self.presence is not None and not self._closed:
-                self.presence.beat(None if job is None else str(job.id), now)
-            if job is None or now - since < self.tick:
-                continue
-            try:
-                if now - renewed >= self.settings.lease_seconds / 3:
-                    stop = self.store.renew_lease(
-                        job, self.settings.lease_seconds, waiter_grace=grace
-                    )
-                    with self._lock:
-                        if self._job is job:
-                            self._renewed = now
-                else:
-                    stop = self.store.cancel_requested(job, waiter_grace=grace)
-            except Exception:  # the database hiccupped: try again next tick
-                log.exception("lease renewal of job %s failed", job.id)
-                continue
-            if stop:
-                with self._lock:
-                    if self._job is job:
-                        self._stop_job.set()
+                first = min(watched, key=lambda w: w.since, default=None)
+                self.presence.beat(None if first is None else str(first.job.id), now)
+            for w in watched:
+                self._look(w, now)
+
+    def _look(self, w: _Watched, now: float) -> None:
+        if now - w.since < self.tick or w.stop.is_set():
+            return
+        job, grace = w.job, self.settings.waiter_grace
+        try:
+            if now - w.renewed >= self.settings.lease_seconds / 3:
+                stop = self.store.renew_lease(job, self.settings.lease_seconds, waiter_grace=grace)
+                w.renewed = now
+            else:
+                stop = self.store.cancel_requested(job, waiter_grace=grace)
+        except Exception:  # the database hiccupped: try again next tick
+            log.exception("lease renewal of job %s failed", job.id)
+            return
+        if stop:
+            w.stop.set()
 
 
 class JobRunner:
@@ -203,6 +240,10 @@ class JobRunner:
         self._clock = clock
         self.state = HostState()
         self._loaded: _Loaded | None = None
+        # Slot threads share the runner: one load at a time, and the host state kept whole.
+        self._load_lock = threading.RLock()
+        self._state_lock = threading.Lock()
+        self._slots: SlotPool | None = None
         self.presence = WorkerPresence(
             WorkerRegistry(store.url),
             WorkerInfo.here(self.worker_id, host, mode),
@@ -214,6 +255,8 @@ class JobRunner:
         self._host_fault: str | None = None  # why the last job suggests the host is down
 
     def close(self) -> None:
+        if self._slots is not None:
+            self._slots.close()
         self.host_check.close()
         self.keeper.close()
 
@@ -237,6 +280,10 @@ class JobRunner:
         After a job failed in a way that may mean the host is down, the host is probed before
         anything else is claimed (:class:`~lmstrix.jobs.host_down.HostDownCheck`).
         """
+        if self._uses_slots():
+            if self._slots is None:
+                self._slots = SlotPool(self)
+            return self._slots.drain(should_continue)
         ran = 0
         self._host_fault = None
         job = self._claim_next()
@@ -258,7 +305,35 @@ class JobRunner:
                 job = self._claim_next()
         return ran
 
-    def _claim_next(self) -> ClaimedJob | None:
+    def _uses_slots(self) -> bool:
+        """Whether jobs may run side by side here: not when configured to one at a time, nor
+        on a host that serves as loaded and reports no more than one slot."""
+        if self.settings.max_parallel == 1:
+            return False
+        try:
+            caps = self.client.capabilities
+        except LMStrixError:  # the host cannot say now: one at a time, the job meets the fault
+            return False
+        return caps.load_control or (caps.parallel or 1) > 1
+
+    def slot_host(self) -> SlotHost:
+        """The slots of what is loaded now, as many as are used, and how they share the
+        context (LM Studio: one KV cache for all; llama.cpp: the context split between them)."""
+        loaded = self._loaded
+        caps = self.client.capabilities
+        reported = loaded.parallel if loaded is not None and loaded.parallel else caps.parallel
+        return SlotHost(
+            slots=slot_count(reported, self.settings.max_parallel),
+            context=None if loaded is None else loaded.context_length,
+            shared_cache=caps.server != LLAMA_CPP,
+        )
+
+    def note_ran(self, job: ClaimedJob) -> None:
+        """The host state after ``job`` took its turn (a different model means a swap)."""
+        with self._state_lock:
+            self.state = next_state(self.state, QueuedJob(str(job.id), job.model, 0.0))
+
+    def _claim_next(self, running_model: str | None = None) -> ClaimedJob | None:
         return self.store.claim_next(
             self.host,
             self.worker_id,
@@ -266,6 +341,7 @@ class JobRunner:
             lease_seconds=self.settings.lease_seconds,
             policy=self.settings.policy,
             waiter_grace=self.settings.waiter_grace,
+            running_model=running_model,
         )
 
     def run_next(self) -> bool:
@@ -355,9 +431,16 @@ class JobRunner:
                 exc,
             )
 
-    def _release(self, job: ClaimedJob) -> None:
+    def count_run(self) -> None:
+        with self._state_lock:
+            self.jobs_run += 1
+
+    def release_claim(self, job: ClaimedJob) -> None:
         """Hand back a job claimed but not run: queued again, its attempt not counted."""
-        self.keeper.watch(None)
+        self._release(job)
+
+    def _release(self, job: ClaimedJob) -> None:
+        self.keeper.discard(job)
         try:
             self.store.release(job)
         except Exception:  # the database is away too: the lease runs out and the reaper requeues
@@ -416,7 +499,7 @@ class JobRunner:
             return run_context_test(self, job)
         finally:
             self._loaded = None
-            self.state = next_state(self.state, QueuedJob(str(job.id), job.model, 0.0))
+            self.note_ran(job)
 
     def _fail(self, job: ClaimedJob, exc: BaseException, *, host_fault: bool = False) -> Outcome:
         if self.keeper.should_stop and self.cancel_requested(job):
@@ -443,8 +526,18 @@ class JobRunner:
         ``context_length`` (kept from the last job when another client has not unloaded it
         since). Where it has none (LM Studio 0.3 JIT, llama.cpp, Ollama, vLLM): whatever the
         host serves for that id, never loaded or unloaded here, at the context it reports."""
+        with self._load_lock:
+            return self._ensure_loaded_locked(model, context_length)
+
+    def _ensure_loaded_locked(self, model: str, context_length: int | None) -> _Loaded:
         if not self.client.capabilities.load_control:
-            now = _Loaded(model, model, self.client.served_context(model), context_length)
+            now = _Loaded(
+                model,
+                model,
+                self.client.served_context(model),
+                context_length,
+                parallel=self.client.capabilities.parallel,
+            )
             if now != self._loaded:
                 self._loaded = now
             return self._loaded
@@ -465,8 +558,17 @@ class JobRunner:
             context_length,
             load_seconds=time.monotonic() - began,
             swapped=cur is not None and cur.model != model,
+            parallel=self._parallel_of(model, res.instance_id),
         )
         return self._loaded
+
+    def _parallel_of(self, model: str, instance_id: str) -> int | None:
+        """The parallel slots of the instance just loaded, where the host says."""
+        try:
+            instances = self.client.loaded_instances(model)
+        except (LMStudioConnectionError, LMStudioTimeoutError, LMStudioServerError):
+            return None
+        return next((i.parallel for i in instances if i.id == instance_id), None)
 
     def _still_loaded(self, cur: _Loaded) -> bool:
         """Whether the instance this worker loaded is still there at its size: other clients
@@ -539,7 +641,9 @@ class JobRunner:
         ctx = load_context_for(req.context_length)
         before = self._loaded
         loaded = self._ensure_loaded(job.model, ctx)
-        self.state = next_state(self.state, QueuedJob(str(job.id), job.model, 0.0))
+        self.note_ran(job)
+        if self._slots is not None:
+            self._slots.passed_load(job)
         # A load can take minutes: look at the cancel flag itself before generating, not only at
         # what the lease keeper last saw.
         if self.keeper.should_stop or (loaded is not before and self.cancel_requested(job)):
@@ -575,8 +679,10 @@ class JobRunner:
                 job.id,
                 exc,
             )
-            self._loaded = None
-            loaded = self._ensure_loaded(job.model, ctx)
+            with self._load_lock:
+                if self._loaded is loaded:  # not loaded again by another slot meanwhile
+                    self._loaded = None
+                loaded = self._ensure_loaded(job.model, ctx)
             chat = chat_on(loaded)
         if loaded.context_length is None and not self.client.capabilities.load_control:
             loaded = self._ensure_loaded(job.model, ctx)  # a JIT load served it: now it says

@@ -288,8 +288,10 @@ class JobService:
         host: str | None = None,
         priority: int = PRIORITY_CONTEXT_TEST,
         start_worker: bool = True,
+        depths: tuple[float, ...] | None = None,
     ) -> SubmittedJob:
         """Validate and queue a context test of one model on its host; returns the job at once.
+        ``depths`` None puts the needles at the start, the middle and the end.
 
         Bad input (see :func:`~lmstrix.domain.context_test_request.plan_context_test`) raises before
         any row is written, so nothing is ever probed for it.
@@ -307,6 +309,7 @@ class JobService:
             output_tokens=output_tokens,
             max_iterations=max_iterations,
             min_context=min_context,
+            depths=depths,
         )
         hc = self.host_config(model.host)
         job_id = self.store.submit(
@@ -330,7 +333,10 @@ class JobService:
         """
         if not self.distributed and start_worker:
             embedded.ensure_worker(
-                self.store, host.name, lambda: self.client_for(host), self.settings
+                self.store,
+                host.name,
+                lambda: self.client_for(host),
+                self.settings.for_host(host.max_parallel),
             )
         try:
             self.doorbell.ring(host.name)

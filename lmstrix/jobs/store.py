@@ -45,7 +45,8 @@ from lmstrix.domain.heartbeats import (
     cutoff,
     waiter_gone,
 )
-from lmstrix.domain.scheduler import HostState, QueuedJob, SchedulerPolicy, choose_next
+from lmstrix.domain.scheduler import HostState, QueuedJob, SchedulerPolicy, may_start
+from lmstrix.domain.slots import choose_joining
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ class Claim:
     lease_seconds: float
     policy: SchedulerPolicy
     waiter_grace: float = DEFAULT_WAITER_GRACE
+    #: jobs of this model run on the host's other slots: claim only when the scheduler picks it
+    running_model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +183,12 @@ _CLAIM_HEADS = (
         or_(Job.waiter_seen_at.is_(None), Job.waiter_seen_at >= _B_CUTOFF),
     )
     .group_by(Job.model_key, Job.priority)
+)
+# What runs on a host now (live leases): a context test holds its host (domain.scheduler).
+_RUNNING_KINDS = select(Job.kind).where(
+    Job.host_id == bindparam("b_hid"),
+    Job.status == JobStatus.RUNNING.value,
+    Job.lease_until >= _B_NOW,
 )
 _QUEUED = Job.__table__.alias("queued_jobs")
 _CLAIM_TARGET = (
@@ -419,14 +428,17 @@ class JobStore:
         lease_seconds: float,
         policy: SchedulerPolicy,
         waiter_grace: float = DEFAULT_WAITER_GRACE,
+        running_model: str | None = None,
     ) -> ClaimedJob | None:
         """Claim the job the scheduler picks among this host's queued rows, or None.
 
         The UPDATE only wins on a row that is still ``queued``; losing a race (another claimer,
         a cancel) just means choosing again among what is left. Queued jobs whose interactive
         caller went quiet for ``waiter_grace`` seconds are cancelled first, never claimed.
+        With ``running_model`` (jobs of it fill the host's other slots) nothing is claimed when
+        the scheduler picks another model's job: that one waits for the running ones to end.
         """
-        claim = Claim(host, worker_id, state, lease_seconds, policy, waiter_grace)
+        claim = Claim(host, worker_id, state, lease_seconds, policy, waiter_grace, running_model)
         while True:
             # One write transaction for the read and the conditional UPDATE: on SQLite it holds
             # the write lock throughout (BEGIN IMMEDIATE), so the UPDATE cannot lose.
@@ -461,8 +473,15 @@ class JobStore:
             )
             for h in heads
         ]
-        choice = choose_next(queued, claim.state, now.timestamp(), claim.policy)
-        assert choice is not None
+        choice = choose_joining(
+            queued, claim.state, now.timestamp(), claim.policy, claim.running_model
+        )
+        if choice is None:  # another model's turn: it waits for the running jobs to end
+            return None, False
+        # a context test holds its host (even against a second worker serving it by mistake)
+        running = c.execute(_RUNNING_KINDS, {"b_hid": hid, "b_now": now}).scalars().all()
+        if not may_start(choice.priority, running):
+            return None, False
         won = c.execute(
             _CLAIM_UPDATE,
             {
@@ -640,6 +659,7 @@ class JobStore:
                 lease_seconds=claim.lease_seconds,
                 policy=claim.policy,
                 waiter_grace=claim.waiter_grace,
+                running_model=claim.running_model,
             )
         return final, nxt
 

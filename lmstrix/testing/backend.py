@@ -43,6 +43,11 @@ class EmulatedModel:
     loadable_limit: int | None = None
     # Largest context the model still *uses*: beyond it, facts early in the prompt are forgotten.
     usable_limit: int | None = None
+    # Lost in the middle: a prompt longer than this forgets the facts in its middle half.
+    middle_limit: int | None = None
+    # A "load-size" model (quality set by the size it is loaded at, as with rope scaling):
+    # loaded above this, a prompt filling more than half the context forgets every fact.
+    load_usable_limit: int | None = None
 
     @property
     def effective_loadable(self) -> int:

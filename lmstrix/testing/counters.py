@@ -66,6 +66,12 @@ class Counters:
     # model calls = loads + inferences (+ embeddings) being executed right now / at most at once
     in_flight: int = 0
     max_in_flight: int = 0
+    # parallel slots: the most inferences run at once on each instance (by instance id), the
+    # most loads at once, and unloads of an instance while inferences still ran on it
+    max_concurrency: dict[str, int] = field(default_factory=dict)
+    loads_in_flight: int = 0
+    max_loads_in_flight: int = 0
+    unloads_while_busy: int = 0
 
     @property
     def load_count(self) -> int:
@@ -96,8 +102,13 @@ class CounterBox:
 
     def reset(self) -> None:
         with self._lock:
-            in_flight = self._c.in_flight
-            self._c = Counters(in_flight=in_flight, max_in_flight=in_flight)
+            in_flight, loading = self._c.in_flight, self._c.loads_in_flight
+            self._c = Counters(
+                in_flight=in_flight,
+                max_in_flight=in_flight,
+                loads_in_flight=loading,
+                max_loads_in_flight=loading,
+            )
 
     def request(self, endpoint: str) -> None:
         with self._lock:
@@ -146,3 +157,24 @@ class CounterBox:
         finally:
             with self._lock:
                 self._c.in_flight -= 1
+
+    def concurrency(self, instance_id: str, running: int) -> None:
+        """``running`` inferences run on ``instance_id`` now."""
+        with self._lock:
+            most = self._c.max_concurrency
+            most[instance_id] = max(most.get(instance_id, 0), running)
+
+    def unloaded_busy(self) -> None:
+        with self._lock:
+            self._c.unloads_while_busy += 1
+
+    @contextmanager
+    def load_call(self) -> Iterator[None]:
+        with self._lock:
+            self._c.loads_in_flight += 1
+            self._c.max_loads_in_flight = max(self._c.max_loads_in_flight, self._c.loads_in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._c.loads_in_flight -= 1

@@ -212,7 +212,9 @@ class Routes:
                 instances = [
                     {
                         "id": i.id,
-                        "config": bodies.load_config(model, i.context_length or 0, i.options),
+                        "config": bodies.load_config(
+                            model, i.context_length or 0, self._with_slots(i.options)
+                        ),
                     }
                     for i in state.instances_of(key)
                     if i.status == "loaded"
@@ -221,6 +223,10 @@ class Routes:
         return JsonReply(200, {"models": models})
 
     # --- load / unload --------------------------------------------------------------------
+
+    def _with_slots(self, options: JsonObj) -> JsonObj:
+        """Load options with ``parallel`` filled in (the emulator's default where unset)."""
+        return {"parallel": self.state.settings.default_parallel, **options}
 
     def v1_load(self, data: JsonObj) -> Reply:
         key = required_str(data, "model")
@@ -234,6 +240,7 @@ class Routes:
                 "flash_attention",
                 "num_experts",
                 "offload_kv_cache_to_gpu",
+                "parallel",
             )
             if k in data
         }
@@ -253,7 +260,9 @@ class Routes:
             "status": "loaded",
         }
         if data.get("echo_load_config"):
-            body["load_config"] = bodies.load_config(model, inst.context_length or 0, options)
+            body["load_config"] = bodies.load_config(
+                model, inst.context_length or 0, self._with_slots(options)
+            )
         return JsonReply(200, body)
 
     def v1_unload(self, data: JsonObj) -> Reply:
@@ -311,7 +320,7 @@ class Routes:
                 inst, messages, max_tokens, options, text=text, include_usage=include_usage
             )
             return StreamReply(self._counted(frames, messages))
-        with self.state.counters.model_call():
+        with self.state.counters.model_call(), self.state.slots.slot(inst):
             try:
                 result = self.state.infer(inst, messages, max_tokens=max_tokens, options=options)
             except ContextOverflow as exc:
@@ -382,7 +391,7 @@ class Routes:
         include_usage: bool,
     ) -> Iterator[bytes]:
         state = self.state
-        with state.counters.model_call():
+        with state.counters.model_call(), state.slots.slot(inst):
             generated = self._generate(inst, messages, max_tokens, options)
             try:
                 try:
@@ -587,7 +596,7 @@ class Routes:
         failed = self._ready(inst, pending, name, "v1")
         if failed is not None:
             return failed
-        with state.counters.model_call():
+        with state.counters.model_call(), state.slots.slot(inst):
             try:
                 result = state.infer(inst, messages, max_tokens=max_tokens, options=options)
             except ContextOverflow as exc:
@@ -697,7 +706,7 @@ class Routes:
             yield event("error", error={"type": "model_load_failed", "message": message})
             yield event("chat.end", result=self._v1_result(inst, False, messages, None, False))
             return
-        with state.counters.model_call():
+        with state.counters.model_call(), state.slots.slot(inst):
             yield event("prompt_processing.start")
             generated = self._generate(inst, messages, max_tokens, options)
             try:

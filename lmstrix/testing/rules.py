@@ -7,16 +7,23 @@ Prompt: the chat messages rendered by :func:`lmstrix.testing.tokenizer.render_ch
 longer than the instance's applied context raises :class:`ContextOverflow`.
 
 Attention window: the model "sees" only the last ``W`` tokens of the rendered prompt, where
-``W = min(model.effective_usable, applied_context)``. Everything earlier is forgotten.
+``W = min(model.effective_usable, applied_context)``. Everything earlier is forgotten. Two more
+rules forget facts (the context tester's two populations):
+
+- ``middle_limit`` (lost in the middle): in a prompt of more than that many tokens, a fact
+  sentence starting between 25 % and 75 % of the prompt is forgotten;
+- ``load_usable_limit`` (a "load-size" model): on an instance loaded above it, a prompt of more
+  than half the applied context forgets every fact.
 
 Reply rules, applied to the text of the **last user message** (first match wins):
 
-1. Needle question — ``What is the <subject>?`` (case-insensitive; the last such question in the
-   message). The model looks for a fact sentence ``The <subject> is <value>.`` (case-insensitive;
+1. Needle questions — ``What is the <subject>?`` (case-insensitive). With one such question in
+   the message the model looks for a fact sentence ``The <subject> is <value>.`` (case-insensitive;
    words of the subject separated by any whitespace; ``<value>`` is any text without ``.``, ``!``,
    ``?`` or a newline, ended by a period) **entirely inside the attended window** (a fact cut by
    the window edge is forgotten). If found (the last one wins) it answers
    ``The <subject> is <value>.``; otherwise ``I don't know.``, which never contains the value.
+   With several, it answers each in order, ``I don't know the <subject>.`` for a forgotten one.
    Use :func:`fact_sentence` and :func:`question` to build probes.
 2. Arithmetic — ``<a> <op> <b>`` followed by ``=``, ``?`` or the end of the message, with integer
    or decimal operands and ``+ - * / x ×``: the answer is the bare result (``"2+3="`` -> ``"5"``).
@@ -32,6 +39,7 @@ Length: the reply is cut at the earliest ``stop`` string (finish ``"stop"``); th
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
@@ -126,10 +134,21 @@ def reply_for(messages: Sequence[Mapping[str, Any]], visible_text: str) -> str:
     if text is None:
         return GREETING_ANSWER
     questions = list(_QUESTION.finditer(text))
-    if questions:
+    if len(questions) == 1:
         subject = " ".join(questions[-1].group(1).split())
         value = recall(visible_text, subject)
         return fact_sentence(subject, value) if value is not None else UNKNOWN_ANSWER
+    if questions:
+        parts = []
+        for match in questions:
+            subject = " ".join(match.group(1).split())
+            value = recall(visible_text, subject)
+            parts.append(
+                fact_sentence(subject, value)
+                if value is not None
+                else f"I don't know the {subject}."
+            )
+        return " ".join(parts)
     arithmetic = _arithmetic(text)
     if arithmetic is not None:
         return arithmetic
@@ -141,6 +160,33 @@ def reply_for(messages: Sequence[Mapping[str, Any]], visible_text: str) -> str:
     if echo:
         return echo.group(1).strip()
     return f"You said: {truncate_tokens(text.strip(), ECHO_TOKENS)}"
+
+
+_ANY_FACT = re.compile(r"\bThe\s+[^.!?\n]+?\s+is\s+[^.!?\n]+?\.", re.IGNORECASE)
+
+
+def remembered_text(model: EmulatedModel, prompt: str, context: int) -> str:
+    """What the model attends to in ``prompt`` on an instance loaded at ``context``: the
+    window, less the facts the middle and load-size rules forget (blanked)."""
+    spans = token_spans(prompt)
+    tokens = len(spans)
+    if (
+        model.load_usable_limit is not None
+        and context > model.load_usable_limit
+        and 2 * tokens > context
+    ):
+        return _ANY_FACT.sub(" ", prompt)
+    visible = attended_text(prompt, min(model.effective_usable, context))
+    if model.middle_limit is None or tokens <= model.middle_limit:
+        return visible
+    starts = [s for s, _ in spans]
+    offset = len(prompt) - len(visible)
+
+    def forget(match: re.Match[str]) -> str:
+        position = bisect.bisect_right(starts, match.start() + offset) / tokens
+        return " " if 0.25 < position < 0.75 else match.group(0)
+
+    return _ANY_FACT.sub(forget, visible)
 
 
 def attended_text(prompt: str, window: int) -> str:
@@ -182,8 +228,7 @@ class RuleInstance:
         prompt_tokens = count_tokens(prompt)
         if prompt_tokens > self._context:
             raise ContextOverflow(prompt_tokens, self._context)
-        window = min(self.model.effective_usable, self._context)
-        text = reply_for(messages, attended_text(prompt, window))
+        text = reply_for(messages, remembered_text(self.model, prompt, self._context))
         finish = "stop"
         for s in stop or ():
             if s and s in text:

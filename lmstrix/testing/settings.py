@@ -59,6 +59,10 @@ class EmulatorSettings:
     prompt_tokens_per_second: float = 2000.0
     tokens_per_second: float = 50.0
     embedding_dimensions: int = 16
+    # Parallel slots (lmstrix.testing.slots): of a load that does not ask for a number, and how
+    # much each further concurrent request adds to an instance's throughput (1: linear, 0: none).
+    default_parallel: int = 4
+    parallel_efficiency: float = 1.0
     # Faults: end SSE streams after the first content frame, before [DONE] / chat.end.
     truncate_streams: bool = False
     # Faults: every request blocks (no answer) until release_hangs() or stop().

@@ -28,6 +28,7 @@ from lmstrix.testing.backend import (
 from lmstrix.testing.clock import Clock
 from lmstrix.testing.counters import CounterBox, LoadRecord, UnloadRecord
 from lmstrix.testing.settings import EmulatorSettings
+from lmstrix.testing.slots import SlotGate
 
 
 class UnknownModel(Exception):
@@ -136,6 +137,7 @@ class EmulatorState:
         self.lock = threading.RLock()
         self.clock = Clock(settings)
         self.counters = CounterBox()
+        self.slots = SlotGate(settings, self.counters)
         self.conversations: dict[str, list[Message]] = {}
         self._load_faults: list[_LoadFault] = []
         self._unload_on_chat: set[str] = set()
@@ -284,7 +286,7 @@ class EmulatorState:
         """Load a reserved instance (a model call). Raises ``LoadFailure`` or ``Stopped``."""
         s = self.settings
         try:
-            with self.counters.model_call():
+            with self.counters.model_call(), self.counters.load_call():
                 if s.hang_loads_above is not None and inst.requested_context > s.hang_loads_above:
                     self.hang()
                 context = self._applied_context(inst)
@@ -361,6 +363,7 @@ class EmulatorState:
     def _detach(self, inst: Instance, reason: str) -> None:
         """Remove from the table (lock held by caller) and count; close with ``_close``."""
         self.instances.pop(inst.id, None)
+        self.slots.unloading(inst)
         self.counters.unloaded(UnloadRecord(inst.model.key, inst.id, reason))
 
     def _close(self, inst: Instance) -> None:
@@ -499,7 +502,7 @@ class EmulatorState:
         gen_s = (
             completion.generation_seconds
             if completion.generation_seconds is not None
-            else completion.completion_tokens / s.tokens_per_second
+            else completion.completion_tokens / self.slots.speed(inst)
         )
         self.clock.spend(prompt_s + gen_s, pace=pace and not measured)
         self.touch(inst)

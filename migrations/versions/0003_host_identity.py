@@ -16,17 +16,41 @@ Create Date: 2026-12-09
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from lmstrix.domain.urls import host_key
-
 revision: str = "0003"
 down_revision: str | Sequence[str] | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+
+_LOOPBACK = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def host_key(url: str) -> str:
+    """The normalized URL as this revision defines it (kept here, like the types, so the keys it
+    writes do not change when the code's own normalization does): lower-case scheme and host,
+    loopback as ``localhost``, the port written, no user info, no trailing slash or ``/v1``."""
+    parts = urlsplit(url.strip())
+    scheme = (parts.scheme or "http").lower()
+    hostname = (parts.hostname or "").lower()
+    if hostname in _LOOPBACK:
+        hostname = "localhost"
+    if ":" in hostname:
+        hostname = f"[{hostname}]"
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme, 80)
+    except ValueError:
+        port = _DEFAULT_PORTS.get(scheme, 80)
+    path = parts.path.rstrip("/")
+    if path.endswith("/v1"):
+        path = path[: -len("/v1")]
+    return f"{scheme}://{hostname}:{port}{path}"
 
 
 def _json() -> sa.types.TypeEngine[object]:

@@ -147,6 +147,9 @@ def test_bad_input_clear_message_no_probe(
     assert code == 2 and "empty" in err
     code, _, err = run("test", MODEL.key, "--prompt", "hi", "--file-prompt", str(empty))
     assert code == 2 and "not both" in err
+    for depths in ("0,x", "0,1.5", "0.5,0.5", ""):
+        code, _, err = run("test", MODEL.key, "--depths", depths)
+        assert code == 2 and "depths" in err, (depths, err)
     assert jobs(env) == 0
     assert emu.counters.load_count == 0 and emu.counters.load_failures == 0
 
@@ -200,3 +203,16 @@ def test_exit_code_when_the_test_cannot_run(env: dict[str, str], emu: LMStudioEm
     assert code == 1, err
     assert f"✗ {MODEL.key} on h1: the test did not finish" in out
     assert "not among the host's downloaded models" in out
+
+
+def test_depths_choose_the_needles(env: dict[str, str], emu: LMStudioEmulator) -> None:
+    """A model that loses the middle of long prompts: with the default depths the middle is
+    named where it fails; asked only about the start and the end, it works at the top."""
+    lost = EmulatedModel(key="acme/lost", max_context_length=8192, middle_limit=5000)
+    emu.add_model(lost)
+    code, out, err = run("test", lost.key, "--reset")
+    assert code == 0, err
+    assert "misses depth 0.5" in out
+    code, out, err = run("test", lost.key, "--reset", "--depths", "0,1")
+    assert code == 0, err
+    assert "works at 8192 tokens" in out

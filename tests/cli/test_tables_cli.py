@@ -33,7 +33,7 @@ LONG = EmulatedModel(
     vision=True,
 )
 SHORT = EmulatedModel(key="acme/tiny", max_context_length=4096)
-ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
 STAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d")
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from helpers.configs import config_for
 from helpers.dramatiq_worker import DramatiqWorkers, require_redis, worker_env
+from helpers.slots import assert_host_discipline
 from helpers.waiting import wait_for
 from sqlalchemy import select, update
 
@@ -81,7 +82,7 @@ def test_process_batch_keeps_order_and_infer_keys(
     rows = jobs_of(database_url, batch["id"])
     assert {(r.kind, r.priority) for r in rows} == {("batch_item", PRIORITY_BATCH)}
     assert [r.custom_id for r in rows] == [f"prompt-{i}" for i in range(12)]
-    assert emu.counters.max_in_flight == 1
+    assert_host_discipline(emu.counters)
 
 
 def test_one_failing_prompt_does_not_fail_the_others(

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.configs import config_for
@@ -49,6 +50,15 @@ def assert_near(optimal: int, usable: int) -> None:
     """Never above what the emulator's tolerance allows, within the granularity below."""
     slack = BUDGET + 17 + 2 * PromptBudget(usable, BUDGET).margin
     assert usable - granularity(usable) <= optimal <= usable + slack, optimal
+
+
+def assert_confirmed_only(result: dict[str, Any], size: int) -> None:
+    """A rerun of a converged test: one load at the known size, and its use probes there."""
+    assert result["test_successful"] and result["optimal_context"] == size
+    points = result["test_points"]
+    assert [p["phase"] for p in points] == ["load", "use", "use"]
+    assert points[0]["context_size"] == points[-1]["context_size"] == size
+    assert all(p["outcome"] == "ok" for p in points)
 
 
 @pytest.fixture
@@ -157,9 +167,9 @@ def test_threshold_caps_and_rerun_uses_known_sizes(make_emulator: Factory, db_ur
     assert max(p["context_size"] for p in capped["test_points"]) == 8192
     full = tester.test_model_context(MODEL.key)
     assert_near(full["optimal_context"], USABLE)
-    # converged already: a rerun needs no probe; reset tests again
+    # converged already: a rerun only confirms the size at its own load; reset tests again
     again = tester.test_model_context(MODEL.key)
-    assert again["iterations"] == 0 and again["optimal_context"] == full["optimal_context"]
+    assert_confirmed_only(again, full["optimal_context"])
     emu.reset_counters()
     fresh = tester.test_model_context(MODEL.key, reset=True)
     assert fresh["iterations"] > 0 and emu.counters.load_count > 0
@@ -311,9 +321,9 @@ def test_worker_killed_mid_probe_resumes_without_repeating_it(
     assert_near(result["optimal_context"], USABLE)
     assert view.result is not None and view.result["resumed"]["in_flight"] == [DECLARED]
 
-    # Run again: the registry already holds the answer, nothing is probed.
+    # Run again: the registry already holds the answer, which is only confirmed.
     again = tester.test_model_context(MODEL.key)
-    assert again["iterations"] == 0 and again["optimal_context"] == result["optimal_context"]
+    assert_confirmed_only(again, result["optimal_context"])
     tester.close()
 
 
@@ -341,7 +351,8 @@ def test_multiple_models_smallest_first_one_per_host(make_emulator: Factory, db_
     assert e1.counters.max_in_flight == 1 and e2.counters.max_in_flight == 1
     sequential = tester.test_multiple_models(["m/mid", "s/small"], threshold=16384)
     assert [r["model_id"] for r in sequential] == ["s/small", "m/mid"]
-    assert all(r["iterations"] == 0 for r in sequential)  # known from the first run
+    for r in sequential:  # known from the first run: only confirmed
+        assert_confirmed_only(r, 8192)
 
 
 def test_worker_reloads_after_a_test(make_emulator: Factory, db_url: str) -> None:

@@ -117,8 +117,11 @@ def test_killed_worker_resumes_the_job_on_postgres(
     assert model.test_status == "tested" and model.tested_context == optimal
     assert model.last_known_bad_context == result["failure_point"]
 
-    # Through the same worker: a rerun needs no probe, a reset one searches again.
-    assert tester.test_model_context(MODEL.key)["iterations"] == 0
+    # Through the same worker: a rerun only confirms the size at its own load (one load, its
+    # pre-screen and the full prompt), a reset one searches again.
+    again = tester.test_model_context(MODEL.key)
+    assert again["optimal_context"] == optimal and again["iterations"] == 3
+    assert {p["context_size"] for p in again["test_points"] if p["phase"] == "load"} == {optimal}
     emu.configure(hang_loads_above=None)
     fresh = tester.test_model_context(MODEL.key, reset=True)
     assert fresh["test_successful"] and fresh["optimal_context"] == optimal

@@ -17,7 +17,7 @@ from lmstrix.api.exceptions import (
 )
 from lmstrix.core.models import Model
 from lmstrix.domain.context_search import SearchConfig, SearchResult, SearchState, StopReason
-from lmstrix.domain.host_types import ChatResult, LoadResult
+from lmstrix.domain.host_types import ChatResult, LoadedInstance, LoadResult, ModelRecord
 from lmstrix.domain.probe_sizing import FitCache, PromptBudget, TokenFit
 from lmstrix.jobs.context_test import (
     DEFAULT_OUTPUT_TOKENS,
@@ -31,7 +31,8 @@ from lmstrix.jobs.context_test import (
     single_verdict,
 )
 from lmstrix.jobs.context_test.http_probe import MAX_SIZING_ATTEMPTS
-from lmstrix.testing.tokenizer import count_chat_tokens
+from lmstrix.testing import rules
+from lmstrix.testing.tokenizer import count_chat_tokens, render_chat
 
 
 def model(**fields: Any) -> Model:
@@ -185,6 +186,7 @@ class StubClient:
         self.overflow_above = overflow_above
         self.prompts: list[int] = []
         self.fail_with: Exception | None = None
+        self.models: list[ModelRecord] = []  # what the host reports as loaded
 
     def chat_completion(
         self, model: str, messages: Sequence[dict[str, str]], **_: Any
@@ -197,9 +199,7 @@ class StubClient:
             raise ContextLimitExceededError(
                 model, prompt_tokens=tokens, context_limit=self.overflow_above
             )
-        text = messages[-1]["content"]
-        fact = text.split("Remember this fact, you will be asked about it at the end. ")[1]
-        answer = fact.split("\n")[0] if tokens <= self.window else "I don't know."
+        answer = rules.reply_for(messages, "" if tokens > self.window else render_chat(messages))
         return ChatResult(
             model=model,
             content=answer,
@@ -213,6 +213,9 @@ class StubClient:
             generation_time=0.4,
             wall_time=0.01,
         )
+
+    def list_models(self) -> list[ModelRecord]:
+        return self.models
 
     def load(self, model: str, size: int, **_: Any) -> LoadResult:
         if size > 10000:
@@ -295,7 +298,8 @@ def test_a_wrong_answer_from_a_short_prompt_is_resent_at_the_size() -> None:
     probe = probe_for(client)
     outcome = probe.use(8192, 8192)
     assert not outcome.ok and outcome.error is None  # a wrong answer, not an error
-    assert outcome.answer == "I don't know." and len(client.prompts) == 2
+    assert outcome.answer is not None and "I don't know" in outcome.answer
+    assert len(client.prompts) == 2
     assert PromptBudget(8192, 32).accepts(outcome.prompt_tokens or 0)
 
 
@@ -331,3 +335,32 @@ def test_load_probe_reads_back_what_was_applied() -> None:
     failed = probe.load(20000)
     assert not failed.ok and failed.error == "insufficient system resources"
     assert probe.instance_id is None
+
+
+def test_use_probe_asks_every_depth_and_names_the_ones_missed() -> None:
+    client = StubClient(window=100_000)
+    probe = HttpProbe(cast(LMStudioClient, client), "acme/m", output_tokens=32, fits=FitCache())
+    outcome = probe.use(4096, 4096)
+    assert outcome.ok and outcome.failed_depths == () and not outcome.disturbed
+    client.window = 1
+    outcome = probe.use(4096, 4096)
+    assert not outcome.ok and outcome.failed_depths == (0.0, 0.5, 1.0)
+
+
+def test_a_screen_is_a_cut_of_the_instance_layout() -> None:
+    client = StubClient(window=100_000)
+    probe = probe_for(client)
+    assert probe.use(2048, 8192).ok
+    assert PromptBudget(2048, 32).accepts(client.prompts[-1])
+
+
+def test_another_clients_instance_flags_the_probe_as_disturbed() -> None:
+    client = StubClient(window=100_000)
+    probe = probe_for(client)
+    probe.load(4096)
+    mine = LoadedInstance(id="acme/m:2", context_length=4096)
+    client.models = [ModelRecord(key="acme/m", loaded_instances=(mine,))]
+    assert not probe.use(4096, 4096).disturbed
+    other = LoadedInstance(id="other/x", context_length=8192)
+    client.models.append(ModelRecord(key="other/x", loaded_instances=(other,)))
+    assert probe.use(4096, 4096).disturbed

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers.configs import config_for
+from helpers.slots import assert_host_discipline
 
 from lmstrix.core.inference_manager import InferenceManager
 from lmstrix.testing import LMStudioEmulator
@@ -83,7 +84,7 @@ def test_two_processes_share_one_host_one_call_at_a_time(
         assert [r["response"] for r in results] == [f"{tag} {i}" for i in range(12)], results
     counters = host.counters
     assert counters.inferences == 24, errs  # none failed and ran again
-    assert counters.max_in_flight == 1  # never two model calls (or loads) at once
+    assert_host_discipline(counters)  # never two loads at once, nor more than its slots
 
 
 def test_jobs_of_a_process_without_the_host_run_in_the_holder_until_it_dies(

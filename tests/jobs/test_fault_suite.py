@@ -187,24 +187,34 @@ def new_job_ids(
     return sorted(ids())
 
 
-def test_a_killed_worker_s_job_runs_again_once_through_the_heartbeats(cluster: Cluster) -> None:
+def test_a_worker_killed_with_jobs_in_every_slot_runs_each_again_once(cluster: Cluster) -> None:
+    """The host has 4 parallel slots: the worker is killed with 4 jobs in flight (2 more
+    queued); each of the 4 runs again once, through the heartbeats, and the 2 run once."""
     host, emu, store = cluster.names["kill"], cluster.hosts["kill"], cluster.direct
     emu.reset_counters()
     manager = cluster.manager()
     jobs = [
         manager.submit(MODEL, f"kill {i}: count to 60", max_tokens=60, host=host).id
-        for i in range(4)
+        for i in range(6)
     ]
-    wait_for(lambda: store.get(jobs[0]).status == "running" and emu.counters.in_flight == 1)
+    in_flight = jobs[:4]
+    wait_for(
+        lambda: (
+            [store.get(j).status for j in jobs] == ["running"] * 4 + ["queued"] * 2
+            and emu.counters.in_flight == 4
+        ),
+        what="four jobs in flight",
+    )
     cluster.kill_worker("kill")
-    assert store.get(jobs[0]).status == "running"  # nobody told the database
+    assert all(store.get(j).status == "running" for j in in_flight)  # nobody told the database
     cluster.start_worker("kill")
-    # the lease (300 s) is far beyond this wait: only the silent heartbeat brings the job back
+    # the lease (300 s) is far beyond this wait: only the silent heartbeat brings them back
     wait_for(final(store, jobs), timeout=90, what="every job to end")
     book = ledger(store, jobs, [emu])
     book.assert_clean()
-    assert book.succeeded == 4
-    assert [book.views[j].attempts for j in jobs] == [2, 1, 1, 1]
+    assert book.succeeded == 6
+    assert [book.views[j].attempts for j in jobs] == [2, 2, 2, 2, 1, 1]
+    assert emu.counters.max_concurrency and max(emu.counters.max_concurrency.values()) <= 4
     manager.close()
 
 

@@ -12,11 +12,16 @@ from sqlalchemy import update
 from lmstrix.api.exceptions import JobNotFound, ValidationError
 from lmstrix.db import JobStatus, utcnow, write_session
 from lmstrix.db.tables import WorkerRow
-from lmstrix.domain.enums import WorkerMode
+from lmstrix.domain.enums import JobKind, WorkerMode
 from lmstrix.domain.errors import ErrorPayload
 from lmstrix.domain.heartbeats import WORKER_LIVE_WITHIN
 from lmstrix.domain.requests import inference_request
-from lmstrix.domain.scheduler import HostState, SchedulerPolicy
+from lmstrix.domain.scheduler import (
+    PRIORITY_CONTEXT_TEST,
+    PRIORITY_INTERACTIVE,
+    HostState,
+    SchedulerPolicy,
+)
 from lmstrix.jobs.reaper import reap
 from lmstrix.jobs.store import ClaimedJob, JobStore
 from lmstrix.jobs.workers import WorkerInfo, WorkerRegistry
@@ -24,12 +29,17 @@ from lmstrix.jobs.workers import WorkerInfo, WorkerRegistry
 POLICY = SchedulerPolicy(max_wait=300, max_run=100)
 
 
+def url_of(host: str) -> str:
+    """Each test host its own server (a host is its URL): h1 on port 1, h2 on port 2..."""
+    return f"http://127.0.0.1:{host.removeprefix('h')}"
+
+
 def submit(store: JobStore, model: str, host: str = "h1", priority: int = 0) -> str:
     return store.submit(
         host=host,
         model=model,
         request={"prompt": f"hi {model}"},
-        host_url="http://127.0.0.1:1",
+        host_url=url_of(host),
         priority=priority,
     )
 
@@ -270,3 +280,45 @@ def test_request_validation_names_the_field() -> None:
     with pytest.raises(ValidationError) as err:
         inference_request(prompt="")
     assert err.value.field == "prompt"
+
+
+def submit_test(store: JobStore) -> str:
+    return store.submit(
+        host="h1",
+        model="m-a",
+        request={"declared": 8192},
+        kind=JobKind.CONTEXT_TEST,
+        host_url=url_of("h1"),
+        priority=PRIORITY_CONTEXT_TEST,
+    )
+
+
+def test_a_context_test_holds_its_host(database_url: str) -> None:
+    """Nothing starts on a host while a context test runs there, and a test starts only on a
+    host where nothing runs: two workers serving one host by mistake cannot disturb a probe."""
+    store = JobStore(database_url)
+    first = submit_test(store)
+    infer = submit(store, "m-a", priority=PRIORITY_INTERACTIVE)
+    running = claim(store)  # interactive first
+    assert running is not None and str(running.id) == infer
+    assert claim(store) is None  # the test waits: something runs on the host
+    store.finish(running, {"ok": True})
+    testing = claim(store)
+    assert testing is not None and str(testing.id) == first
+    later = submit(store, "m-b", priority=PRIORITY_INTERACTIVE)
+    other_host = submit(store, "m-b", host="h2")
+    assert claim(store) is None  # the infer job waits for the test
+    got = claim(store, host="h2")  # other hosts are not held
+    assert got is not None and str(got.id) == other_host
+    store.finish(testing, {"ok": True})
+    after = claim(store)
+    assert after is not None and str(after.id) == later
+
+
+def test_a_context_test_with_an_expired_lease_holds_nothing(database_url: str) -> None:
+    store = JobStore(database_url)
+    submit_test(store)
+    assert claim(store, lease=-1) is not None  # its worker died: the lease ran out
+    infer = submit(store, "m-a")
+    got = claim(store)
+    assert got is not None and str(got.id) == infer

@@ -48,9 +48,9 @@ def submit(store: JobStore, url: str, prompt: str) -> str:
 
 
 def runner_for(store: JobStore, url: str, notifier: LocalNotifier) -> JobRunner:
-    return JobRunner(
-        store, "h", LMStudioClient(url, max_retries=0), notifier, settings=QueueSettings()
-    )
+    """A runner of one job at a time: its end and the next claim share a commit."""
+    settings = QueueSettings(max_parallel=1)
+    return JobRunner(store, "h", LMStudioClient(url, max_retries=0), notifier, settings=settings)
 
 
 def test_failed_done_notification_never_strands_the_next_job(
@@ -128,8 +128,10 @@ def quick_runner(
     **queue: Any,
 ) -> JobRunner:
     """A runner whose host gets ``timeout`` seconds per request; sleeps between retries are
-    recorded (and skipped) when ``sleeps`` is given."""
+    recorded (and skipped) when ``sleeps`` is given. One job at a time unless ``max_parallel``
+    says otherwise: these faults are counted per request sent."""
     queue.setdefault("retry_delays", (0.01, 0.01))
+    queue.setdefault("max_parallel", 1)
     client = LMStudioClient(url, timeout=timeout, max_retries=0)
     settings = QueueSettings(**queue)
     if sleeps is None:

@@ -1,8 +1,14 @@
-"""The search's two probes over one host's HTTP client: load at N, and ask the needle question
-with the context filled to N.
+"""The search's two probes over one host's HTTP client: load at N, and ask the needle questions
+with the context filled to N (or, for a screen, to less, cut from the same layout).
 
 Why a class with state: a use probe runs on the instance the last load created (LM Studio may
 have several), and each use probe's real token count improves the sizing of the next one.
+
+A probe is only a clean measurement if nothing else runs on the host meanwhile. lmstrix itself
+runs nothing else there (a context test is a job of the host's one worker, and the claim keeps
+the host to itself while a test runs); other clients of the host are not lmstrix's to stop, so
+after each answer the probe looks at what the host has loaded: any instance but its own means
+another client was (or is) at work, and the probe says it may be disturbed.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ from lmstrix.domain.context_test_request import DEFAULT_OUTPUT_TOKENS
 from lmstrix.domain.errors import (
     ContextLimitExceededError,
     InferenceError,
+    LMStrixError,
     LMStudioTimeoutError,
     ModelLoadError,
     ModelNotFoundError,
 )
-from lmstrix.domain.needle import build_needle_prompt
+from lmstrix.domain.needle import DEFAULT_DEPTHS, build_needle_prompt
 from lmstrix.domain.probe_sizing import SHARED_FITS, FitCache, PromptBudget, TokenFit
 from lmstrix.domain.verdicts import Speed
 
@@ -49,12 +56,14 @@ class HttpProbe:
         question: str | None = None,
         seed: int = 0,
         fits: FitCache | None = None,
+        depths: tuple[float, ...] = DEFAULT_DEPTHS,
     ) -> None:
         self.client = client
         self.model = model
         self.output_tokens = output_tokens
         self.question = question
         self.seed = seed
+        self.depths = depths
         self.fits = SHARED_FITS if fits is None else fits
         self.host = str(getattr(client, "base_url", ""))
         self.instance_id: str | None = None
@@ -89,7 +98,9 @@ class HttpProbe:
         )
 
     def use(self, size: int, context: int) -> UseOutcome:
-        """Ask the needle question with the context filled to about ``size`` tokens.
+        """Ask the needle questions with the context filled to about ``size`` tokens, on the
+        instance loaded at ``context``; below ``context`` (a screen) the prompt is a cut of the
+        layout a full prompt at ``context`` has, so it shares that prompt's cache.
 
         Token counts are only known after the fact, so a prompt whose real count falls outside
         the budget (see :class:`~lmstrix.domain.probe_sizing.PromptBudget`) is re-sent,
@@ -104,10 +115,16 @@ class HttpProbe:
         self.last_sends = 0
         instance = self.instance_id or self.model
         budget = PromptBudget(size, self.output_tokens)
+        layout = PromptBudget(context, self.output_tokens).target if context > size else None
         seconds = 0.0
         for attempt in range(1, MAX_SIZING_ATTEMPTS + 1):
             prompt = build_needle_prompt(
-                budget.target, self.fit.estimate, seed=self.seed, question=self.question
+                budget.target,
+                self.fit.estimate,
+                seed=self.seed,
+                question=self.question,
+                depths=self.depths,
+                layout_tokens=layout,
             )
             self.last_sends = attempt
             started = time.perf_counter()
@@ -146,9 +163,25 @@ class HttpProbe:
                     continue
             self.last_answer = chat.content
             self.last_speed = Speed(chat.time_to_first_token, chat.tokens_per_second)
-            passed = prompt.passed(chat.content)
-            return UseOutcome(passed, prompt_tokens=tokens, answer=chat.content, seconds=seconds)
+            return UseOutcome(
+                prompt.passed(chat.content),
+                prompt_tokens=tokens,
+                answer=chat.content,
+                seconds=seconds,
+                failed_depths=prompt.failed_depths(chat.content),
+                disturbed=self.others_loaded(),
+            )
         raise AssertionError("unreachable")
+
+    def others_loaded(self) -> bool:
+        """Whether the host holds any instance but the one this probe loaded: another client
+        loaded it, so it may have shared the machine (or the model's slots) with the probe.
+        A host that cannot say is not taken as disturbed (its next probe checks it is up)."""
+        try:
+            instances = [i for m in self.client.list_models() for i in m.loaded_instances]
+        except LMStrixError:
+            return False
+        return any(i.id != self.instance_id for i in instances)
 
     def _observe(self, text: str, tokens: int) -> None:
         self.fits.put(self.host, self.model, self.fit.observe(len(text), tokens))

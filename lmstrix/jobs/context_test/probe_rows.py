@@ -34,6 +34,7 @@ from lmstrix.domain.verdicts import Known, Speed
 from lmstrix.jobs.store import parse_job_id
 
 INTERRUPTED_ERROR = "interrupted: the worker stopped during this probe (crash, kill or freeze)"
+DISTURBED_NOTE = "may be disturbed: another client had an instance loaded on the host"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,12 +136,24 @@ def row_error(point: TestPoint, answer: str | None) -> str | None:
     """The error a row shows for ``point``: what went wrong, in words a user can act on."""
     if point.outcome is Outcome.WRONG:
         shown = (answer or "").strip().replace("\n", " ")
-        return f"wrong answer: {shown[:120]!r}"
+        depths = ", ".join(f"{d:g}" for d in point.failed_depths)
+        missed = f" (not recalled at depth {depths})" if depths else ""
+        return f"wrong answer{missed}: {shown[:120]!r}"
     if point.outcome is Outcome.REDUCED:
         return f"LM Studio applied {point.applied} instead of {point.size}"
     if point.outcome is Outcome.INTERRUPTED:
         return INTERRUPTED_ERROR
     return point.error
+
+
+def row_note(point: TestPoint, answer: str | None) -> str | None:
+    """The row's error column: the failure (:func:`row_error`), and a note when the host showed
+    another client's instance during the probe, so its measurement may be disturbed."""
+    error = row_error(point, answer)
+    if not point.disturbed:
+        return error
+    note = DISTURBED_NOTE
+    return note if error is None else f"{error}; {note}"
 
 
 def _known(row: ModelRow) -> Known:
@@ -240,7 +253,7 @@ def finish_probe(
     """Give a probe row its outcome."""
     values: dict[str, Any] = {
         "outcome": _row_outcome(point),
-        "error": row_error(point, answer),
+        "error": row_note(point, answer),
         "prompt_tokens": point.prompt_tokens,
         "finished_at": utcnow(),
     }
@@ -265,6 +278,7 @@ def note_probe_error(database_url: str, probe_id: int, error: str) -> None:
 
 
 __all__ = [
+    "DISTURBED_NOTE",
     "INTERRUPTED_ERROR",
     "ProbeRow",
     "finish_probe",
@@ -273,5 +287,6 @@ __all__ = [
     "point_of",
     "read_probes",
     "row_error",
+    "row_note",
     "start_test",
 ]

@@ -12,7 +12,14 @@ from typing import Any
 
 from lmstrix.db import utcnow
 from lmstrix.domain.clock import iso_utc
-from lmstrix.domain.context_search import ProbeRequest, SearchState, StopReason, TestPoint, result
+from lmstrix.domain.context_search import (
+    ProbeKind,
+    ProbeRequest,
+    SearchState,
+    StopReason,
+    TestPoint,
+    result,
+)
 from lmstrix.domain.context_test_request import ContextTestRequest
 from lmstrix.domain.payloads import ContextTestJobResult, ContextTestResumed
 from lmstrix.domain.search_resume import Resume
@@ -72,7 +79,19 @@ def point_dict(p: TestPoint) -> dict[str, Any]:
         "error": p.error,
         "seconds": round(p.seconds, 3),
         "reason": p.reason,
+        "failed_depths": list(p.failed_depths),
+        "disturbed": p.disturbed,
     }
+
+
+def failed_depths(state: SearchState) -> list[float] | None:
+    """The depths whose needles were not recalled at the failure point (the smallest size that
+    failed its use probe at its own load), or None when no use probe failed there."""
+    bound = state.bound
+    for p in reversed(state.all_points):
+        if p.kind is ProbeKind.USE and p.failed and p.bad_size == bound and p.failed_depths:
+            return list(p.failed_depths)
+    return None
 
 
 def summary(
@@ -106,6 +125,8 @@ def summary(
         time_to_first_token=None if speed is None else speed.time_to_first_token,
         tokens_per_second=None if speed is None else speed.tokens_per_second,
         test_points=[point_dict(p) for p in res.points],
+        failed_depths=failed_depths(state),
+        disturbed=any(p.disturbed for p in res.points),
         resumed=ContextTestResumed(
             known_good=None if fresh else resume.known.good,
             known_bad=None if fresh else resume.known.bad,
@@ -115,4 +136,4 @@ def summary(
     )
 
 
-__all__ = ["point_dict", "progress", "summary"]
+__all__ = ["failed_depths", "point_dict", "progress", "summary"]

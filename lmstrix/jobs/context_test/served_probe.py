@@ -21,7 +21,12 @@ class ServedContextProbe(HttpProbe):
     def __init__(self, client: LMStudioClient, model: str, req: ContextTestRequest,
                  served: int | None) -> None:  # fmt: skip
         super().__init__(
-            client, model, output_tokens=req.output_tokens, question=req.question, seed=req.seed
+            client,
+            model,
+            output_tokens=req.output_tokens,
+            question=req.question,
+            seed=req.seed,
+            depths=req.depths,
         )
         self.served = served
 
@@ -40,7 +45,12 @@ def probe_for(
     caps = client.capabilities
     if caps.load_control:
         probe = HttpProbe(
-            client, model, output_tokens=req.output_tokens, question=req.question, seed=req.seed
+            client,
+            model,
+            output_tokens=req.output_tokens,
+            question=req.question,
+            seed=req.seed,
+            depths=req.depths,
         )
         return req, probe, None
     served = client.served_context(model)
