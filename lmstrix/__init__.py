@@ -50,6 +50,7 @@ _PUBLIC: dict[str, str] = {
     "DatabaseUnavailableError": "lmstrix.api.exceptions",
     "LMStudioServerError": "lmstrix.api.exceptions",
     "HostDownError": "lmstrix.api.exceptions",
+    "NotAnLLMServerError": "lmstrix.api.exceptions",
     "JobDeadlineError": "lmstrix.api.exceptions",
     "JobNotFound": "lmstrix.api.exceptions",
     "RegistryError": "lmstrix.api.exceptions",
@@ -85,6 +86,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFoundError",
     "ModelRegistry",
+    "NotAnLLMServerError",
     "PromptLoader",
     "RegistryError",
     "Scanner",
@@ -113,6 +115,7 @@ if TYPE_CHECKING:
         LMStudioTimeoutError,
         ModelLoadError,
         ModelNotFoundError,
+        NotAnLLMServerError,
         RegistryError,
         ValidationError,
     )

@@ -15,6 +15,9 @@ What this module sets up at import, and why:
   quick pickup, unless ``dramatiq_queue_prefetch`` / ``dramatiq_worker_timeout`` are set;
 - a reaper thread per worker process that re-queues jobs whose worker went silent or whose lease
   expired;
+- the log's verbosity: alembic's and httpx's INFO lines (a schema check's eight, a request's
+  one) are held back unless ``output.verbose_by_default`` is set (``lmstrix -v worker`` sets it)
+  or dramatiq runs with ``-v``;
 - the runner of each host this process consumes, made at boot, so the worker is in the workers
   table (and callers know the host is served) before its first doorbell; and a ring of each of
   those hosts at boot, so what was queued while no worker ran starts at once.
@@ -33,16 +36,25 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware, TimeLimit, default_middleware
 
 from lmstrix.core.config import Config
-from lmstrix.core.job_service import jobs_config
 from lmstrix.domain.errors import ConfigurationError
-from lmstrix.jobs.distributed import HostServer
-from lmstrix.jobs.doorbell import ACTOR_NAME, RedisDoorbell, queue_name
-from lmstrix.jobs.reaper import ReaperThread
-from lmstrix.jobs.store import JobStore
+from lmstrix.utils.logging import set_verbosity
+
+CONFIG = Config.load()
+# Before the imports below load alembic, which logs seven lines as it loads. dramatiq set up the
+# log before importing this module: with its -v the root logs DEBUG.
+set_verbosity(
+    CONFIG.settings.output.verbose_by_default or logging.getLogger().isEnabledFor(logging.DEBUG)
+)
+
+from lmstrix.core.job_service import jobs_config  # noqa: E402 - see set_verbosity above
+from lmstrix.jobs.distributed import HostServer  # noqa: E402
+from lmstrix.jobs.doorbell import ACTOR_NAME, RedisDoorbell, queue_name  # noqa: E402
+from lmstrix.jobs.reaper import ReaperThread  # noqa: E402
+from lmstrix.jobs.store import JobStore  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-JOBS = jobs_config(Config.load())
+JOBS = jobs_config(CONFIG)
 if not JOBS.redis_url:
     raise ConfigurationError(
         "`dramatiq lmstrix.workers` needs Redis: set LMSTRIX_REDIS_URL (without Redis, "

@@ -14,20 +14,35 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import click
+from rich.table import Table
+from rich.text import Text
 
+from lmstrix.cli.cells import one_line, seconds_text
 from lmstrix.cli.errors import handle_errors
 from lmstrix.cli.output import check_writable, echo_json
+from lmstrix.cli.tables import fitted_table, print_table, wide_option
 from lmstrix.core.batch_processor import BatchProcessor
 from lmstrix.core.config import Config
 from lmstrix.domain.errors import ValidationError
 from lmstrix.domain.openai_batch import succeeded
+
+HEADERS = ("Batch", "Status", "Model", "Done", "Failed", "Total", "Age", "Took")
+STATUS_STYLES = {
+    "completed": "green",
+    "failed": "red",
+    "expired": "red",
+    "cancelled": "yellow",
+    "in_progress": "yellow",
+}
+# The batch object's timestamps of an end, whichever it had.
+ENDED = ("completed_at", "failed_at", "expired_at", "cancelled_at")
 
 
 class _BatchGroup(click.Group):
@@ -58,12 +73,6 @@ def _metadata(pairs: tuple[str, ...]) -> dict[str, str] | None:
     return out or None
 
 
-def _when(ts: int | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 def _summary(obj: dict[str, Any]) -> str:
     c = obj["request_counts"]
     return (
@@ -72,21 +81,37 @@ def _summary(obj: dict[str, Any]) -> str:
     )
 
 
-def _show(obj: dict[str, Any]) -> None:
-    c = obj["request_counts"]
-    click.echo(f"id: {obj['id']}")
-    click.echo(f"status: {obj['status']}")
-    click.echo(f"model: {obj['model'] or '(several)'}")
-    click.echo(f"requests: {c['total']} total, {c['completed']} completed, {c['failed']} failed")
-    if obj.get("input_file_id"):
-        click.echo(f"input: {obj['input_file_id']}")
-    for key in ("created_at", "in_progress_at", "completed_at", "cancelled_at", "expired_at"):
-        if obj.get(key):
-            click.echo(f"{key.removesuffix('_at').replace('_', ' ')}: {_when(obj[key])}")
-    if obj.get("status") == "in_progress":
-        click.echo(f"expires: {_when(obj['expires_at'])}")
+def batch_table(found: list[dict[str, Any]], *, wide: bool) -> Table:
+    """Batches one per line, fitted to the terminal: id, status, model, request counts, age and
+    how long each ran (or has been running)."""
+    now = time.time()
+    rows: list[list[str | Text]] = []
+    for obj in found:
+        c = obj["request_counts"]
+        start = obj.get("in_progress_at") or obj["created_at"]
+        ended = next((obj[k] for k in ENDED if obj.get(k)), None)
+        if ended is None and obj["status"] == "in_progress":
+            ended = now
+        took = None if ended is None else ended - start
+        rows.append(
+            [
+                obj["id"],
+                Text(obj["status"], style=STATUS_STYLES.get(obj["status"], "")),
+                obj["model"] or "(several)",
+                str(c["completed"]),
+                str(c["failed"]),
+                str(c["total"]),
+                seconds_text(now - obj["created_at"]),
+                "-" if took is None else seconds_text(took),
+            ]
+        )
+    return fitted_table(HEADERS, rows, shrink=("Batch", "Model"), right=HEADERS[3:], wide=wide)
+
+
+def _errors(obj: dict[str, Any]) -> None:
+    """A batch's errors under its table, one line each."""
     for err in (obj.get("errors") or {}).get("data", []):
-        click.echo(f"error: {err['message']}")
+        click.echo(f"error: {obj['id']}: {one_line(err['message'])}", err=True)
 
 
 class _Progress:
@@ -222,15 +247,17 @@ def batch_create(
 @batch.command(name="status")
 @click.argument("batch_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the OpenAI batch object.")
+@wide_option
 @handle_errors
-def batch_status(batch_id: str, as_json: bool) -> None:
-    """Status and request counts of a batch."""
+def batch_status(batch_id: str, as_json: bool, wide: bool) -> None:
+    """Status, request counts and times of a batch (its errors under the table)."""
     with BatchProcessor() as bp:
         obj = bp.batch_status(batch_id)
     if as_json:
         echo_json(obj)
-    else:
-        _show(obj)
+        return
+    print_table(batch_table([obj], wide=wide), wide=wide)
+    _errors(obj)
 
 
 @batch.command(name="results")
@@ -268,19 +295,20 @@ def batch_cancel(batch_id: str, as_json: bool) -> None:
 
 @batch.command(name="list")
 @click.option("--limit", type=int, default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the OpenAI batch objects.")
+@wide_option
 @handle_errors
-def batch_list(limit: int, as_json: bool) -> None:
-    """Newest batches first."""
+def batch_list(limit: int, as_json: bool, wide: bool) -> None:
+    """Newest batches first: id, status, model, requests done and failed, age, time taken."""
     with BatchProcessor() as bp:
         found = bp.list_batches(limit)
     if as_json:
         echo_json(found)
         return
-    for obj in found:
-        click.echo(f"{_summary(obj)}  {_when(obj['created_at'])}")
     if not found:
         click.echo("no batches", err=True)
+        return
+    print_table(batch_table(found, wide=wide), wide=wide)
 
 
 __all__ = ["batch", "submit_file"]

@@ -25,7 +25,7 @@ from rich.text import Text
 from lmstrix.cli.cells import cut, cut_words, one_line
 from lmstrix.cli.errors import SOME_FAILED, handle_errors
 from lmstrix.cli.output import echo_json
-from lmstrix.cli.prompt_input import read_prompt
+from lmstrix.cli.prompt_input import prompt_file_option, read_prompt
 from lmstrix.utils.comparison import ModelComparator
 
 METRICS = ("response_time", "tokens_per_second", "response_length")
@@ -97,12 +97,7 @@ def comparison_table(rows: Sequence[dict[str, Any]], width: int) -> Table:
     required=True,
     help="A model to run the prompt on; repeat it: -m A -m B.",
 )
-@click.option(
-    "--file",
-    "prompt_file",
-    type=click.Path(dir_okay=False),
-    help="Read the prompt from this text file (instead of PROMPT).",
-)
+@prompt_file_option
 @click.option("--max-tokens", type=int, help="Max output tokens of each answer.")
 @click.option("--temperature", type=float, default=0.7, show_default=True)
 @click.option("--system", "system_prompt", help="System prompt.")

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from rich.table import Table
 from rich.text import Text
@@ -16,6 +16,9 @@ from lmstrix.domain.model import Model
 STATUS_STYLES = {"testing": "yellow", "tested": "green", "failed": "red"}
 COLUMNS = ("Size", "Card", "Tested", "Good/Bad", "Status", "Tok/s", "Caps")
 CAPTION = "Card: declared context. k: 1024 tokens. Caps: V vision, T tools, R reasoning."
+
+# The mark of a model whose host the configuration no longer names.
+UNCONFIGURED = "(host not configured)"
 
 _CAP_LETTERS = {"vision": "V", "tools": "T", "tool_use": "T", "reasoning": "R"}
 
@@ -38,10 +41,19 @@ def _size(m: Model) -> str:
     return f"{m.size_bytes / 1e9:.1f}G" if m.size_bytes else "-"
 
 
-def models_table(models: Sequence[Model], *, wide: bool = False) -> Table:
+def _model_cell(m: Model, unconfigured: Collection[str]) -> Text:
+    if m.host in unconfigured:
+        return Text(f"{m.id} {UNCONFIGURED}", style="dim")
+    return Text(m.id) if m.present else Text(f"{m.id} (missing)", style="dim")
+
+
+def models_table(
+    models: Sequence[Model], *, wide: bool = False, unconfigured: Collection[str] = ()
+) -> Table:
     """One line per model, fitted to the terminal (see :mod:`lmstrix.cli.tables`): contexts in
-    k (1024 tokens), a host column only when there are several hosts. --json has the exact
-    numbers."""
+    k (1024 tokens), a host column only when there are several hosts; models of the
+    ``unconfigured`` hosts marked as such, models gone from their host as missing. --json has
+    the exact numbers."""
     several_hosts = len({m.host for m in models}) > 1
     headers = ["Model", *(["Host"] if several_hosts else []), *COLUMNS]
     rows: list[list[str | Text]] = []
@@ -49,7 +61,7 @@ def models_table(models: Sequence[Model], *, wide: bool = False) -> Table:
         good_bad = f"{_ctx(m.last_known_good_context)}/{_ctx(m.last_known_bad_context)}"
         rows.append(
             [
-                Text(m.id) if m.present else Text(f"{m.id} (missing)", style="dim"),
+                _model_cell(m, unconfigured),
                 *([m.host] if several_hosts else []),
                 _size(m),
                 _ctx(m.declared_context),
@@ -72,4 +84,4 @@ def models_table(models: Sequence[Model], *, wide: bool = False) -> Table:
     return table
 
 
-__all__ = ["models_table"]
+__all__ = ["UNCONFIGURED", "models_table"]

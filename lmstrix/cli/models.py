@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import click
@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 from lmstrix.cli.cells import one_line
-from lmstrix.cli.errors import AUTH_REFUSED, NO_HOST_ANSWERED, handle_errors
+from lmstrix.cli.errors import AUTH_REFUSED, NO_HOST_ANSWERED, confirm, handle_errors, yes_option
 from lmstrix.cli.model_table import models_table
 from lmstrix.cli.output import echo_json
 from lmstrix.cli.tables import fitted_table, print_table, wide_option
@@ -126,6 +126,21 @@ def auth_refused(names_and_urls: Sequence[tuple[str, str]]) -> str:
     )
 
 
+def not_configured(config: Config, hosts: Iterable[str]) -> set[str]:
+    """Which of the registry's ``hosts`` the configuration no longer names; none when it names
+    no host at all (see :meth:`Config.configured_host_names`)."""
+    configured = config.configured_host_names()
+    return set() if configured is None else set(hosts) - configured
+
+
+def no_longer_configured(hosts: Sequence[str]) -> str:
+    """The line under ``hosts`` and ``list`` naming the registry's hosts no longer configured."""
+    return (
+        f"in the registry but no longer configured: {', '.join(hosts)} "
+        "(`lmstrix hosts forget NAME` removes one with its models and results)"
+    )
+
+
 def no_host_answered(names_and_urls: Sequence[tuple[str, str]]) -> str:
     """The one-line error of a scan or probe that reached no host."""
     hosts = ", ".join(f"{name} ({url})" for name, url in names_and_urls)
@@ -218,8 +233,9 @@ def list_models(
         if all(c in m.capabilities for c in capabilities)
     ]
     models = sort_models(found, sort_key, desc=desc)
+    unconfigured = not_configured(config, {m.host for m in models})
     if as_json:
-        echo_json([m.to_dict() for m in models])
+        echo_json([{**m.to_dict(), "host_configured": m.host not in unconfigured} for m in models])
         return
     if not models:
         if (criteria or capabilities) and len(registry):
@@ -227,7 +243,9 @@ def list_models(
         else:
             click.echo("No models in the registry. Run `lmstrix scan` first.", err=True)
         return
-    print_table(models_table(models, wide=wide), wide=wide)
+    print_table(models_table(models, wide=wide, unconfigured=unconfigured), wide=wide)
+    if unconfigured:
+        click.echo(no_longer_configured(sorted(unconfigured)), err=True)
 
 
 @click.group(invoke_without_command=True)
@@ -241,7 +259,8 @@ def hosts(ctx: click.Context, as_json: bool, wide: bool) -> None:
     error is printed under the table, one line each."""
     if ctx.invoked_subcommand is not None:
         return
-    scanner = Scanner()
+    config = Config.load()
+    scanner = Scanner(config=config)
     health = scanner.check_health()
     if as_json:
         echo_json(health)
@@ -275,14 +294,9 @@ def hosts(ctx: click.Context, as_json: bool, wide: bool) -> None:
         for name, h in health.items():
             if h["error"]:
                 click.echo(f"error: {name}: {one_line(h['error'])}", err=True)
-        configured = {h.name for h in scanner.hosts}
-        gone = [n for n in scanner.registry.host_names() if n not in configured]
+        gone = not_configured(config, scanner.registry.host_names())
         if gone:
-            click.echo(
-                f"in the registry but no longer configured: {', '.join(gone)} "
-                "(`lmstrix hosts forget NAME` removes one with its models and results)",
-                err=True,
-            )
+            click.echo(no_longer_configured(sorted(gone)), err=True)
     refused = [(n, h["url"]) for n, h in health.items() if h.get("auth_required")]
     if refused:
         click.echo(auth_refused(refused), err=True)
@@ -294,15 +308,15 @@ def hosts(ctx: click.Context, as_json: bool, wide: bool) -> None:
 
 @hosts.command(name="forget")
 @click.argument("name")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@yes_option
 @handle_errors
 def forget_host_command(name: str, yes: bool) -> None:
-    """Remove host NAME from the registry, with its models, test results and jobs."""
+    """Remove host NAME from the registry, with its models, test results and jobs; asks first
+    unless --yes."""
     registry = ModelRegistry(Config.load().database_url())
     if name not in registry.host_names():
         raise ValidationError("NAME", name, "no host of that name is in the registry")
-    if not yes:
-        click.confirm(f"Remove host {name!r} with its models, test results and jobs?", abort=True)
+    confirm(f"remove host {name!r} with its models, test results and jobs?", yes=yes)
     registry.forget_host(name)
     click.echo(f"forgot host {name}")
 

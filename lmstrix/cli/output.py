@@ -17,7 +17,7 @@ import click
 from lmstrix.domain.clock import iso_utc
 from lmstrix.domain.errors import ValidationError
 from lmstrix.domain.heartbeats import start_worker_command
-from lmstrix.utils.logging import RedactingFilter
+from lmstrix.utils.logging import RedactingFilter, set_verbosity, setup_logging
 
 
 class Submitted(Protocol):
@@ -95,4 +95,19 @@ def show_warnings() -> None:
     logger.addHandler(handler)
 
 
-__all__ = ["check_writable", "echo_json", "echo_submitted", "show_warnings"]
+def log_to_stderr(*, verbose: bool, quiet: bool) -> None:
+    """What of the logs a command prints on stderr. By default the library's warnings (see
+    :func:`show_warnings`), alembic and httpx held quiet; ``quiet``: errors only; ``verbose``:
+    lmstrix's records down to DEBUG and alembic's and httpx's INFO lines, timestamped."""
+    lines = [h for h in logging.getLogger("lmstrix").handlers if isinstance(h, _StderrLines)]
+    if verbose:
+        for handler in lines:  # the timestamped handler shows warnings too: not twice
+            logging.getLogger("lmstrix").removeHandler(handler)
+        setup_logging(verbose=True, libraries=True)
+        return
+    set_verbosity(False)
+    for handler in lines:
+        handler.setLevel(logging.ERROR if quiet else logging.WARNING)
+
+
+__all__ = ["check_writable", "echo_json", "echo_submitted", "log_to_stderr", "show_warnings"]

@@ -113,6 +113,15 @@ class PromptSource:
             ) from None
 
 
+# ``--file`` for the prompt, read by :func:`read_prompt` (its ``file``).
+prompt_file_option = click.option(
+    "--file",
+    "prompt_file",
+    type=click.Path(dir_okay=False),
+    help="Read the prompt from this text file (instead of PROMPT).",
+)
+
+
 def prompt_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """PROMPT and the options that choose a prompt, handed to ``fn`` as one ``source``
     (:class:`PromptSource`) keyword."""
@@ -126,12 +135,7 @@ def prompt_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(
         [
             click.argument("prompt", required=False),
-            click.option(
-                "--file",
-                "prompt_file",
-                type=click.Path(dir_okay=False),
-                help="Read the prompt from this text file (instead of PROMPT).",
-            ),
+            prompt_file_option,
             click.option("--template", metavar="NAME", help="Use this prompt of --templates."),
             click.option(
                 "--templates",
@@ -158,4 +162,4 @@ def prompt_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-__all__ = ["PromptSource", "parse_vars", "prompt_options", "read_prompt"]
+__all__ = ["PromptSource", "parse_vars", "prompt_file_option", "prompt_options", "read_prompt"]

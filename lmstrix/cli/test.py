@@ -116,6 +116,26 @@ def plan_line(plan: dict[str, Any]) -> str:
     return text
 
 
+# What a test that reused earlier results says (its line, and "hint" in --json).
+RETEST_HINT = "nothing was probed (--reset tests it again)"
+CONFIRMED_HINT = "confirmed now (--reset searches again)"
+
+
+def retest_hint(job: JobView, result: dict[str, Any]) -> str | None:
+    """For a test of a model tested before: ``RETEST_HINT`` when it probed nothing,
+    ``CONFIRMED_HINT`` when it only confirmed the size found before; None otherwise (a test at
+    one size, --ctx, always probes and says what it found)."""
+    if job.status != "succeeded" or not result["test_successful"]:
+        return None
+    stored = ContextTestJobResult.from_row(job.result)
+    if stored.single_size:
+        return None
+    if not result["iterations"]:
+        return RETEST_HINT
+    known = stored.resumed.known_good if stored.resumed is not None else None
+    return CONFIRMED_HINT if known == result["optimal_context"] else None
+
+
 def verdict_line(model: str, host: str, job: JobView, result: dict[str, Any]) -> str:
     """The last line of a test: what the model handles, or why the test did not finish."""
     where = f"{model} on {host}"
@@ -131,17 +151,9 @@ def verdict_line(model: str, host: str, job: JobView, result: dict[str, Any]) ->
         return f"✗ {where}: fails at {single_size} tokens: {result['error']} ({took})"
     if not result["test_successful"]:
         return f"✗ {where}: {result['error']} ({took})"
-    if result["iterations"] == 0:
-        return (
-            f"✓ {where}: works at {optimal} tokens, as tested before; nothing was probed "
-            "(--reset tests it again)"
-        )
-    resumed = stored.resumed
-    if resumed is not None and resumed.known_good == optimal:
-        return (
-            f"✓ {where}: works at {optimal} tokens, as tested before and confirmed now "
-            f"({took}; --reset searches again)"
-        )
+    hint = retest_hint(job, result)
+    if hint is not None:
+        return f"✓ {where}: works at {optimal} tokens, as tested before; {hint} ({took})"
     if result["failure_point"] is None:
         return f"✓ {where}: works at {optimal} tokens, the top of the range tested ({took})"
     loads = stored.loadable_context
@@ -329,7 +341,15 @@ def _run_all(
         if view.status != "succeeded":
             failures += 1
         if as_json:
-            out.append({**result, "host": m.host, "job_id": view.id, "job_status": view.status})
+            out.append(
+                {
+                    **result,
+                    "host": m.host,
+                    "job_id": view.id,
+                    "job_status": view.status,
+                    "hint": retest_hint(view, result),
+                }
+            )
         else:
             click.echo(verdict_line(m.id, m.host, view, result))
     if as_json:
@@ -377,4 +397,13 @@ def submit_test(
     echo_submitted(job, distributed=config.distributed, as_json=as_json)
 
 
-__all__ = ["parse_depths", "plan_line", "submit_test", "test", "verdict_line"]
+__all__ = [
+    "CONFIRMED_HINT",
+    "RETEST_HINT",
+    "parse_depths",
+    "plan_line",
+    "retest_hint",
+    "submit_test",
+    "test",
+    "verdict_line",
+]

@@ -311,6 +311,15 @@ class Config:
     def host(self, name: str) -> HostConfig:
         return find_host(self.hosts, name)
 
+    def configured_host_names(self) -> frozenset[str] | None:
+        """The names of the hosts the configuration names (``local`` when only
+        ``lmstudio.base_url`` is set), or None when it names none at all: then the registry's
+        hosts are not judged against the implicit default."""
+        s = self.settings
+        if not s.hosts and "base_url" not in s.lmstudio.model_fields_set:
+            return None
+        return frozenset(h.name for h in self.hosts)
+
     def host_for_url(self, url: str) -> HostConfig:
         """The configured host with this URL, or an ad-hoc one named after it."""
         url = validate_url(url, key="base_url")

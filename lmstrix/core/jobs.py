@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from lmstrix.api.factory import client_for
 from lmstrix.core.config import Config, HostConfig
 from lmstrix.core.inference_stream import InferenceStream
 from lmstrix.core.job_service import open_job_service
 from lmstrix.domain.clock import utcnow
 from lmstrix.domain.enums import WorkerMode
-from lmstrix.domain.errors import JobNotFound, ValidationError
+from lmstrix.domain.errors import JobNotFound, LMStrixError, LMStudioAuthError, ValidationError
 from lmstrix.domain.heartbeats import WORKER_LIVE_WITHIN, worker_live
 from lmstrix.domain.queue_stats import FinishedSample, HostFigures, QueueLine, host_figures
 from lmstrix.jobs import stats
@@ -34,6 +35,8 @@ from lmstrix.jobs.store import FINISHED, JobView, ReapedJob, parse_job_id
 # How often a long-running embedded worker looks at its queue: other processes cannot ring an
 # in-process doorbell, so work they queue is found by looking.
 WORKER_POLL_SECONDS = 1.0
+# A worker's look at its host's token before it starts: seconds per request.
+TOKEN_CHECK_SECONDS = 5.0
 # Jobs a prefix matching several lists in its error.
 MAX_PREFIX_MATCHES = 5
 # The window of ended jobs the statistics cover.
@@ -213,6 +216,20 @@ class JobManager:
             }
             for f in snap.hosts
         ]
+
+    def check_token(self, host: str) -> None:
+        """Raise ``LMStudioAuthError`` when ``host`` refuses lmstrix's token (or wants one it
+        is not given): a worker started there would fail every job it takes. A host that is down
+        or answers otherwise is no error here; the worker waits for it as it does later."""
+        hc = self.host(host)
+        probe = self.config.settings.lmstudio.for_probe(TOKEN_CHECK_SECONDS, max_retries=0)
+        with client_for(hc, probe) as client:
+            try:
+                client.detect_api_generation()
+            except LMStudioAuthError:
+                raise
+            except LMStrixError:
+                return
 
     def worker_argv(self, host: str) -> list[str]:
         """The command line of a dramatiq worker serving ``host`` alone (distributed mode)."""

@@ -2,6 +2,11 @@
 
 lmstrix's modules log through the standard ``logging`` module under the ``lmstrix`` logger and
 never disable it: an error is never silent because verbose mode is off.
+
+Two libraries lmstrix uses say a lot at INFO that means nothing to a user: alembic eight lines at
+every schema check (each worker boot, each new process), httpx one line per request. The
+command line and the dramatiq workers hold them at WARNING unless asked to be verbose
+(:func:`set_verbosity`); ``lmstrix -v`` and ``output.verbose_by_default`` ask.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from lmstrix.domain.urls import mask_url_password
@@ -49,23 +55,48 @@ class _PerformanceFormatter(logging.Formatter):
         return base
 
 
+# Loggers whose INFO records are noise unless the user asks for detail (see the module's doc).
+CHATTY_LIBRARIES = ("alembic", "httpx")
+
+
+def set_verbosity(verbose: bool) -> None:
+    """Verbose: lmstrix's DEBUG records and the chatty libraries' INFO ones are let through.
+    Otherwise the chatty libraries are held at WARNING (lmstrix's own level is left alone)."""
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    if verbose:
+        logging.getLogger("lmstrix").setLevel(logging.DEBUG)
+
+
+def _loggers(libraries: bool) -> Iterator[logging.Logger]:
+    yield logging.getLogger("lmstrix")
+    if libraries:
+        yield from (logging.getLogger(name) for name in CHATTY_LIBRARIES)
+
+
 def setup_logging(
     level: int | str = logging.INFO,
     file_path: str | Path | None = None,
     include_performance_metrics: bool = False,
     *,
     verbose: bool = False,
+    libraries: bool = False,
 ) -> logging.Logger:
     """Configure the ``lmstrix`` logger: stderr (and ``file_path`` if given), secrets redacted.
 
-    ``verbose`` forces DEBUG. Calling it again replaces the handlers it installed before.
+    ``verbose`` forces DEBUG (and lets alembic's and httpx's INFO records out, see
+    :func:`set_verbosity`); ``libraries`` sends their records to the same handlers. Calling it
+    again replaces the handlers it installed before.
     """
     logger = logging.getLogger("lmstrix")
-    logger.setLevel(logging.DEBUG if verbose else level)
-    for handler in list(logger.handlers):
-        if getattr(handler, "_lmstrix", False):
-            logger.removeHandler(handler)
-            handler.close()
+    for each in _loggers(libraries=True):
+        for handler in list(each.handlers):
+            if getattr(handler, "_lmstrix", False):
+                each.removeHandler(handler)
+                handler.close()
+    logger.setLevel(level)
+    if verbose or libraries:
+        set_verbosity(verbose)
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     formatter: logging.Formatter = (
         _PerformanceFormatter(fmt) if include_performance_metrics else logging.Formatter(fmt)
@@ -79,5 +110,6 @@ def setup_logging(
         handler.setFormatter(formatter)
         handler.addFilter(RedactingFilter())
         handler._lmstrix = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
+        for each in _loggers(libraries):
+            each.addHandler(handler)
     return logger

@@ -75,12 +75,14 @@ def test_batch_wait_writes_results(run: Run, batch_file: Path, tmp_path: Path) -
     code, stdout, _ = run("batch", "status", batch_id, "--json")
     status = json.loads(stdout)
     assert status["status"] == "completed" and status["request_counts"]["completed"] == 3
-    code, stdout, _ = run("batch", "status", batch_id)
-    assert "status: completed" in stdout and "requests: 3 total, 3 completed, 0 failed" in stdout
+    code, stdout, _ = run("batch", "status", batch_id, "--wide")
+    header, _, row = stdout.splitlines()
+    assert header.split() == ["Batch", "Status", "Model", "Done", "Failed", "Total", "Age", "Took"]
+    assert row.split()[:6] == [batch_id, "completed", MODEL, "3", "0", "3"]
     code, stdout, _ = run("batch", "results", batch_id)
     assert [json.loads(x) for x in stdout.splitlines()] == lines
-    code, stdout, _ = run("batch", "list")
-    assert stdout.startswith(batch_id) and "completed" in stdout
+    code, stdout, _ = run("batch", "list", "--wide")
+    assert stdout.splitlines()[2].split()[:2] == [batch_id, "completed"]
 
 
 def test_submit_batch_then_worker(run: Run, batch_file: Path, tmp_path: Path) -> None:

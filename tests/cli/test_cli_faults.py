@@ -18,6 +18,7 @@ from helpers.configs import CliEnv
 
 from lmstrix.cli import cli
 from lmstrix.cli.errors import EXIT_CODES
+from lmstrix.cli.test import CONFIRMED_HINT
 from lmstrix.domain.errors import ConfigurationError, JobNotFound, ValidationError
 from lmstrix.testing import LMStudioEmulator
 from lmstrix.testing.backend import EmulatedModel
@@ -124,14 +125,24 @@ def test_test_without_a_model_names_what_to_give(env: dict[str, str]) -> None:
     assert "None" not in err
 
 
-def test_a_re_test_that_probes_nothing_points_at_reset(env: dict[str, str]) -> None:
+def test_a_re_test_says_it_confirmed_the_size_and_points_at_reset(env: dict[str, str]) -> None:
     code, out, err = run("test", TINY.key, "--json")
     assert code == 0, err
-    assert json.loads(out)["test_successful"] is True
+    first = json.loads(out)
+    assert first["test_successful"] is True and first["iterations"] > 0
+    assert first["hint"] is None
+    # A re-test checks the known size once more at its own load, and says that is all it did.
     code, out, err = run("test", TINY.key)
     assert code == 0, err
     last = out.strip().splitlines()[-1]
-    assert "--reset" in last, last
+    assert "as tested before; " + CONFIRMED_HINT in last, last
+    again = json.loads(run("test", TINY.key, "--json")[1])
+    assert again["hint"] == CONFIRMED_HINT
+    assert again["optimal_context"] == first["optimal_context"]
+    code, out, err = run("test", TINY.key, "--reset", "--json")
+    assert code == 0, err
+    reset = json.loads(out)
+    assert reset["iterations"] > 0 and reset["hint"] is None
 
 
 def test_an_unknown_host_is_an_error(env: dict[str, str]) -> None:

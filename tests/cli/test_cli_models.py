@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 
 from lmstrix import __version__
 from lmstrix.cli import cli
+from lmstrix.cli.model_table import UNCONFIGURED
 from lmstrix.core.models import ModelRegistry
 from lmstrix.testing.backend import EmulatedModel
 from lmstrix.testing.emulator import LMStudioEmulator
@@ -219,6 +220,35 @@ def test_list_json_fields_and_it_does_not_contact_lm_studio(
     assert (requests(a), requests(b)) == (0, 0)
 
 
+def test_list_marks_the_models_of_hosts_no_longer_configured(
+    run: Invoke, hosts: tuple[LMStudioEmulator, ...]
+) -> None:
+    a, b = hosts
+    assert run(["scan"], named(a, b)).exit_code == 0
+    # both configured, or none at all (nothing to judge by): nothing is marked
+    for configured in (named(a, b), []):
+        models = json.loads(run(["list", "--json"], configured).stdout)
+        assert [m["host_configured"] for m in models] == [True, True, True]
+        table = run(["list"], configured)
+        assert UNCONFIGURED not in table.stdout and "no longer configured" not in table.stderr
+    # b dropped from the configuration: its model is marked, in the table, under it and in JSON
+    only_a = [("a", a.url)]
+    models = json.loads(run(["list", "--json"], only_a).stdout)
+    assert {m["id"]: m["host_configured"] for m in models} == {
+        "acme/big-8b": False,
+        "acme/mid-4b": True,
+        "acme/small-1b": True,
+    }
+    table = run(["list"], only_a)
+    assert table.exit_code == 0, table.output
+    (marked,) = [line for line in table.stdout.splitlines() if UNCONFIGURED in line]
+    assert "acme/big-8b" in marked
+    assert "in the registry but no longer configured: b " in table.stderr
+    assert "lmstrix hosts forget NAME" in table.stderr
+    hosts_run = run(["hosts"], only_a)
+    assert "in the registry but no longer configured: b " in hosts_run.stderr
+
+
 def test_list_scan_rescans_first(run: Invoke, hosts: tuple[LMStudioEmulator, ...]) -> None:
     a, b = hosts
     assert listed(run) == []  # no hosts configured: nothing contacted
@@ -383,6 +413,8 @@ def test_repointing_a_name_keeps_results_with_their_server(
     hosts_run = run(["hosts"], [("local", second.url)])
     assert "no longer configured: local@" in hosts_run.stderr
 
+    asked = run(["hosts", "forget", old["host"]], [("local", second.url)])  # no terminal
+    assert asked.exit_code == 2 and "--yes" in asked.stderr
     forgot = run(["hosts", "forget", old["host"], "--yes"], [("local", second.url)])
     assert forgot.exit_code == 0, forgot.output
     assert [m["id"] for m in listed(run, "--missing")] == ["acme/mid-4b"]

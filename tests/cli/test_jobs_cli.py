@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -101,6 +105,41 @@ def test_submit_worker_show_wait_prune(env: dict[str, str]) -> None:
     assert json.loads(out)["status"] == "succeeded"  # still there
     code, out, _ = run("jobs", "prune", "--older-than", "0s", "--yes")
     assert code == 0 and "pruned 1" in out
+
+
+def prune_at_a_terminal(answer: str) -> subprocess.CompletedProcess[str]:
+    """``lmstrix jobs prune --older-than 0s`` in its own process with a terminal (a pty) on its
+    stdin, answering its question with ``answer``. (click's CliRunner gives no terminal, so the
+    command would refuse to ask; the refusal is tested above.)"""
+    terminal, stdin = pty.openpty()
+    try:
+        os.write(terminal, answer.encode() + b"\n")
+        return subprocess.run(
+            [sys.executable, "-m", "lmstrix.cli", "jobs", "prune", "--older-than", "0s"],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(stdin)
+        os.close(terminal)
+
+
+def test_prune_asks_at_a_terminal_and_no_keeps_the_jobs(env: dict[str, str]) -> None:
+    _, out, _ = run("submit", "infer", "say keep me", "-m", MODEL)
+    job_id = out.strip()
+    assert run("worker", "--host", "h1", "--once")[0] == 0
+    no = prune_at_a_terminal("n")
+    assert no.returncode == 1, no.stderr
+    assert "delete every finished job that ended more than 0s ago?" in no.stderr
+    assert "nothing was changed" in no.stderr and no.stdout == ""
+    assert json.loads(run("jobs", "show", job_id, "--json")[1])["status"] == "succeeded"
+    yes = prune_at_a_terminal("y")
+    assert yes.returncode == 0 and "pruned 1 job(s)" in yes.stdout, yes.stderr
+    code, _, err = run("jobs", "show", job_id)
+    assert code == 10 and job_id in err
 
 
 def test_cancel_and_retry(env: dict[str, str]) -> None:

@@ -1,10 +1,12 @@
-"""Every table at an 80-column terminal: no line longer than 80, no cell wrapped (each row one
-line, each shown id a whole id or its start and an ellipsis); --wide shows whole ids; every
---json output parses, with timestamps in the one ISO-8601 UTC format."""
+"""Every table at an 80-column terminal (list, hosts, jobs list, workers with a live worker,
+batch list and batch status): no line longer than 80, no cell wrapped (each row one line, each
+shown id a whole id or its start and an ellipsis); --wide shows whole ids; every --json output
+parses, with timestamps in the one ISO-8601 UTC format."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +16,15 @@ import pytest
 from click.testing import CliRunner
 from helpers.configs import CliEnv
 from helpers.formats import ISO_UTC
+from helpers.waiting import wait_for
 
 from lmstrix.cli import cli
+from lmstrix.cli.batch import HEADERS as BATCH_HEADERS
 from lmstrix.cli.cells import ELLIPSIS
+from lmstrix.cli.workers import HEADERS as WORKER_HEADERS
+from lmstrix.core.config import Config
+from lmstrix.core.inference_manager import InferenceManager
+from lmstrix.core.jobs import JobManager
 from lmstrix.testing import LMStudioEmulator
 from lmstrix.testing.backend import EmulatedModel
 
@@ -136,3 +144,41 @@ def test_every_json_output_parses_with_one_timestamp_format() -> None:
     assert result["succeeded"] is True
     parsed("registry", "export")
     parsed("db", "current")
+
+
+def test_workers_and_batches_fit_80_columns(tmp_path: Path) -> None:
+    long_host = "a-host-with-a-rather-long-name"
+    assert run("scan")[0] == 0
+    with InferenceManager(config=Config.load()) as manager:
+        # submit starts this process's worker of the host, which stays in the workers table
+        job = manager.submit(LONG.key, "say hi", max_tokens=8, host=long_host)
+        assert manager.wait(job.id).response == "hi"
+        with JobManager() as jobs:
+            wait_for(lambda: jobs.workers(long_host), what="the worker to register")
+        code, out, err = run("workers")
+        assert code == 0, err
+        assert_fits(out, whole=(long_host,))
+        assert out.splitlines()[0].split() == list(WORKER_HEADERS)
+        rows = out.splitlines()[2:]
+        assert len(rows) == 1 and "embedded" in rows[0] and str(os.getpid()) in rows[0]
+        code, out, _ = run("workers", "--wide")
+        assert long_host in out and LONG.key in out
+
+    path = tmp_path / "requests.jsonl"
+    body = {"model": LONG.key, "messages": [{"role": "user", "content": "say batched"}]}
+    request = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": body}
+    path.write_text(json.dumps(request) + "\n", encoding="utf-8")
+    code, out, err = run("batch", str(path), "--wait")
+    assert code == 0, err
+    batch_id = out.strip()
+    for args in (["batch", "list"], ["batch", "status", batch_id]):
+        code, out, err = run(*args)
+        assert code == 0, err
+        assert_fits(out, whole=(batch_id, LONG.key))
+        assert out.splitlines()[0].split() == list(BATCH_HEADERS)
+        assert "completed" in out.splitlines()[2]
+    code, out, _ = run("batch", "list", "--wide")
+    assert batch_id in out and LONG.key in out
+    (listed,) = parsed("batch", "list")
+    assert listed["id"] == batch_id and listed["request_counts"]["completed"] == 1
+    assert parsed("batch", "status", batch_id)["status"] == "completed"
