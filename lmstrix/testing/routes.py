@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator, Iterator, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 from lmstrix.testing import bodies
@@ -330,6 +331,16 @@ class Routes:
         self.state.counters.answered(messages)
         return JsonReply(200, self._completion_body(inst, result, family, text=text))
 
+    def _model_busy(self, inst: Instance) -> ExitStack:
+        """The model call and the slot a streamed answer holds while it is generated. Closed
+        (``busy.close()``) as soon as generation ends, before the last frames are sent: a
+        client that has them may send its next request at once, and must not find the previous
+        one still counted as running."""
+        busy = ExitStack()
+        busy.enter_context(self.state.counters.model_call())
+        busy.enter_context(self.state.slots.slot(inst))
+        return busy
+
     def _counted(self, frames: Iterator[bytes], messages: Sequence[Message]) -> Iterator[bytes]:
         """``frames``, counting the answer once the client has read them all (a client that
         went away mid-stream was never answered)."""
@@ -391,15 +402,17 @@ class Routes:
         include_usage: bool,
     ) -> Iterator[bytes]:
         state = self.state
-        with state.counters.model_call(), state.slots.slot(inst):
+        with self._model_busy(inst) as busy:
             generated = self._generate(inst, messages, max_tokens, options)
             try:
                 try:
                     item = next(generated)
                 except ContextOverflow as exc:
+                    busy.close()
                     yield from self._overflow_frames(exc)
                     return
                 except LoadFailure as exc:
+                    busy.close()
                     message = bodies.failed_to_load(inst.id, exc.reason)
                     yield sse_event("error", bodies.stream_error(message))
                     return
@@ -435,6 +448,7 @@ class Routes:
                         state.hang()
                     item = next(generated)
                 result = item
+                busy.close()  # generation is over: the last frames go out with the slot free
                 if sent == 0:  # an empty answer still opens the message (role, empty content)
                     yield sse_data(chunk("", None, True))
                     if state.settings.truncate_streams:
@@ -706,13 +720,14 @@ class Routes:
             yield event("error", error={"type": "model_load_failed", "message": message})
             yield event("chat.end", result=self._v1_result(inst, False, messages, None, False))
             return
-        with state.counters.model_call(), state.slots.slot(inst):
+        with self._model_busy(inst) as busy:
             yield event("prompt_processing.start")
             generated = self._generate(inst, messages, max_tokens, options)
             try:
                 try:
                     item = next(generated)
                 except ContextOverflow as exc:
+                    busy.close()
                     _, text = self._overflow_text(exc, streaming=True)
                     yield event("error", error={"type": "invalid_request", "message": text})
                     yield event(
@@ -720,6 +735,7 @@ class Routes:
                     )
                     return
                 except LoadFailure as exc:
+                    busy.close()
                     message = bodies.failed_to_load(inst.id, exc.reason)
                     yield event("error", error={"type": "model_load_failed", "message": message})
                     yield event(
@@ -737,6 +753,7 @@ class Routes:
                     if state.settings.stall_streams:
                         state.hang()
                     item = next(generated)
+                busy.close()  # generation is over: the last events go out with the slot free
                 yield event("message.end")
                 yield event(
                     "chat.end", result=self._v1_result(inst, pending, messages, item, store)
