@@ -19,6 +19,7 @@ from lmstrix.testing import LMStudioEmulator
 from lmstrix.utils.config import Config
 
 MODEL = "llama-3.2-1b-instruct"
+OTHER = "qwen/qwen3-4b"
 LONG = " ".join(f"word{i}" for i in range(300))
 
 
@@ -219,7 +220,8 @@ def test_queue_bound_gives_429(host: LMStudioEmulator, tmp_path: Path) -> None:
             with InferenceManager(config=config) as manager:
                 running = manager.submit(MODEL, f"repeat {LONG}", max_tokens=400)
                 wait_for(lambda: jobs.get_job(running.id).status == "running")
-                waiting = manager.submit(MODEL, "hi", start_worker=False)
+                # another model: it waits for the running job (the same one would join it)
+                waiting = manager.submit(OTHER, "hi", start_worker=False)
                 with pytest.raises(openai.RateLimitError) as full:
                     client.chat.completions.create(
                         model=MODEL, messages=[{"role": "user", "content": "hi"}]
