@@ -253,6 +253,8 @@ class JobRunner:
         self.jobs_run = 0
         self.host_check = HostDownCheck(store, host, client, self.settings, self._notify_done)
         self._host_fault: str | None = None  # why the last job suggests the host is down
+        # a claim may have reached the database unheard of: see _release_lost_claims
+        self._claims_unsure = False
 
     def close(self) -> None:
         if self._slots is not None:
@@ -280,6 +282,7 @@ class JobRunner:
         After a job failed in a way that may mean the host is down, the host is probed before
         anything else is claimed (:class:`~lmstrix.jobs.host_down.HostDownCheck`).
         """
+        self._release_lost_claims()
         if self._uses_slots():
             if self._slots is None:
                 self._slots = SlotPool(self)
@@ -333,7 +336,29 @@ class JobRunner:
         with self._state_lock:
             self.state = next_state(self.state, QueuedJob(str(job.id), job.model, 0.0))
 
+    def _release_lost_claims(self) -> None:
+        """After a claim the database may have committed without this worker hearing of it
+        (the connection broke in between), hand back what it holds but is not running: at the
+        start of a drain, when nothing runs here. A database still away leaves it for the next
+        drain."""
+        if not self._claims_unsure:
+            return
+        try:
+            lost = self.store.release_lost_claims(self.worker_id)
+        except DatabaseUnavailableError:
+            return
+        self._claims_unsure = False
+        for job_id in lost:
+            log.warning("job %s: claimed while the database was away; queued again", job_id)
+
     def _claim_next(self, running_model: str | None = None) -> ClaimedJob | None:
+        try:
+            return self._claim_next_now(running_model)
+        except DatabaseUnavailableError:
+            self._claims_unsure = True
+            raise
+
+    def _claim_next_now(self, running_model: str | None) -> ClaimedJob | None:
         return self.store.claim_next(
             self.host,
             self.worker_id,
@@ -409,6 +434,8 @@ class JobRunner:
             try:
                 return self.store.end_and_claim(job, outcome.status, **outcome.row, claim=claim)
             except DatabaseUnavailableError as exc:
+                if claim is not None:  # the next job may have been claimed unheard of
+                    self._claims_unsure = True
                 if time.monotonic() + delay > deadline:
                     raise
                 log.warning(

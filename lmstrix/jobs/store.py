@@ -12,13 +12,13 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
@@ -564,6 +564,29 @@ class JobStore:
                 )
             )
         return bool(res.rowcount)
+
+    def release_lost_claims(self, worker_id: str, keep: Collection[str] = ()) -> list[str]:
+        """Hand back every job ``worker_id`` holds as running but is not running (``keep``: the
+        ids it is running), as :meth:`release` does; returns their ids.
+
+        A claim whose commit reached the database while its answer did not (the connection
+        broke in between, a database restart) leaves such a job: the worker never learnt it
+        holds it, and, being alive, its heartbeats keep the reaper away until the lease ends."""
+        kept = [parse_job_id(k) for k in keep]
+        with self._begin() as c:
+            q = update(Job).where(Job.status == JobStatus.RUNNING.value, Job.worker_id == worker_id)
+            if kept:
+                q = q.where(Job.id.not_in(kept))
+            rows = c.execute(
+                q.values(
+                    status=JobStatus.QUEUED.value,
+                    attempts=Job.attempts - 1,
+                    lease_until=None,
+                    worker_id=None,
+                    started_at=case((Job.attempts == 1, None), else_=Job.started_at),
+                ).returning(Job.id)
+            ).all()
+        return [str(r[0]) for r in rows]
 
     def cancel_requested(self, job: ClaimedJob, *, waiter_grace: float | None = None) -> bool:
         """Whether the job should stop: cancelled, no longer this attempt's, or (given

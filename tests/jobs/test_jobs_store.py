@@ -331,3 +331,21 @@ def test_a_host_nothing_was_queued_for_has_nothing_to_claim_or_fail(database_url
     assert store.fail_queued("fresh", ErrorPayload("HostDownError", "down")) == []
     submit(store, "A", host="h1")  # the row appears with its first job
     assert claim(store, host="h1") is not None
+
+
+def test_claims_a_worker_never_heard_of_are_handed_back(database_url: str) -> None:
+    # A claim whose commit reached the database while its answer was lost (a restart).
+    store = JobStore(database_url)
+    lost, kept, others = submit(store, "A"), submit(store, "A"), submit(store, "A", host="h2")
+    first, second = claim(store), claim(store)
+    assert first is not None and second is not None
+    assert store.claim_next("h2", "w2", HostState(), lease_seconds=30, policy=POLICY)
+    assert [str(first.id), str(second.id)] == [lost, kept]  # the oldest first
+    running = kept  # the worker runs this one; it never heard of the other claim
+    assert store.release_lost_claims("w1", keep=[running]) == [lost]
+    view = store.get(lost)
+    assert (view.status, view.attempts, view.worker_id) == ("queued", 0, None)
+    assert store.get(running).status == "running" and store.get(others).status == "running"
+    assert store.release_lost_claims("w1", keep=[running]) == []
+    again = claim(store)
+    assert again is not None and str(again.id) == lost and again.attempt == 1
