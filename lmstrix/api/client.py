@@ -558,8 +558,9 @@ class LMStudioClient:
                 self._raise_error(resp, body, operation="chat", model=model)
                 raise InferenceError(model, "expected an event stream", host_url=self.base_url)
             event = ""
+            lines = resp.iter_lines()
             try:
-                for line in resp.iter_lines():
+                for line in lines:
                     if line.startswith("event:"):
                         event = line[6:].strip()
                         continue
@@ -604,6 +605,8 @@ class LMStudioClient:
                     if should_stop is not None and should_stop():
                         stopped = True
                         break
+                if done:
+                    _read_to_the_end(resp, lines)
             except httpx.TransportError as exc:
                 if cutoff.fired or isinstance(exc, httpx.TimeoutException):
                     raise self._timeout_error(
@@ -856,6 +859,25 @@ class LMStudioClient:
 
 def _snippet(text: str, limit: int = 200) -> str:
     return " ".join(text.split())[:limit]
+
+
+#: After ``[DONE]``, how long the rest of a stream's body may take to arrive.
+DONE_TAIL_SECONDS = 1.0
+
+
+def _read_to_the_end(resp: httpx.Response, lines: Iterator[str]) -> None:
+    """Read what follows ``[DONE]`` (the end of the chunked body, usually already received),
+    so the connection goes back to the pool instead of being closed: the next request to the
+    host then needs no new connection. A host that keeps the stream open after ``[DONE]`` is
+    cut off after :data:`DONE_TAIL_SECONDS`; the answer is whole either way."""
+    tail = Cutoff(resp, DONE_TAIL_SECONDS)
+    try:
+        for _ in lines:
+            pass
+    except httpx.TransportError:
+        pass  # only the connection is lost
+    finally:
+        tail.cancel()
 
 
 def _json_or_none(resp: httpx.Response) -> Any:

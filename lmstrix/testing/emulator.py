@@ -181,6 +181,12 @@ class LMStudioEmulator:
         self.state.counters.reset()
 
     @property
+    def connections_opened(self) -> int:
+        """TCP connections clients opened since the emulator started (keep-alive reuse shows
+        as fewer connections than requests)."""
+        return 0 if self._http is None else self._http.accepted
+
+    @property
     def hanging(self) -> int:
         """How many requests or loads are blocked right now (``hang_*`` settings)."""
         return self.state.hanging

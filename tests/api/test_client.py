@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from typing import Any
 
@@ -229,6 +230,57 @@ def test_streaming_with_usage_and_early_stop(emu: LMStudioEmulator) -> None:
     assert r.completion_tokens and 1 < r.completion_tokens <= 40 and r.prompt_tokens
     assert stopped.stop_reason == "userStopped"
     assert len(stopped.content) < len(r.content)
+
+
+def test_streamed_answers_leave_the_connection_reusable(emu: LMStudioEmulator) -> None:
+    """The end of a stream after ``[DONE]`` is read, so the next request (the worker's look at
+    the loaded models, the next job) goes over the same connection instead of a new one."""
+    with client_for(emu) as c:
+        c.load("acme/small-7b", 4096)
+        opened = emu.connections_opened
+        for i in range(4):
+            r = c.chat_completion("acme/small-7b", f"say {i}", max_tokens=8, stream=True)
+            assert r.content
+            assert c.loaded_instances("acme/small-7b")
+        assert emu.connections_opened == opened
+
+
+def test_a_stream_held_open_after_done_is_not_waited_for() -> None:
+    """A server that sends ``[DONE]`` but never ends the body does not hold the answer until
+    the request's timeout: the answer is whole already."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    release = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            frames = [
+                'data: {"choices":[{"delta":{"content":"hello"}}]}\n\n',
+                'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\n',
+                "data: [DONE]\n\n",
+            ]
+            head = (
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n"
+            )
+            body = "".join(f"{len(f):x}\r\n{f}\r\n" for f in frames)
+            conn.sendall((head + body).encode())
+            release.wait(60)  # the terminating chunk never comes (until the test ends)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with LMStudioClient(f"http://127.0.0.1:{port}", max_retries=0, timeout=120) as c:
+            c._generation = ApiGeneration.OPENAI
+            r = c.chat_completion("m", "hi", max_tokens=8, stream=True)
+            held_open = thread.is_alive()  # the server still holds the stream
+    finally:
+        release.set()
+        listener.close()
+    assert r.content == "hello" and r.finish_reason == "stop"
+    assert held_open
 
 
 @pytest.mark.parametrize("wording", [1, 2, 3, 4])
