@@ -9,7 +9,6 @@ Besides, the gateway lists the registry's models and cancels or retries jobs by 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from datetime import timedelta
@@ -27,6 +26,7 @@ from lmstrix.domain.model import Model
 from lmstrix.domain.openai_api import CompletionCall
 from lmstrix.domain.serve_settings import ServeSettings
 from lmstrix.jobs import embedded
+from lmstrix.jobs.service import SubmittedJob
 from lmstrix.jobs.store import JobView
 
 log = logging.getLogger(__name__)
@@ -89,28 +89,27 @@ class Gateway:
         depths = service.store.queue_depths() if bound is not None else {}
         admit(model_id, hosts, depths, bound, service.served if self.distributed else None)
 
-    async def complete(self, call: CompletionCall) -> InferenceResult:
-        """The whole answer; cancelling the task cancels the job."""
-        await asyncio.to_thread(self.admit, call.model)
-        return await self.inference.infer(
+    def _submit(self, call: CompletionCall) -> SubmittedJob:
+        """Admit ``call`` and queue it as its caller's own job (one trip to a thread)."""
+        self.admit(call.model)
+        return self.inference.sync.submit(
             call.model,
             call.prompt,
             system_prompt=call.system_prompt,
+            waiter=True,
             history=call.history or None,
             **call.options,
         )
 
+    async def complete(self, call: CompletionCall) -> InferenceResult:
+        """The whole answer; cancelling the task cancels the job."""
+        job = await self.inference.submit_owned(functools.partial(self._submit, call))
+        return await self.inference.wait(job.id, owned=True)
+
     async def stream(self, call: CompletionCall) -> AsyncInferenceStream:
         """The answer piece by piece; the job is queued (and ``job_id`` known) on return, so
         refusals raise here, before any byte is sent."""
-        await asyncio.to_thread(self.admit, call.model)
-        stream = self.inference.stream(
-            call.model,
-            call.prompt,
-            system_prompt=call.system_prompt,
-            history=call.history or None,
-            **call.options,
-        )
+        stream = self.inference.stream_submitted(functools.partial(self._submit, call))
         return await stream.started()
 
     def abandon(self, job_id: str) -> None:

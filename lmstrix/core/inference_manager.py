@@ -342,8 +342,9 @@ class AsyncInferenceManager:
     ) -> InferenceResult:
         """``InferenceManager.infer`` for asyncio; cancelling the task cancels the job.
         ``history``: earlier turns of a conversation, sent before the prompt."""
-        model_id, prompt = await asyncio.to_thread(self._argument_order, model_id, prompt)
-        job = await self._submit_owned(
+        if not self.sync.service.knows_model(model_id):
+            model_id, prompt = await asyncio.to_thread(self._argument_order, model_id, prompt)
+        job = await self.submit_owned(
             functools.partial(
                 self.sync.submit,
                 model_id,
@@ -383,33 +384,40 @@ class AsyncInferenceManager:
         at once (``stream.job_id``); otherwise the first piece asked for queues it.
         ``history``: earlier turns of a conversation, sent before the prompt."""
 
-        async def start() -> JobFollower:
-            job = await self._submit_owned(
-                functools.partial(
-                    self.sync.submit,
-                    model_id,
-                    prompt,
-                    out_ctx,
-                    temperature,
-                    top_p,
-                    top_k,
-                    max_tokens,
-                    system_prompt,
-                    context_data,
-                    host=host,
-                    waiter=True,
-                    history=history,
-                    **sampling,
-                )
+        return self.stream_submitted(
+            functools.partial(
+                self.sync.submit,
+                model_id,
+                prompt,
+                out_ctx,
+                temperature,
+                top_p,
+                top_k,
+                max_tokens,
+                system_prompt,
+                context_data,
+                host=host,
+                waiter=True,
+                history=history,
+                **sampling,
             )
+        )
+
+    def stream_submitted(self, submit: Callable[[], SubmittedJob]) -> AsyncInferenceStream:
+        """The stream of the job ``submit`` queues (with ``waiter=True``), run in a thread on
+        the first piece asked for or on ``await``; the job is the stream's own."""
+
+        async def start() -> JobFollower:
+            job = await self.submit_owned(submit)
             return self.sync.follow(job.id, timeout=self.timeout, owned=True)
 
         return AsyncInferenceStream(start, self.sync._calibrate)
 
-    async def _submit_owned(self, submit: Callable[[], SubmittedJob]) -> SubmittedJob:
-        """Submit in a thread; a task cancelled meanwhile still cancels the job once the
-        thread has queued it (the thread cannot be stopped, and its job would otherwise run
-        for a caller that is gone until the waiter grace ran out)."""
+    async def submit_owned(self, submit: Callable[[], SubmittedJob]) -> SubmittedJob:
+        """Run ``submit`` (which queues a job with ``waiter=True``) in a thread; a task
+        cancelled meanwhile still cancels the job once the thread has queued it (the thread
+        cannot be stopped, and its job would otherwise run for a caller that is gone until the
+        waiter grace ran out)."""
         future = asyncio.ensure_future(asyncio.to_thread(submit))
         try:
             return await asyncio.shield(future)

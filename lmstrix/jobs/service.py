@@ -112,6 +112,11 @@ class JobService:
     def client_for(self, host: HostConfig) -> LMStudioClient:
         return client_for(host, self.config.lmstudio)
 
+    def knows_model(self, model_id: str) -> bool:
+        """Whether ``model_id`` was resolved lately (no database read: a cache look)."""
+        cached = self._models.get((model_id, None))
+        return cached is not None and cached[0] > time.monotonic()
+
     def resolve_model(self, model_id: str, host: str | None = None) -> list[Model]:
         """The registry's entries for ``model_id`` on the candidate hosts (one per host).
 
