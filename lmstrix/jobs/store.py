@@ -465,9 +465,10 @@ class JobStore:
         now = utcnow()
         cut = cutoff(now, claim.waiter_grace)
         heads = c.execute(_CLAIM_HEADS, {"b_hid": hid, "b_cutoff": cut}).all()
-        # Abandoned jobs are skipped above; cancelling them costs a statement, so a busy worker
-        # does it once a second, and an idle one whenever it finds nothing else to run.
-        if not heads or time.monotonic() >= self._next_sweep.get(hid, 0.0):
+        # Abandoned jobs are skipped above; cancelling them costs a statement, so it is done at
+        # most once a second per host (while such jobs stay queued the worker is woken to claim
+        # again: by its own poll in embedded mode, by the reaper's ring in distributed mode).
+        if time.monotonic() >= self._next_sweep.get(hid, 0.0):
             self._next_sweep[hid] = time.monotonic() + SWEEP_SECONDS
             abandoned = c.execute(
                 _CANCEL_ABANDONED, {"b_hid": hid, "b_cutoff": cut, "b_now": now}
