@@ -621,10 +621,10 @@ def next_probe(state: SearchState) -> ProbeRequest | None:
     hints = state.hints
     if hints is not None:
         passed, failed = hints
-        base = lower if low is None else low
-        if failed is not None and failed - (passed or base) <= config.granularity_at(base):
+        if failed is not None:
             # The failure first: if it works at its own load, the screens were wrong about
-            # this model (its recall depends on its load size) and one probe showed it.
+            # this model (its recall depends on its load size), one probe showed it and the
+            # largest pass needs no verdict; if it fails, it is the failure point either way.
             return _use(state, failed, "confirm where the screens failed")
         if passed is not None:
             return _use(state, passed, "confirm the largest prompt the screens passed")
