@@ -7,7 +7,7 @@ from contextlib import suppress
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lmstrix.api.exceptions import ValidationError
@@ -664,10 +664,15 @@ def test_property_resume_never_probes_at_or_above_known_bad(
 ) -> None:
     sim, config = model
     truth = sim.truth(config.upper)
-    assume(truth >= config.lower)
     known_bad = data.draw(st.integers(min_value=config.lower + 1, max_value=config.upper + 1))
     good_max = min(truth, known_bad - 1)
-    known_good = data.draw(st.none() | st.integers(min_value=config.lower, max_value=good_max))
+    # A known good size must be true; a model that works at no size in the range has none
+    # (drawn, not filtered: filtering these out tripped Hypothesis's health check now and then).
+    known_good = (
+        data.draw(st.none() | st.integers(min_value=config.lower, max_value=good_max))
+        if good_max >= config.lower
+        else None
+    )
     state = SearchState.start(config, known_good=known_good, known_bad=known_bad)
     verdict = run(sim, config, state)
     check_verdict(verdict, sim, config, known_bad)
