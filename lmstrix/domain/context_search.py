@@ -39,6 +39,45 @@ it is loaded at (rope-scaled models), not only on the prompt:
 Screens are cheap: the prompts sent to one instance are cuts of one layout (needles placed for
 a prompt of the instance's size), so the server's prompt cache serves all but their new tokens.
 
+A model is **load-dependent** (:attr:`SearchState.load_dependent`) once it recalled a needle in a
+prompt at least as long as one in which it missed that needle on an instance loaded at another
+size. A needle at the start or the end is in every prompt, one at depth d in between is in a
+cut of an instance loaded at C when d * C < the cut's size; a model whose recall depends on the
+prompt alone can never do that, so no screen on a prompt-rule model ever triggers what follows.
+For a load-dependent model, what a screen on the instance at N shows is about N, so the
+search bisects with **partial fills**: the instance at N gets a prompt filling
+:attr:`SearchState.fill_share` of its window, the smallest share at which an instance of this
+model was seen to miss a needle (the screens on the instance that failed at the loadable limit
+measure it; before any screen missed, ``PRE_SCREEN_PERCENT``). A miss proves N bad (as any
+failed screen). A pass is *provisional*: it steers the bisection and is never a verdict; the
+largest one is confirmed by the full prompt on an instance loaded at exactly that size, and if
+that fails, the size is bad, partial passes are no longer trusted for this model
+(:attr:`SearchState.partial_trusted`) and the search bisects below with verdicts.
+
+Why the measured share and not a fixed one: it is where this model's overloaded instance broke,
+so it is the cheapest fill that has been seen to tell; a share chosen in advance is either
+larger (paying for tokens that tell nothing more) or smaller (passing instances that then fail
+in full). In simulation (``bench/context_search.py``, load-size population) the search costs
+72.6 % of the plain search's time with the measured share, 77.6 % with a fixed 60 %, 83.2 %
+without partial fills; a margin above the measured share (10 to 50 % of the rest of the window)
+cost 75 to 86 % and protected nothing the confirmation does not.
+
+What fools it, and what that costs: a model whose overloaded instances miss needles only deeper
+into the window the closer their load is to its limit (say past 95 % of the window just above
+the limit, past half of it from 1.5 times the limit on). Partial fills at the share the largest
+instance broke at then pass on sizes above the limit, the bisection climbs too high, the
+confirmation fails, and the bisection is redone below with full prompts. The result stays
+sound (the reported size passed the full prompt at its own load, as always); in simulation
+such a population costs 114.5 % of the plain search's time instead of 91.6 % without partial
+fills.
+
+Where the time goes on a load-dependent model: a prompt on the instance at N says something
+about N only once it fills past the share at which overloaded instances miss (half the window in
+the simulation), and the bisection needs about log2(range / granularity) such prompts, as many
+steps as the plain search pays full prompts for; the verdict at the loadable limit and the final
+full prompt come on top. A bisection told in advance that the model is load-dependent and where
+it breaks (no screens, no verdict to find out) spends 68 % of the plain search's time there.
+
 Strategy, chosen to minimise the expensive work (a full prompt at N processes ~N tokens, a load
 costs time growing with N):
 
@@ -51,9 +90,11 @@ costs time growing with N):
    the rest of the prompt, which extends the cached cut.
 4. If the loadable limit fails, screens bisect the prompt size on the instance still loaded
    there, then verdicts check where they point: the smallest failure first (if it works at its
-   own size, the screens were wrong about this model, one probe showed it), then the largest
-   pass. Otherwise (no hints, or contradicted ones), verdicts bisect between the largest good
-   and the smallest bad size.
+   own size, the screens were wrong about this model, one probe showed it, and the largest
+   pass needs no verdict), then the largest pass.
+5. Otherwise (no hints, or contradicted ones): a load-dependent model is bisected with partial
+   fills and its largest partial pass confirmed by a verdict; any other model (and one whose
+   partial passes misled) with verdicts, between the largest good and the smallest bad size.
 
 Bisection is arithmetic. Geometric splits look attractive for ranges spanning orders of
 magnitude, but with a granularity relative to the good size and real limits that sit within a
@@ -236,8 +277,9 @@ class SearchConfig:
 
     ``granularity`` None means the default rule ``max(256, 1 % of the good size)``: a relative
     precision, because 256 tokens matter at 4k and do not at 128k. ``max_iterations`` counts
-    probes (load, use and screen) of this run. ``screen`` False skips the screens (every use
-    probe then runs at its own load; see the module docstring).
+    probes (load, use and screen) of this run. ``screen`` False skips the screens, pre-screens
+    and partial fills included (every use probe then runs at its own load and fills it; see
+    the module docstring).
     """
 
     declared: int
@@ -393,10 +435,11 @@ class SearchState:
     def hints(self) -> tuple[int | None, int | None] | None:
         """What the screens say about the usable limit inside ``(use_good, bound)``: the largest
         prompt size that passed and the smallest that failed (either None when no screen says
-        so). None once a probe at its own size contradicted a screen (the model's recall
-        depends on the size it is loaded at, not only on the prompt): hints are then ignored."""
+        so). None once a probe at its own size contradicted a screen, or the model is
+        :attr:`load_dependent` (its recall depends on the size it is loaded at, not only on the
+        prompt): hints are then ignored."""
         screens = [p for p in self.all_points if p.screen]
-        if not screens:
+        if not screens or self.load_dependent:
             return None
         uses = [p for p in self.all_points if p.kind is ProbeKind.USE]
         worked = max((p.size for p in uses if not p.failed and not p.screen), default=0)
@@ -414,6 +457,88 @@ class SearchState:
         above = passed if passed is not None else low
         failed = min((p.size for p in screens if p.failed and above < p.size < bound), default=None)
         return passed, failed
+
+    @property
+    def load_dependent(self) -> bool:
+        """Whether the model recalled a needle on one instance in a prompt at least as long as
+        one in which it missed that needle on an instance loaded at another size: its recall
+        then depends on the size it is loaded at, not on the prompt alone. (A needle at the start
+        or the end is in every prompt; one at depth ``d`` in between is in a prompt of ``size``
+        tokens cut from the layout of an instance loaded at ``C`` when ``d * C < size``.)"""
+        uses = [p for p in self.all_points if p.kind is ProbeKind.USE]
+        missed = {d for p in uses if p.outcome is Outcome.WRONG for d in p.failed_depths}
+        # depth -> instance size -> the longest prompt on it that held the depth and passed
+        longest: dict[float, dict[int, int]] = {}
+        for p in uses:
+            if p.outcome is Outcome.OK:
+                context = p.context or p.size
+                for depth in missed:
+                    if depth >= 1 or depth * context < p.size:
+                        by_context = longest.setdefault(depth, {})
+                        by_context[context] = max(by_context.get(context, 0), p.size)
+        return any(
+            size >= miss.size
+            for miss in uses
+            if miss.outcome is Outcome.WRONG
+            for depth in miss.failed_depths
+            for context, size in longest.get(depth, {}).items()
+            if context != (miss.context or miss.size)
+        )
+
+    @property
+    def fill_share(self) -> tuple[int, int]:
+        """The share of its window a partial fill fills, as ``(numerator, denominator)``: the
+        smallest share of its window at which an instance missed a needle (a screen answered
+        wrong), else ``PRE_SCREEN_PERCENT``."""
+        share = (PRE_SCREEN_PERCENT, 100)
+        for p in self.all_points:
+            if (
+                p.screen
+                and p.outcome is Outcome.WRONG
+                and p.context is not None
+                and p.size * share[1] < share[0] * p.context
+            ):
+                share = (p.size, p.context)
+        return share
+
+    @property
+    def partial_passes(self) -> tuple[int, ...]:
+        """The sizes whose own instance recalled every needle of a screen filling at least
+        :attr:`fill_share` of it (a partial fill or a pre-screen)."""
+        numerator, denominator = self.fill_share
+        return tuple(
+            p.context
+            for p in self.all_points
+            if p.screen
+            and p.outcome is Outcome.OK
+            and p.context is not None
+            and p.size >= p.context * numerator // denominator
+        )
+
+    @property
+    def partial_trusted(self) -> bool:
+        """Whether a partial pass stands for a full one: the model is :attr:`load_dependent`,
+        and no full prompt failed at its own load on a size at or below one whose instance
+        passed a partial fill (that model's partial passes mislead)."""
+        if not self.config.screen or not self.load_dependent:
+            return False
+        full_failures = [
+            p.size
+            for p in self.all_points
+            if p.kind is ProbeKind.USE
+            and not p.screen
+            and p.outcome in (Outcome.WRONG, Outcome.FAILED)
+        ]
+        return not full_failures or all(c < min(full_failures) for c in self.partial_passes)
+
+    @property
+    def provisional(self) -> int | None:
+        """The largest size inside ``(use_good, bound)`` whose own instance passed a partial
+        fill: where the usable limit probably is, never a verdict (it counts only once a full
+        prompt passed at that load)."""
+        good, bound = self.use_good, self.bound
+        low = good if good is not None else 0
+        return max((c for c in self.partial_passes if low < c < bound), default=None)
 
     @property
     def auto_fit(self) -> int | None:
@@ -530,6 +655,19 @@ def _screened(state: SearchState, context: int) -> bool:
     return False
 
 
+def _partial(state: SearchState, size: int, reason: str) -> ProbeRequest:
+    """A partial fill of the instance loaded at ``size`` (:attr:`SearchState.fill_share` of
+    it, rounded up), or the load it needs first; a full verdict instead when that share is
+    below the range or the whole window."""
+    numerator, denominator = state.fill_share
+    fill = -(-size * numerator // denominator)
+    if fill < state.config.lower or fill >= size:
+        return _use(state, size, reason)
+    if state.loaded != size:
+        return ProbeRequest(ProbeKind.LOAD, size, reason=f"load for a partial fill ({reason})")
+    return ProbeRequest(ProbeKind.USE, fill, context=size, reason=f"partial fill ({reason})")
+
+
 def _screen(state: SearchState) -> ProbeRequest | None:
     """A screen on the instance loaded at the smallest failure, while the screens' bracket is
     wider than the granularity; None when screening is off, over or contradicted."""
@@ -621,13 +759,22 @@ def next_probe(state: SearchState) -> ProbeRequest | None:
     hints = state.hints
     if hints is not None:
         passed, failed = hints
-        base = lower if low is None else low
-        if failed is not None and failed - (passed or base) <= config.granularity_at(base):
+        if failed is not None:
             # The failure first: if it works at its own load, the screens were wrong about
-            # this model (its recall depends on its load size) and one probe showed it.
+            # this model (its recall depends on its load size), one probe showed it and the
+            # largest pass needs no verdict; if it fails, it is the failure point either way.
             return _use(state, failed, "confirm where the screens failed")
         if passed is not None:
             return _use(state, passed, "confirm the largest prompt the screens passed")
+    if state.partial_trusted:
+        # Recall set by the load size: partial fills steer the bisection, the last one is
+        # confirmed by a full prompt (if that fails, the size is bad and the search goes on).
+        provisional = state.provisional
+        if provisional is not None:
+            if bound - provisional <= config.granularity_at(provisional):
+                return _use(state, provisional, "confirm the largest partial pass")
+            low = provisional
+        return _partial(state, _split(config, low, bound), "bisect the usable limit")
     return _use(state, _split(config, low, bound), "bisect the usable limit")
 
 

@@ -7,7 +7,7 @@ from contextlib import suppress
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lmstrix.api.exceptions import ValidationError
@@ -185,6 +185,88 @@ def test_load_size_model_above_half_its_loadable_limit() -> None:
     verdict = run(sim, SearchConfig(declared=65536))
     assert verdict.optimal is not None
     assert 45_000 - verdict.granularity < verdict.optimal <= 45_000
+
+
+def partial_fills(verdict: SearchResult) -> list[TestPoint]:
+    """The screens that ran on an instance loaded for a partial fill."""
+    return [p for p in verdict.points if p.screen and p.reason.startswith("partial fill")]
+
+
+def test_load_size_model_is_bisected_with_partial_fills_then_one_full_prompt() -> None:
+    """Once the model recalled at its own load a prompt its larger instance missed, each size
+    gets a partial fill (the share at which that instance missed), the last one a full prompt."""
+    sim = Sim(loadable=60_000, usable=45_000, population=Population.LOAD_SIZE)
+    verdict = run(sim, SearchConfig(declared=65536))
+    assert verdict.optimal is not None
+    assert 45_000 - verdict.granularity < verdict.optimal <= 45_000
+    partial = partial_fills(verdict)
+    assert len(partial) >= 4
+    missed = min(
+        (p for p in verdict.points if p.screen and p.failed and p.context == sim.calls[7][1]),
+        key=lambda p: p.size,
+    )  # the smallest prompt the instance at the loadable limit missed
+    for p in partial:
+        assert p.context is not None
+        assert p.size == -(-p.context * missed.size // (missed.context or 1))
+        assert p.failed == (p.context > 45_000)
+    # two full prompts: where the screens failed (it worked) and the largest partial pass
+    assert len(verdicts(sim)) == 2 and verdicts(sim)[-1] == verdict.optimal
+    assert verdict.failure_point in {p.context for p in partial if p.failed}
+
+
+class Deeper(Sim):
+    """Loaded above its limit, it misses a needle only past a share of the window that grows
+    the closer the load is to the limit (95 % just above it, half from 1.5 times it): partial
+    fills at the share its largest instance failed at pass where full prompts fail."""
+
+    def recalled(self, depth: float, fill: int, context: int) -> bool:
+        limit = self.limits.get(depth)
+        if limit is None or context <= limit:
+            return True
+        over = min(1.0, (context - limit) / (0.5 * limit))
+        return fill <= (0.5 + 0.45 * (1 - over)) * context
+
+
+def test_partial_passes_that_mislead_are_dropped_for_full_prompts() -> None:
+    sim = Deeper(loadable=60_000, usable=36_000, population=Population.LOAD_SIZE)
+    config = SearchConfig(declared=65536)
+    loop = SearchLoop(sim, SearchState.start(config))
+    verdict = loop.run()
+    assert verdict.optimal is not None
+    assert 36_000 - verdict.granularity < verdict.optimal <= 36_000
+    assert verdict.optimal in verdicts(sim)
+    # a partial pass was confirmed by a full prompt that failed; no partial fill after it
+    points = list(verdict.points)
+    misled = next(
+        i
+        for i, p in enumerate(points)
+        if p.reason == "confirm the largest partial pass" and not p.screen and p.failed
+    )
+    assert any(p.context == points[misled].size and not p.failed for p in partial_fills(verdict))
+    assert not any(p.reason.startswith("partial fill") for p in points[misled:])
+    assert loop.state.load_dependent and not loop.state.partial_trusted
+
+
+def test_load_dependence_needs_a_longer_prompt_holding_the_missed_needle() -> None:
+    config = SearchConfig(declared=262144, threshold=262144)
+    # missed the middle needle filling 60k of an instance loaded at 100k
+    miss = TestPoint(ProbeKind.USE, 60_000, Outcome.WRONG, context=100_000, failed_depths=(0.5,))
+
+    def dependent(*passes: TestPoint) -> bool:
+        return SearchState.start(config, history=[miss, *passes]).load_dependent
+
+    def passed(size: int, context: int) -> TestPoint:
+        return TestPoint(ProbeKind.USE, size, Outcome.OK, context=context)
+
+    assert not dependent(passed(59_000, 59_000))  # shorter
+    assert dependent(passed(60_000, 60_000))  # as long, at its own load
+    assert not dependent(passed(80_000, 200_000))  # longer, but its middle needle sits at 100k
+    assert dependent(passed(110_000, 200_000))
+    assert not dependent(passed(80_000, 100_000))  # the same instance size
+    start = TestPoint(ProbeKind.USE, 55_000, Outcome.WRONG, context=100_000, failed_depths=(0.0,))
+    state = SearchState.start(config, history=[start, passed(80_000, 200_000)])
+    assert state.load_dependent  # the start needle is in every prompt
+    assert state.fill_share == (55_000, 100_000)  # the smallest share an instance missed at
 
 
 def test_the_failure_point_says_which_depths_failed() -> None:
@@ -486,8 +568,12 @@ def check_verdict(verdict: SearchResult, sim: Sim, config: SearchConfig, ceiling
 
 def check_search(given_sim: Sim, config: SearchConfig) -> None:
     sim = given_sim.copy()  # an @example is reused
-    verdict = run(sim, config)
+    loop = SearchLoop(sim, SearchState.start(config))
+    verdict = loop.run()
     check_verdict(verdict, sim, config, config.upper + 1)
+    if sim.population is Population.PROMPT_RULE:  # its recall is set by the prompt alone
+        assert not loop.state.load_dependent
+        assert not partial_fills(verdict)
     assert verdict.stop_reason is not StopReason.MAX_ITERATIONS
     if verdict.optimal is not None:
         assert verdict.optimal in verdicts(sim)
@@ -578,10 +664,15 @@ def test_property_resume_never_probes_at_or_above_known_bad(
 ) -> None:
     sim, config = model
     truth = sim.truth(config.upper)
-    assume(truth >= config.lower)
     known_bad = data.draw(st.integers(min_value=config.lower + 1, max_value=config.upper + 1))
     good_max = min(truth, known_bad - 1)
-    known_good = data.draw(st.none() | st.integers(min_value=config.lower, max_value=good_max))
+    # A known good size must be true; a model that works at no size in the range has none
+    # (drawn, not filtered: filtering these out tripped Hypothesis's health check now and then).
+    known_good = (
+        data.draw(st.none() | st.integers(min_value=config.lower, max_value=good_max))
+        if good_max >= config.lower
+        else None
+    )
     state = SearchState.start(config, known_good=known_good, known_bad=known_bad)
     verdict = run(sim, config, state)
     check_verdict(verdict, sim, config, known_bad)
