@@ -18,13 +18,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import NoSuchModuleError
+from sqlalchemy.exc import DisconnectionError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
 from lmstrix.domain.errors import ConfigurationError
@@ -33,6 +34,8 @@ from lmstrix.domain.urls import mask_url_password
 # Execution option read by the ``begin`` hook: "IMMEDIATE" takes SQLite's write lock at BEGIN.
 SQLITE_BEGIN_OPTION = "lmstrix_sqlite_begin"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+#: A pooled PostgreSQL connection idle this long is pinged before it is used again.
+PING_IDLE_SECONDS = 1.0
 
 _engines: dict[tuple[int, str], Engine] = {}
 _lock = threading.Lock()
@@ -96,8 +99,7 @@ def _create(url: URL) -> Engine:
     try:
         if url.get_backend_name() == "sqlite":
             return _create_sqlite(url)
-        # pre-ping: a worker idle across a PostgreSQL restart reconnects instead of failing.
-        return create_engine(url, pool_pre_ping=True, future=True)
+        return _create_postgres(url)
     except (NoSuchModuleError, ImportError) as exc:  # an unknown scheme, or its driver missing
         raise ConfigurationError(
             f"database URL {mask_url_password(url.render_as_string())!r} names a database "
@@ -105,6 +107,30 @@ def _create(url: URL) -> Engine:
             "postgresql://user@host/db",
             key="database.url",
         ) from None
+
+
+def _create_postgres(url: URL) -> Engine:
+    """An engine whose pool pings a connection before use only when it sat idle for
+    :data:`PING_IDLE_SECONDS` (or is new): a worker idle across a PostgreSQL restart reconnects
+    instead of failing, while a busy one does not pay a round trip per transaction (SQLAlchemy's
+    ``pool_pre_ping`` pings at every checkout)."""
+    engine = create_engine(url, future=True)
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is not None and time.monotonic() - since < PING_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # the pool drops this connection and checks out another
+            raise DisconnectionError(f"a pooled connection no longer answers ({exc})") from exc
+
+    return engine
 
 
 def _create_sqlite(url: URL) -> Engine:

@@ -184,3 +184,49 @@ def test_the_engine_connects_with_the_real_password_and_shows_it_nowhere() -> No
         assert "s3cret-pw" not in repr(engine) and "s3cret-pw" not in str(engine.url)
     finally:
         dispose_engines()
+
+
+def _drop_every_other_connection(url: str) -> int:
+    """What a PostgreSQL restart does to a pool: every connection of the database is closed by
+    the server. Returns how many were."""
+    import psycopg
+
+    dsn = normalize_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return len(rows)
+
+
+def test_a_pooled_connection_the_server_dropped_while_idle_is_replaced_unseen(
+    shared_postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lmstrix.jobs.store import JobStore
+
+    store = JobStore(shared_postgres_url)
+    job = store.submit(host="h", model="m", request={"prompt": "hi"}, host_url="http://h:1")
+    assert _drop_every_other_connection(shared_postgres_url) >= 1
+    monkeypatch.setattr(engine_mod, "PING_IDLE_SECONDS", 0.0)  # every pooled one counts as idle
+    assert store.status(job) == "queued"  # pinged, found dead, replaced: no error
+    dispose_engines()
+
+
+def test_a_connection_dropped_within_the_ping_interval_fails_once_as_unavailable(
+    shared_postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Busy connections are not pinged: one the server dropped moments after its last use fails
+    its next statement (as DatabaseUnavailableError, never a driver error), and the pool has
+    been renewed for the call after."""
+    from lmstrix.domain.errors import DatabaseUnavailableError
+    from lmstrix.jobs.store import JobStore
+
+    monkeypatch.setattr(engine_mod, "PING_IDLE_SECONDS", 3600.0)
+    store = JobStore(shared_postgres_url)
+    job = store.submit(host="h", model="m", request={"prompt": "hi"}, host_url="http://h:1")
+    assert _drop_every_other_connection(shared_postgres_url) >= 1
+    with pytest.raises(DatabaseUnavailableError):
+        store.status(job)
+    assert store.status(job) == "queued"
+    dispose_engines()
