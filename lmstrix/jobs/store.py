@@ -18,7 +18,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Integer,
+    String,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
@@ -185,10 +199,21 @@ _CLAIM_HEADS = (
     .group_by(Job.model_key, Job.priority)
 )
 # What runs on a host now (live leases): a context test holds its host (domain.scheduler).
-_RUNNING_KINDS = select(Job.kind).where(
-    Job.host_id == bindparam("b_hid"),
-    Job.status == JobStatus.RUNNING.value,
-    Job.lease_until >= _B_NOW,
+# Read in the same statement as the heads (one round trip): rows with a kind are running jobs.
+_CLAIM_LOOK = union_all(
+    _CLAIM_HEADS.add_columns(cast(null(), String).label("running_kind")),
+    select(
+        cast(null(), String),
+        cast(null(), Integer),
+        cast(null(), UTCDateTime()),
+        Job.kind,
+    )
+    .where(
+        Job.host_id == bindparam("b_hid"),
+        Job.status == JobStatus.RUNNING.value,
+        Job.lease_until >= _B_NOW,
+    )
+    .distinct(),
 )
 _QUEUED = Job.__table__.alias("queued_jobs")
 _CLAIM_TARGET = (
@@ -273,6 +298,7 @@ class JobStore:
         self._pid: int | None = None
         self._read_engine: Engine | None = None
         self._write_engine: Engine | None = None
+        self._single_engine: Engine | None = None  # PostgreSQL: statements that commit alone
         self._next_sweep: dict[int, float] = {}  # host id -> monotonic time
 
     # -- connections ----------------------------------------------------------------------
@@ -284,6 +310,11 @@ class JobStore:
             ensure_schema(self.url)
             engine = get_engine(self.url)
             self._read_engine, self._write_engine = engine, write_engine(engine)
+            self._single_engine = (
+                None
+                if engine.dialect.name == "sqlite"
+                else engine.execution_options(isolation_level="AUTOCOMMIT")
+            )
             self._pid = os.getpid()
         return self._read_engine, self._write_engine
 
@@ -295,11 +326,32 @@ class JobStore:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with database_faults(self.url), self._engines()[0].connect() as conn:
-            try:
+        """Reads. On PostgreSQL each statement runs on its own (no BEGIN and ROLLBACK around
+        it: two round trips saved); a read of several statements may then see commits made
+        between them, which no caller here minds."""
+        with database_faults(self.url):
+            engine = self._engines()[0]
+            if self._single_engine is not None:
+                with self._single_engine.connect() as conn:
+                    yield conn
+                return
+            with engine.connect() as conn:
+                try:
+                    yield conn
+                finally:
+                    conn.rollback()
+
+    @contextmanager
+    def _single(self) -> Iterator[Connection]:
+        """One write statement, atomic by itself: on PostgreSQL it commits alone (no BEGIN and
+        COMMIT round trips); on SQLite it is a write transaction as usual."""
+        engine = self._engines()[1]
+        if self._single_engine is None:
+            with database_faults(self.url), engine.begin() as conn:
                 yield conn
-            finally:
-                conn.rollback()
+            return
+        with database_faults(self.url), self._single_engine.connect() as conn:
+            yield conn
 
     # -- hosts ----------------------------------------------------------------------------
 
@@ -363,7 +415,7 @@ class JobStore:
         now = utcnow()
         # A Core INSERT: the ORM's unit of work costs more than the statement itself here, and
         # submit is on the hot path of every infer() call.
-        with self._begin() as c:
+        with self._single() as c:
             c.execute(
                 _INSERT,
                 dict(
@@ -387,7 +439,7 @@ class JobStore:
 
     def touch_waiter(self, job_id: str) -> None:
         """The waiting caller of ``job_id`` is still there (see :meth:`submit`'s ``waiter``)."""
-        with self._begin() as c:
+        with self._single() as c:
             c.execute(_TOUCH_WAITER, {"b_id": parse_job_id(job_id), "b_now": utcnow()})
 
     def abandon(self, job_id: str, error_type: str, message: str) -> bool:
@@ -464,7 +516,8 @@ class JobStore:
         hid = self.host_id(claim.host)
         now = utcnow()
         cut = cutoff(now, claim.waiter_grace)
-        heads = c.execute(_CLAIM_HEADS, {"b_hid": hid, "b_cutoff": cut}).all()
+        rows = c.execute(_CLAIM_LOOK, {"b_hid": hid, "b_cutoff": cut, "b_now": now}).all()
+        heads = [r for r in rows if r.running_kind is None]
         # Abandoned jobs are skipped above; cancelling them costs a statement, so it is done at
         # most once a second per host (while such jobs stay queued the worker is woken to claim
         # again: by its own poll in embedded mode, by the reaper's ring in distributed mode).
@@ -492,7 +545,7 @@ class JobStore:
         if choice is None:  # another model's turn: it waits for the running jobs to end
             return None, False
         # a context test holds its host (even against a second worker serving it by mistake)
-        running = c.execute(_RUNNING_KINDS, {"b_hid": hid, "b_now": now}).scalars().all()
+        running = [r.running_kind for r in rows if r.running_kind is not None]
         if not may_start(choice.priority, running):
             return None, False
         won = c.execute(
@@ -671,8 +724,9 @@ class JobStore:
         claim: Claim | None = None,
     ) -> tuple[JobView | None, ClaimedJob | None]:
         """End ``job`` and (with ``claim``) claim the next one in the same transaction: a busy
-        worker then pays one commit per job instead of two."""
-        with self._begin() as c:
+        worker then pays one commit per job instead of two. Without ``claim`` the end is one
+        statement (:meth:`_single`)."""
+        with self._begin() if claim is not None else self._single() as c:
             row = c.execute(
                 _END,
                 {
