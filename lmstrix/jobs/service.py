@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 # keep lookups off the hot path of a loop of infer() calls, short enough that a finished context
 # test is used within seconds.
 MODEL_CACHE_SECONDS = 5.0
+#: How long a live worker seen serving a host is taken as still there without asking the
+#: database again (a dead one is noticed within seconds anyway: its row goes silent).
+SERVED_CACHE_SECONDS = 1.0
 
 
 DEFAULT_OPTIONS = InferenceOptions()
@@ -86,6 +89,7 @@ class JobService:
             self.notifier = local_notifier()
         self._registry: ModelStore | None = None
         self.workers = WorkerRegistry(self.database_url)
+        self._served_until: dict[str, float] = {}  # host -> monotonic time
         self.context = ContextManager()
         self._models: dict[tuple[str, str | None], tuple[float, list[Model]]] = {}
 
@@ -419,4 +423,10 @@ class JobService:
         workers table heard from within a few beats."""
         if not self.distributed and embedded.serving(self.store, host):
             return True
-        return self.workers.serves(host)
+        now = time.monotonic()
+        if self._served_until.get(host, 0.0) > now:
+            return True
+        if self.workers.serves(host):
+            self._served_until[host] = now + SERVED_CACHE_SECONDS
+            return True
+        return False
