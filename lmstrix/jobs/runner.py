@@ -352,14 +352,18 @@ class JobRunner:
             log.warning("job %s: claimed while the database was away; queued again", job_id)
 
     def _claim_next(self, running_model: str | None = None) -> ClaimedJob | None:
+        return self._claim_or_empty(running_model)[0]
+
+    def _claim_or_empty(self, running_model: str | None = None) -> tuple[ClaimedJob | None, bool]:
+        """The next job (or None), and whether nothing claimable was queued."""
         try:
             return self._claim_next_now(running_model)
         except DatabaseUnavailableError:
             self._claims_unsure = True
             raise
 
-    def _claim_next_now(self, running_model: str | None) -> ClaimedJob | None:
-        return self.store.claim_next(
+    def _claim_next_now(self, running_model: str | None) -> tuple[ClaimedJob | None, bool]:
+        return self.store.claim_or_empty(
             self.host,
             self.worker_id,
             self.state,

@@ -75,6 +75,9 @@ class SlotPool:
         self._ended = 0  # jobs ended so far (a wake-up for the claiming thread)
         self._fault: str | None = None  # why a job's failure suggests the host is down
         self._error: BaseException | None = None  # a slot could not store its job's end
+        # The last claim found nothing to run (a job queued since then rang the doorbell, which
+        # makes the worker drain again): once the running jobs end, the drain ends unclaimed.
+        self._queue_seen_empty = False
         #: the highest number of jobs that ran here at once
         self.most_at_once = 0
 
@@ -89,6 +92,7 @@ class SlotPool:
         with self._cond:
             ended_before = self._ended
             self._fault = None
+        self._queue_seen_empty = False  # a drain starts because something may be queued
         try:
             while self._fill(should_continue):
                 pass
@@ -121,7 +125,9 @@ class SlotPool:
         if first_loading or full:
             self._wait_for_change(ended)
             return True
-        job = runner._claim_next(running_model)
+        if not busy and self._queue_seen_empty:
+            return False
+        job, self._queue_seen_empty = runner._claim_or_empty(running_model)
         if job is None:
             if not busy:
                 return False

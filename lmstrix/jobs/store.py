@@ -500,19 +500,43 @@ class JobStore:
         With ``running_model`` (jobs of it fill the host's other slots) nothing is claimed when
         the scheduler picks another model's job: that one waits for the running ones to end.
         """
+        return self.claim_or_empty(
+            host,
+            worker_id,
+            state,
+            lease_seconds=lease_seconds,
+            policy=policy,
+            waiter_grace=waiter_grace,
+            running_model=running_model,
+        )[0]
+
+    def claim_or_empty(
+        self,
+        host: str,
+        worker_id: str,
+        state: HostState,
+        *,
+        lease_seconds: float,
+        policy: SchedulerPolicy,
+        waiter_grace: float = DEFAULT_WAITER_GRACE,
+        running_model: str | None = None,
+    ) -> tuple[ClaimedJob | None, bool]:
+        """:meth:`claim_next`, and whether the host's queue held nothing claimable (as opposed
+        to a job that must wait for the running ones)."""
         if not self.knows_host(host):  # nothing was ever queued there (a worker's first ring)
-            return None
+            return None, True
         claim = Claim(host, worker_id, state, lease_seconds, policy, waiter_grace, running_model)
         while True:
             # One write transaction for the read and the conditional UPDATE: on SQLite it holds
             # the write lock throughout (BEGIN IMMEDIATE), so the UPDATE cannot lose.
             with self._begin() as c:
-                job, lost = self._claim_in(c, claim)
+                job, lost, empty = self._claim_in(c, claim)
             if not lost:
-                return job
+                return job, empty
 
-    def _claim_in(self, c: Connection, claim: Claim) -> tuple[ClaimedJob | None, bool]:
-        """(the claimed job or None, whether a race was lost and choosing again may help)."""
+    def _claim_in(self, c: Connection, claim: Claim) -> tuple[ClaimedJob | None, bool, bool]:
+        """(the claimed job or None, whether a race was lost and choosing again may help,
+        whether nothing claimable was queued)."""
         hid = self.host_id(claim.host)
         now = utcnow()
         cut = cutoff(now, claim.waiter_grace)
@@ -529,7 +553,7 @@ class JobStore:
             for row in abandoned:
                 log.info("job %s on %s: %s before it ran", row.id, claim.host, WAITER_GONE)
         if not heads:
-            return None, False
+            return None, False, True
         queued = [
             QueuedJob(
                 id=f"{h.priority}:{h.model_key}",
@@ -543,11 +567,11 @@ class JobStore:
             queued, claim.state, now.timestamp(), claim.policy, claim.running_model
         )
         if choice is None:  # another model's turn: it waits for the running jobs to end
-            return None, False
+            return None, False, False
         # a context test holds its host (even against a second worker serving it by mistake)
         running = [r.running_kind for r in rows if r.running_kind is not None]
         if not may_start(choice.priority, running):
-            return None, False
+            return None, False, False
         won = c.execute(
             _CLAIM_UPDATE,
             {
@@ -561,7 +585,7 @@ class JobStore:
             },
         ).first()
         if won is None:
-            return None, True
+            return None, True, False
         job = ClaimedJob(
             id=won.id,
             kind=won.kind,
@@ -572,7 +596,7 @@ class JobStore:
             priority=won.priority,
             created_at=won.created_at,
         )
-        return job, False
+        return job, False, False
 
     def renew_lease(
         self, job: ClaimedJob, lease_seconds: float, *, waiter_grace: float | None = None
@@ -740,7 +764,7 @@ class JobStore:
                 },
             ).first()
             final = None if row is None else self._view(c, row)
-            nxt, lost = self._claim_in(c, claim) if claim is not None else (None, False)
+            nxt, lost, _ = self._claim_in(c, claim) if claim is not None else (None, False, False)
         if lost and claim is not None:
             nxt = self.claim_next(
                 claim.host,

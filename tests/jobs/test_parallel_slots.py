@@ -191,3 +191,35 @@ def test_cancelling_one_running_job_leaves_the_others_running(
         runner.close()
     statuses = [store.get(j).status for j in ids]
     assert statuses == ["cancelled", "succeeded", "succeeded", "succeeded"]
+
+
+class CountingStore(JobStore):
+    """A store that records what each claim found: a job, or an empty queue."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.claims: list[str] = []
+
+    def claim_or_empty(self, *args: Any, **kwargs: Any) -> Any:
+        job, empty = super().claim_or_empty(*args, **kwargs)
+        self.claims.append("job" if job is not None else "empty" if empty else "wait")
+        return job, empty
+
+
+def test_a_drain_that_saw_the_queue_empty_ends_without_claiming_again(
+    tmp_path: Path, emu: LMStudioEmulator
+) -> None:
+    """Once a claim found nothing queued while a job ran, the drain ends when the job does: a
+    job queued later rings the doorbell, which starts the next drain."""
+    store = CountingStore(f"sqlite:///{tmp_path / 'claims.db'}")
+    first = submit(store, emu.url)
+    runner = runner_for(store, emu.url)
+    try:
+        assert runner.drain() == 1
+        assert store.claims == ["job", "empty"]  # the second while the job ran, none after
+        second = submit(store, emu.url)
+        assert runner.drain() == 1  # the next drain starts by claiming
+    finally:
+        runner.close()
+    assert [store.get(j).status for j in (first, second)] == ["succeeded", "succeeded"]
+    assert store.claims == ["job", "empty", "job", "empty"]
