@@ -4,11 +4,18 @@ request sent straight to the host.
 1. Against a zero-latency emulator, each request through the server is paired with the same
    body posted to the emulator's own ``/v1/chat/completions`` just before it; the difference is
    what the server and the queue add (HTTP in, admission, the job row, the doorbell, the claim,
-   the finish, the notification, the answer out). Plain requests give p50 and p99; streamed
-   ones the added time to the first content chunk.
+   the look at the loaded instance, the finish, the notification, the answer out). Plain
+   requests give p50 and p99; streamed ones the added time to the first content chunk. The
+   server's CPU time per request (its process, read from /proc) is printed beside them.
+
+   Every party runs in its own process, as in use: the emulator (``lmstrix emulator``, as LM
+   Studio is its own app), ``lmstrix serve``, the dramatiq workers, and the client (this
+   script). Python threads in one process share one interpreter lock, so a server, an emulator
+   and a client in one process would each wait for the others' turns.
 2. 50 concurrent clients against a server with two hosts (emulators answering at 200 tokens per
    second, 4 slots per loaded model): every request must be answered, each host must have run
-   at most its slot count at once on one instance, and loaded one model at a time.
+   at most its slot count at once on one instance, and loaded one model at a time. This part
+   reads the emulators' counters, so they and the server run inside this process.
 
 Both in embedded mode (the server's own worker threads, SQLite) and in distributed mode (a
 dramatiq worker process per host, PostgreSQL, Redis). Targets: p50 overhead < 10 ms embedded,
@@ -21,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -108,7 +117,13 @@ def first_chunk(client: httpx.Client, url: str, prompt: str) -> float:
     raise RuntimeError("no content chunk")
 
 
-def overhead(mode: str, server: str, host_url: str, n: int) -> None:
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def overhead(mode: str, server: str, host_url: str, n: int, server_pid: int) -> None:
     served = f"{server}/v1/chat/completions"
     direct = f"{host_url}/v1/chat/completions"
     with httpx.Client(timeout=60) as client:
@@ -116,6 +131,7 @@ def overhead(mode: str, server: str, host_url: str, n: int) -> None:
             client.post(served, json=body(f"say warm {i}")).raise_for_status()
             client.post(direct, json=body(f"say warm {i}")).raise_for_status()
         plain, ttft = [], []
+        cpu_before = cpu_seconds(server_pid)
         for i in range(n):
             t0 = time.perf_counter()
             client.post(direct, json=body(f"say item {i}")).raise_for_status()
@@ -123,6 +139,8 @@ def overhead(mode: str, server: str, host_url: str, n: int) -> None:
             client.post(served, json=body(f"say item {i}")).raise_for_status()
             t2 = time.perf_counter()
             plain.append((t2 - t1) - (t1 - t0))
+        cpu_per_request = (cpu_seconds(server_pid) - cpu_before) / n
+        for i in range(n):
             ttft.append(
                 first_chunk(client, served, f"say item {i}")
                 - first_chunk(client, direct, f"say item {i}")
@@ -139,6 +157,7 @@ def overhead(mode: str, server: str, host_url: str, n: int) -> None:
             f"{p99:.2f}",
             f"{t50:.2f}",
             f"{t99:.2f}",
+            f"{cpu_per_request * 1000:.2f}",
             f"< {target:g}: {ok}",
         )
     )
@@ -172,19 +191,80 @@ def concurrency(mode: str, server: str, hosts: list[LMStudioEmulator], clients: 
     )
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def child(cmd: list[str], env: dict[str, str], log: Path, ready: str) -> Iterator[int]:
+    """A child process (its own session), up once GET ``ready`` answers; yields its pid."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, *cmd],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(ready, timeout=2)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{' '.join(cmd)} did not start; see {log}") from None
+                time.sleep(0.1)
+        yield proc.pid
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@contextmanager
+def emulator_process(tmp: Path) -> Iterator[str]:
+    """A zero-latency emulator in its own process (``lmstrix emulator``); yields its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = ["-m", "lmstrix.cli", "emulator", "--port", str(port)]
+    with child(cmd, {}, tmp / "emulator.log", f"{url}/v1/models"):
+        yield url
+
+
+@contextmanager
+def serve_process(hosts: dict[str, str], tmp: Path, **env: str) -> Iterator[tuple[str, int]]:
+    """``lmstrix serve`` in its own process for ``hosts``; yields its URL and pid."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        "LMSTRIX_HOSTS": ",".join(f"{k}={v}" for k, v in hosts.items()),
+        "XDG_CONFIG_HOME": str(tmp / "config"),
+        **env,
+    }
+    cmd = ["-m", "lmstrix.cli", "serve", "--port", str(port), "--log-level", "warning"]
+    with child(cmd, env, tmp / "serve.log", f"{url}/v1/models") as pid:
+        yield url, pid
+
+
 def host_config(hosts: dict[str, str], **more: Any) -> Config:
     return Config({"hosts": [{"name": k, "url": v} for k, v in hosts.items()], **more})
 
 
-def embedded_mode(
-    fast: LMStudioEmulator, pair: list[LMStudioEmulator], tmp: Path, n: int, clients: int
-) -> None:
+def embedded_mode(pair: list[LMStudioEmulator], tmp: Path, n: int, clients: int) -> None:
     try:
-        db = {"database": {"url": f"sqlite:///{tmp / 'embedded.db'}"}}
-        with serving(host_config({"bench": fast.url}, **db)) as server:
-            overhead("embedded", server, fast.url, n)
-        db = {"database": {"url": f"sqlite:///{tmp / 'embedded2.db'}"}}
-        with serving(host_config({"a": pair[0].url, "b": pair[1].url}, **db)) as server:
+        with emulator_process(tmp) as host_url:
+            db = f"sqlite:///{tmp / 'embedded.db'}"
+            with serve_process({"bench": host_url}, tmp, LMSTRIX_DATABASE_URL=db) as (url, pid):
+                overhead("embedded", url, host_url, n, pid)
+        db_config = {"database": {"url": f"sqlite:///{tmp / 'embedded2.db'}"}}
+        with serving(host_config({"a": pair[0].url, "b": pair[1].url}, **db_config)) as server:
             concurrency("embedded", server, pair, clients)
     finally:
         embedded.stop_all()
@@ -214,9 +294,7 @@ def dramatiq_workers(hosts: dict[str, str], db: str, tmp: Path) -> Iterator[None
             stop_worker(p)
 
 
-def distributed_mode(
-    fast: LMStudioEmulator, pair: list[LMStudioEmulator], tmp: Path, n: int, clients: int
-) -> None:
+def distributed_mode(pair: list[LMStudioEmulator], tmp: Path, n: int, clients: int) -> None:
     if not redis_available(REDIS_URL):
         print(f"distributed: skipped (no Redis at {REDIS_URL})")
         return
@@ -226,10 +304,12 @@ def distributed_mode(
         return
     tag = f"g{os.getpid()}"
     extra = {"database": {"url": db}, "redis": {"url": REDIS_URL}}
+    env = {"LMSTRIX_DATABASE_URL": db, "LMSTRIX_REDIS_URL": REDIS_URL}
     try:
-        one = {f"{tag}x": fast.url}
-        with dramatiq_workers(one, db, tmp), serving(host_config(one, **extra)) as server:
-            overhead("distributed", server, fast.url, n)
+        with emulator_process(tmp) as host_url:
+            one = {f"{tag}x": host_url}
+            with dramatiq_workers(one, db, tmp), serve_process(one, tmp, **env) as (url, pid):
+                overhead("distributed", url, host_url, n, pid)
         two = {f"{tag}a": pair[0].url, f"{tag}b": pair[1].url}
         with dramatiq_workers(two, db, tmp), serving(host_config(two, **extra)) as server:
             concurrency("distributed", server, pair, clients)
@@ -238,7 +318,16 @@ def distributed_mode(
 
 
 def print_table() -> None:
-    headers = ("mode", "n", "p50 ms", "p99 ms", "1st chunk p50", "1st chunk p99", "target p50")
+    headers = (
+        "mode",
+        "n",
+        "p50 ms",
+        "p99 ms",
+        "1st chunk p50",
+        "1st chunk p99",
+        "server CPU ms/req",
+        "target p50",
+    )
     widths = [max(len(h), *(len(r[i]) for r in ROWS)) for i, h in enumerate(headers)]
 
     def line(cells: tuple[str, ...]) -> str:
@@ -266,7 +355,6 @@ def main() -> None:
         "distributed": distributed_mode,
     }
     with tempfile.TemporaryDirectory() as d, ExitStack() as stack:
-        fast = stack.enter_context(LMStudioEmulator())
         pair = [
             stack.enter_context(
                 LMStudioEmulator(clock="real", tokens_per_second=200.0, load_seconds=0.0)
@@ -275,7 +363,7 @@ def main() -> None:
         ]
         for name, run in modes.items():
             (Path(d) / name).mkdir()
-            run(fast, pair, Path(d) / name, args.n, args.clients)
+            run(pair, Path(d) / name, args.n, args.clients)
     print_table()
 
 
