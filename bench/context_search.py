@@ -1,8 +1,9 @@
 """Benchmark: lmstrix's context search against a plain search, on two populations of models.
 
-Run: ``.venv/bin/python bench/context_search.py [--verbose]``. Deterministic (seeded), a few
-seconds, no server: the models, probes and time are simulated (``lmstrix.testing.search_sim``),
-and the search is the very loop the context-test job runs (``SearchLoop``).
+Run: ``.venv/bin/python bench/context_search.py [--verbose] [--exact-oracle]``. Deterministic
+(seeded), a few seconds, no server: the models, probes and time are simulated
+(``lmstrix.testing.search_sim``), and the search is the very loop the context-test job runs
+(``SearchLoop``).
 
 Populations (50 models each, the same limits in both; only the recall rule differs):
 
@@ -26,6 +27,24 @@ prompts lmstrix sends to one instance are cuts of one layout, so they share thei
 Plain search: bisection on ``(lo + hi) // 2`` over ``[min_context, min(declared, threshold)]``
 that loads at the midpoint and fills it at every step (the cache never helps: every step
 reloads), stopping at the same granularity (``max(256, 1 % of good)``).
+
+Oracle bound (load-size only; ``oracle_search``): what a sound search can at best be expected to
+cost there, to judge lmstrix's figure against. Sound means the size reported passed a full
+prompt on an instance loaded at exactly that size. The oracle knows the rule, the population's
+prior (``share_below``, the shares ``make_limits`` draws from) and the loadable limit, for free
+(lmstrix spends loads to find it); not the model's usable limit. On a load-size model nothing
+but a prompt on an instance loaded at N tells anything about that limit, and only whether it is
+at least N, once the prompt fills more than half the window (loads and the prompt cache tell
+nothing). So every probe costs a load at N and at least half a window of prompt, and the oracle
+places them where the expected cost of the rest is least (a bisection weighted by the prior and
+the cost: a dynamic program over the sizes one granularity apart in the plain search's range,
+capped at the loadable limit, with the same cost model), choosing per probe a half or a full
+prompt, then gives its answer a full prompt at its own load unless it had one. Its errors are
+printed like the others' (it is sound whatever its prior). Its plan uses Knuth's bound on where
+each probe lies; ``--exact-oracle`` drops it (exact, about ten times slower; the figure moves by
+a tenth of a point). The same probes placed by a plain bisection on ``(lo + hi) // 2`` cost much
+more (about half the models use all they load, so the first probe belongs at the loadable
+limit): a midpoint bisection is no bound.
 """
 
 from __future__ import annotations
@@ -47,6 +66,7 @@ from lmstrix.testing.search_sim import (
     PP_SPEED,
     Population,
     SimModel,
+    oracle_search,
     plain_search,
 )
 
@@ -58,7 +78,11 @@ THRESHOLD = 262144  # large enough for every simulated limit (the default 65536 
 USABLE_SHARE = 0.3
 MIDDLE_SHARE = 0.3
 AUTOFIT_SHARE = 0.3
+USABLE_RANGE = (0.25, 0.95)  # of the loadable limit, for the models using less than they load
+MIDDLE_RANGE = (0.5, 1.0)  # of the start's limit, for the models losing the middle first
 TARGET_RATIO = 0.5
+ORACLE = "oracle bound (knows the rule)"
+NAME_WIDTH = len(ORACLE)
 
 
 @dataclass(frozen=True)
@@ -79,10 +103,10 @@ def make_limits(rng: random.Random) -> list[Limits]:
             declared *= 2
         start = loadable
         if rng.random() < USABLE_SHARE:
-            start = max(MIN_CONTEXT, int(loadable * rng.uniform(0.25, 0.95)))
+            start = max(MIN_CONTEXT, int(loadable * rng.uniform(*USABLE_RANGE)))
         middle = start
         if rng.random() < MIDDLE_SHARE:
-            middle = max(MIN_CONTEXT, int(start * rng.uniform(0.5, 1.0)))
+            middle = max(MIN_CONTEXT, int(start * rng.uniform(*MIDDLE_RANGE)))
         autofit = None
         if rng.random() < AUTOFIT_SHARE:
             exact = rng.random() < 0.7
@@ -130,6 +154,50 @@ def run_plain(limits: Limits, population: Population) -> Run:
     return Run(found, model.truth(upper), len(model.calls), model.seconds, True)
 
 
+def share_below(ratio: float) -> float:
+    """The population's prior, as the oracle knows it: the share of models whose usable limit
+    (the start's and the middle's, whichever is lower) is below ``ratio`` times the loadable
+    limit, as ``make_limits`` draws them (leaving out the clamp to ``MIN_CONTEXT``, which moves
+    no limit past the first size searched, and the rounding down to whole tokens)."""
+    start = _share(ratio, USABLE_RANGE)
+    middle = _share(ratio, MIDDLE_RANGE)
+    both = _share_product(ratio, USABLE_RANGE, MIDDLE_RANGE)
+    return (
+        (1 - USABLE_SHARE) * MIDDLE_SHARE * middle
+        + USABLE_SHARE * (1 - MIDDLE_SHARE) * start
+        + USABLE_SHARE * MIDDLE_SHARE * both
+    )
+
+
+def _share(t: float, span: tuple[float, float]) -> float:
+    """P(u < t) for u uniform over ``span``."""
+    a, b = span
+    return min(1.0, max(0.0, (t - a) / (b - a)))
+
+
+def _share_product(t: float, first: tuple[float, float], second: tuple[float, float]) -> float:
+    """P(u * v < t) for u and v uniform over ``first`` and ``second``: the mean over u of
+    P(v < t / u), which is 1 up to u = t / d, (t / u - c) / (d - c) up to u = t / c, then 0."""
+    (a, b), (c, d) = first, second
+    whole = max(0.0, min(b, t / d) - a)
+    p, q = max(a, t / d), min(b, t / c)
+    part = (t * math.log(q / p) - c * (q - p)) / (d - c) if q > p else 0.0
+    return (whole + part) / (b - a)
+
+
+def run_oracle(limits: Limits, population: Population, *, exhaustive: bool = False) -> Run:
+    model = sim_of(limits, population)
+    upper = min(limits.declared, THRESHOLD)
+    found = oracle_search(
+        model,
+        MIN_CONTEXT,
+        upper,
+        lambda n: share_below(n / limits.loadable),
+        exhaustive=exhaustive,
+    )
+    return Run(found, model.truth(upper), len(model.calls), model.seconds, True)
+
+
 @dataclass
 class Row:
     name: str
@@ -147,14 +215,14 @@ class Row:
         outside = sum(1 for r in self.runs if r.error >= r.granularity)
         mean_pct = sum(r.error / r.truth for r in self.runs) / n * 100
         return (
-            f"{self.name:<24} {sum(r.probes for r in self.runs) / n:>12.1f} {worst:>9,d} "
+            f"{self.name:<{NAME_WIDTH}} {sum(r.probes for r in self.runs) / n:>12.1f} {worst:>9,d} "
             f"{worst_pct:>7.2f}% {mean_pct:>7.2f}% {above:>5d} {outside:>5d} "
             f"{self.seconds / 3600:>8.2f}h {self.seconds / baseline.seconds:>8.1%}"
         )
 
 
 HEAD = (
-    f"{'method':<24} {'probes/model':>12} {'worst err':>9} {'worst %':>8} {'mean %':>8} "
+    f"{'method':<{NAME_WIDTH}} {'probes/model':>12} {'worst err':>9} {'worst %':>8} {'mean %':>8} "
     f"{'above':>5} {'>gran':>5} {'sim time':>9} {'vs plain':>8}"
 )
 
@@ -162,6 +230,11 @@ HEAD = (
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--verbose", action="store_true", help="one line per simulated model")
+    parser.add_argument(
+        "--exact-oracle",
+        action="store_true",
+        help="plan the oracle without Knuth's bound (exact, about ten times slower)",
+    )
     args = parser.parse_args()
     all_limits = make_limits(random.Random(SEED))
     print(
@@ -182,19 +255,37 @@ def main() -> int:
         )
         plain = Row("plain (load+fill N)", [run_plain(m, population) for m in all_limits])
         print()
+        rows = [ours, unscreened, plain]
+        oracle = None
+        if population is Population.LOAD_SIZE:
+            oracle = Row(
+                ORACLE,
+                [run_oracle(m, population, exhaustive=args.exact_oracle) for m in all_limits],
+            )
+            rows.append(oracle)
         print(f"population: {population.value}")
         print(HEAD)
         print("-" * len(HEAD))
-        for row in (ours, unscreened, plain):
+        for row in rows:
             print(row.line(plain))
+        if oracle is not None:
+            print(
+                f"no sound search can be expected below the oracle's "
+                f"{oracle.seconds / plain.seconds:.1%} of plain on this population: the "
+                f"{TARGET_RATIO:.0%} target is below what any sound search achieves here"
+            )
         if args.verbose:
             print(f"  {'decl':>7} {'load':>7} {'truth':>7} {'found':>7} {'probes':>6} {'time':>6}")
-            for m, r, p in zip(all_limits, ours.runs, plain.runs, strict=True):
-                print(
+            for k, (m, r, p) in enumerate(zip(all_limits, ours.runs, plain.runs, strict=True)):
+                line = (
                     f"  {m.declared:>7} {m.loadable:>7} {r.truth:>7} {r.found or 0:>7} "
                     f"{r.probes:>6} {r.seconds:>5.0f}s | plain {p.found or 0:>7} {p.probes:>3} "
                     f"{p.seconds:>5.0f}s"
                 )
+                if oracle is not None:
+                    o = oracle.runs[k]
+                    line += f" | oracle {o.found or 0:>7} {o.probes:>3} {o.seconds:>5.0f}s"
+                print(line)
         ratio = ours.seconds / plain.seconds
         name = population.value
         checks += [

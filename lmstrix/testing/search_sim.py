@@ -25,7 +25,8 @@ the end needle.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -138,6 +139,132 @@ def plain_search(
     return best
 
 
+def revealing_fill(context: int) -> int:
+    """The smallest prompt that makes a load-size instance loaded at ``context`` miss a needle
+    whose limit is below ``context``: one token over half the window (:meth:`SimModel.recalled`
+    passes while ``2 * fill <= context``). At that fill the start and the middle needle are both
+    in the prompt, so it reveals every depth's limit."""
+    return context // 2 + 1
+
+
+def oracle_search(
+    model: SimModel,
+    lower: int,
+    upper: int,
+    share_below: Callable[[int], float],
+    *,
+    exhaustive: bool = False,
+) -> int | None:
+    """The cheapest sound load-size search that knows the population: a bound on what any sound
+    search can be expected to cost, not a search lmstrix could run.
+
+    It knows the rule (:func:`revealing_fill`), the loadable limit (for free: no load is spent
+    finding it) and the population's prior, ``share_below(n)``: the share of such models whose
+    usable limit is below ``n``. What it does not know is this model's usable limit, and a probe
+    can only tell it whether that limit is at least N: load at N and send the smallest prompt
+    that would reveal a failure there, or a full one (which also proves N). So it plans a
+    decision tree over ``[lower, min(upper, loadable)]`` cut into cells one granularity
+    (``max(256, 1 %)``) wide, each probe at the size and fill that minimise the expected cost of
+    the rest (a bisection weighted by the prior and the cost model). The answer then gets one
+    full prompt at its own load (the soundness rule), unless it already had one; when the last
+    probe passed there, that prompt extends the cached one. Soundness does not depend on the
+    prior: the prior only orders the probes.
+
+    The plan is a dynamic program over the intervals of cells. By default each interval's best
+    probe is looked for between the best probes of the two intervals one cell shorter (Knuth's
+    bound), which is quadratic but not always exact here; ``exhaustive`` tries every probe
+    (cubic: seconds per model at 300 cells) for the exact least expected cost."""
+    if model.population is not Population.LOAD_SIZE:
+        raise ValueError("the oracle knows the load-size rule only")
+    model.reset()
+    cells = _cells(lower, min(upper, model.loadable))
+    plan = _plan(cells, share_below, model.pp_speed, exhaustive=exhaustive)
+    i, j, proven = 0, len(cells) - 1, False
+    while i < j:
+        m, full = plan[proven][i][j]
+        size = cells[m]
+        model.load(size)
+        if model.use(size if full else revealing_fill(size), size).ok:
+            i, proven = m, full
+        else:
+            j = m - 1
+    found = cells[i]
+    if proven:
+        return found
+    if model.loaded != found:
+        model.load(found)
+    return found if model.use(found, found).ok else None
+
+
+def _cells(lower: int, upper: int) -> list[int]:
+    """Sizes one granularity apart from ``lower`` up to ``upper``: a limit in ``[cells[k],
+    cells[k + 1])`` is found within the granularity by answering ``cells[k]``."""
+    cells = [lower]
+    while cells[-1] + max(256, cells[-1] // 100) < upper:
+        cells.append(cells[-1] + max(256, cells[-1] // 100))
+    if upper > lower:
+        cells.append(upper)
+    return cells
+
+
+def _plan(
+    cells: list[int], share_below: Callable[[int], float], pp_speed: float, *, exhaustive: bool
+) -> list[list[list[tuple[int, bool]]]]:
+    """The decision tree of :func:`oracle_search`, by dynamic programming over the intervals:
+    ``plan[proven][i][j]`` is the probe (cell, full prompt?) with the least expected cost when
+    the limit lies in cells ``i..j`` and ``cells[i]`` has (or has not) passed a full prompt."""
+    n = len(cells)
+    bounds = [share_below(c) for c in cells[1:]]
+    # a floor on every cell's weight, so that sizes the prior rules out are bisected if the
+    # prior is wrong, not scanned one by one
+    weight = [b - a + 1e-9 for a, b in zip([0.0, *bounds], [*bounds, 1.0], strict=True)]
+    below = [0.0]
+    for w in weight:
+        below.append(below[-1] + w)
+
+    def load(size: int) -> float:
+        return LOAD_BASE + LOAD_PER_TOKEN * size
+
+    half = [load(c) + revealing_fill(c) / pp_speed + GENERATION for c in cells]
+    full = [load(c) + c / pp_speed + GENERATION for c in cells]
+    rest = [(c - revealing_fill(c)) / pp_speed + GENERATION for c in cells]
+    # cost[proven][i][j] = by_end[proven][j][i]: the expected cost of the cells i..j times
+    # their weight; ending on a cell that has not passed a full prompt costs a load and one
+    cost = [[[0.0] * n for _ in range(n)] for _ in range(2)]
+    by_end = [[[0.0] * n for _ in range(n)] for _ in range(2)]
+    plan = [[[(i, False)] * n for i in range(n)] for _ in range(2)]
+    for i in range(n):
+        cost[0][i][i] = by_end[0][i][i] = weight[i] * full[i]
+    for span in range(1, n):
+        for i in range(n - span):
+            j = i + span
+            mass = below[j + 1] - below[i]
+            for proven in (0, 1):
+                # a probe at m leaves cells m..j if it passes, i..m-1 if it fails; unless
+                # exhaustive, it is looked for between the best probes of the two intervals one
+                # cell shorter (Knuth's bound: quadratic instead of cubic, see oracle_search)
+                first, last = i + 1, j
+                if not exhaustive and span > 1:
+                    first = max(first, plan[proven][i][j - 1][0])
+                    last = max(first, plan[proven][i + 1][j][0])
+                best, choice = math.inf, (j, False)
+                left = cost[proven][i]
+                for m in range(first, last + 1):
+                    if m < j:
+                        up_half, up_full = by_end[0][j][m], by_end[1][j][m]
+                    else:  # a half prompt that passes at j needs the rest of the fill
+                        up_half, up_full = weight[j] * rest[j], 0.0
+                    value_half = mass * half[m] + up_half + left[m - 1]
+                    value_full = mass * full[m] + up_full + left[m - 1]
+                    if value_half < best:
+                        best, choice = value_half, (m, False)
+                    if value_full < best:
+                        best, choice = value_full, (m, True)
+                cost[proven][i][j] = by_end[proven][j][i] = best
+                plan[proven][i][j] = choice
+    return plan
+
+
 __all__ = [
     "GENERATION",
     "LOAD_BASE",
@@ -145,5 +272,7 @@ __all__ = [
     "PP_SPEED",
     "Population",
     "SimModel",
+    "oracle_search",
     "plain_search",
+    "revealing_fill",
 ]
