@@ -3,8 +3,10 @@
 On a doorbell the host's runner drains the queue, then lingers: it keeps listening on the host's
 wake list (which every ring also pushes to) for a few seconds, so a host that is being used picks
 up the next job within a Redis round trip instead of waiting for dramatiq's next poll. A doorbell
-for work that is already done finds nothing and returns: extra rings are harmless, so ringers
-never need to know whether someone rang already.
+for work that is already done finds nothing and returns at once, without lingering: extra rings
+are harmless, so ringers never need to know whether someone rang already. (While a worker
+lingers, the rings of the jobs it picks up from the wake list still queue their dramatiq
+messages; each of those later finds nothing and costs one look at the queue, not a linger.)
 """
 
 from __future__ import annotations
@@ -66,8 +68,8 @@ class HostServer:
         with self._lock:
             while True:
                 ran += self._drain()
-                if self.settings.linger_seconds <= 0:
-                    return ran
+                if self.settings.linger_seconds <= 0 or ran == 0:
+                    return ran  # a doorbell for work already done: nothing to linger for
                 try:
                     if self._wake.blpop([key], timeout=self.settings.linger_seconds) is None:
                         return ran
