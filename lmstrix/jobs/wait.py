@@ -200,13 +200,18 @@ class _Looks:
     A row the worker handed over with its notification needs no read. Otherwise the first look
     reads only the status (a job is rarely done that soon), or nothing at all when the notifier
     hands rows over: its notifications are never lost, so none yet means not done yet (and a read
-    would only compete with the worker thread for the GIL).
+    would only compete with the worker thread for the GIL). Nor is anything read at the first
+    look at a job its caller ``fresh``-ly queued to wait for: it cannot be done before it was
+    claimed, and if it is done by the next look, the notification or that look's read says so.
     """
 
-    def __init__(self, store: JobStore, notifier: Notifier, job_id: str) -> None:
+    def __init__(
+        self, store: JobStore, notifier: Notifier, job_id: str, *, fresh: bool = False
+    ) -> None:
         self.store = store
         self.notifier = notifier
         self.job_id = job_id
+        self.fresh = fresh
         self.count = 0
         self.last: JobView | None = None
 
@@ -221,7 +226,7 @@ class _Looks:
 
     @property
     def needs_read(self) -> bool:
-        return self.count > 1 or not self.notifier.hands_over_rows
+        return self.count > 1 or not (self.notifier.hands_over_rows or self.fresh)
 
     def read(self) -> bool:
         """Read the row; True when it is final."""
@@ -295,7 +300,7 @@ def wait_for_job(
     has a live worker; with it, a job left queued on a host nobody serves gets one warning."""
     started = time.monotonic()
     deadline = started + (FOREVER if timeout is None else timeout)
-    looks = _Looks(store, notifier, job_id)
+    looks = _Looks(store, notifier, job_id, fresh=owned)
     outage = _Outage(job_id)
     beat = WaiterBeat(store, job_id) if owned else None
     watch = NoWorkerWatch(served, job_id) if served is not None else None
@@ -340,7 +345,7 @@ async def await_job(
     between them hold none. ``owned``: a cancelled task (or any exception) cancels the job."""
     started = time.monotonic()
     deadline = started + (FOREVER if timeout is None else timeout)
-    looks = _Looks(store, notifier, job_id)
+    looks = _Looks(store, notifier, job_id, fresh=owned)
     outage = _Outage(job_id)
     beat = WaiterBeat(store, job_id) if owned else None
     watch = NoWorkerWatch(served, job_id) if served is not None else None

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -264,3 +266,57 @@ def test_a_caller_that_beats_again_keeps_its_job(database_url: str) -> None:
     job = claim(store)
     assert job is not None and str(job.id) == jid
     assert store.get(jid).status == JobStatus.RUNNING.value
+
+
+class _Bell:
+    """A notifier that loses nothing but hands no row over (as Redis's does): the waiter must
+    read the final row itself."""
+
+    hands_over_rows = False
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+    def wait_done(self, job_id: str, timeout: float) -> bool:
+        return self.done.wait(timeout)
+
+    def handed_over(self, job_id: str) -> None:
+        return None
+
+    def forget(self, job_id: str) -> None:
+        pass
+
+
+class _ReadCounter(JobStore):
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.reads: list[str] = []
+
+    def status(self, job_id: str | uuid.UUID) -> str:
+        self.reads.append("status")
+        return super().status(job_id)
+
+    def get(self, job_id: str | uuid.UUID) -> Any:
+        self.reads.append("get")
+        return super().get(job_id)
+
+
+def test_an_owned_wait_reads_the_row_only_once_it_is_told_the_job_is_done(
+    database_url: str,
+) -> None:
+    """The caller has just queued its job: the first look reads nothing (the job cannot be done
+    yet), and the row is read once, after the notification."""
+    store = _ReadCounter(database_url)
+    job_id = submit(store, waiter=True)
+    bell = _Bell()
+
+    def worker() -> None:
+        job = claim(store)
+        assert job is not None
+        store.finish(job, {"response": "done"})
+        bell.done.set()
+
+    threading.Thread(target=worker, daemon=True).start()
+    view = wait_for_job(store, bell, job_id, 60, owned=True)  # type: ignore[arg-type]
+    assert view.status == "succeeded" and view.result == {"response": "done"}
+    assert store.reads == ["get"]
