@@ -88,10 +88,17 @@ costs time growing with N):
 3. Every verdict at N starts with a **pre-screen** at ``PRE_SCREEN_PERCENT`` of N on the same
    instance: a failure there settles "N is bad" for a fraction of the prompt; a pass costs only
    the rest of the prompt, which extends the cached cut.
-4. If the loadable limit fails, screens bisect the prompt size on the instance still loaded
+4. If the loadable limit fails, screens search the prompt size on the instance still loaded
    there, then verdicts check where they point: the smallest failure first (if it works at its
    own size, the screens were wrong about this model, one probe showed it, and the largest
-   pass needs no verdict), then the largest pass.
+   pass needs no verdict), then the largest pass. Until one passes, the screens step down from
+   the smallest failure, doubling the step (the granularity, then twice that, ...): a prompt
+   shorter than the one cached costs only its answer, while one longer costs its new tokens,
+   so the search goes down on failures for free and bisects only the last step's width once
+   something passed (a bisection from the middle of the range pays for climbing back from
+   its first pass). In simulation this took the load-size population from 72.6 % to 70.6 %
+   of the plain search's time (its screens from 4.1 % to 2.5 %); the prompt-rule population
+   went from 47.6 % to 47.7 %.
 5. Otherwise (no hints, or contradicted ones): a load-dependent model is bisected with partial
    fills and its largest partial pass confirmed by a verdict; any other model (and one whose
    partial passes misled) with verdicts, between the largest good and the smallest bad size.
@@ -695,6 +702,22 @@ def _screen(state: SearchState) -> ProbeRequest | None:
     if low is None and failed is not None and failed == config.lower:
         return None
     size = _split(config, low, high)
+    if passed is None:
+        # Nothing passed yet: step down from the failures on this instance, doubling the step.
+        # Every such prompt is a cut of the one cached, so a failure costs only its answer; the
+        # first pass then leaves a bracket as wide as the last step instead of half the range.
+        top = max(
+            (
+                p.size
+                for p in state.all_points
+                if p.kind is ProbeKind.USE and p.failed and p.context == loaded
+            ),
+            default=high,
+        )
+        step = max(config.granularity_at(base), top - high)
+        below = (high - step) // config.align * config.align
+        if below > base:
+            size = below
     if size >= loaded:
         return None
     return ProbeRequest(ProbeKind.USE, size, context=loaded, reason="screen on the loaded instance")
