@@ -52,7 +52,11 @@ measure it; before any screen missed, ``PRE_SCREEN_PERCENT``). A miss proves N b
 failed screen). A pass is *provisional*: it steers the bisection and is never a verdict; the
 largest one is confirmed by the full prompt on an instance loaded at exactly that size, and if
 that fails, the size is bad, partial passes are no longer trusted for this model
-(:attr:`SearchState.partial_trusted`) and the search bisects below with verdicts.
+(:attr:`SearchState.partial_trusted`) and the search bisects below with verdicts. When one
+bisection step is left above a partial pass and its instance is still loaded, the pass is
+confirmed right away: the rest of the prompt extends the cached one, whereas confirming it
+after a failed last step costs a load and a whole prompt, and the pass is the answer whenever
+that step fails (load-size population in simulation: 70.6 % -> 69.4 % of the plain search).
 
 Why the measured share and not a fixed one: it is where this model's overloaded instance broke,
 so it is the cheapest fill that has been seen to tell; a share chosen in advance is either
@@ -794,8 +798,15 @@ def next_probe(state: SearchState) -> ProbeRequest | None:
         # confirmed by a full prompt (if that fails, the size is bad and the search goes on).
         provisional = state.provisional
         if provisional is not None:
-            if bound - provisional <= config.granularity_at(provisional):
+            granularity = config.granularity_at(provisional)
+            if bound - provisional <= granularity:
                 return _use(state, provisional, "confirm the largest partial pass")
+            if state.loaded == provisional and _halvings(bound - provisional, granularity) <= 1:
+                # One step left: the rest of this prompt extends the cached one now, while
+                # confirming after a failed last step costs a load and a whole prompt.
+                return _use(
+                    state, provisional, "confirm the largest partial pass before the last step"
+                )
             low = provisional
         return _partial(state, _split(config, low, bound), "bisect the usable limit")
     return _use(state, _split(config, low, bound), "bisect the usable limit")
