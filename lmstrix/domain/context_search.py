@@ -62,9 +62,10 @@ Why the measured share and not a fixed one: it is where this model's overloaded 
 so it is the cheapest fill that has been seen to tell; a share chosen in advance is either
 larger (paying for tokens that tell nothing more) or smaller (passing instances that then fail
 in full). In simulation (``bench/context_search.py``, load-size population) the search costs
-72.6 % of the plain search's time with the measured share, 77.6 % with a fixed 60 %, 83.2 %
+69.4 % of the plain search's time with the measured share, 74.0 % with a fixed 60 %, 81.2 %
 without partial fills; a margin above the measured share (10 to 50 % of the rest of the window)
-cost 75 to 86 % and protected nothing the confirmation does not.
+cost 75 to 86 % (against 72.6 % then, before the screens stepped down and partial passes were
+confirmed before the last step) and protected nothing the confirmation does not.
 
 What fools it, and what that costs: a model whose overloaded instances miss needles only deeper
 into the window the closer their load is to its limit (say past 95 % of the window just above
