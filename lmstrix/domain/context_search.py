@@ -73,7 +73,7 @@ the limit, past half of it from 1.5 times the limit on). Partial fills at the sh
 instance broke at then pass on sizes above the limit, the bisection climbs too high, the
 confirmation fails, and the bisection is redone below with full prompts. The result stays
 sound (the reported size passed the full prompt at its own load, as always); in simulation
-such a population costs 114.5 % of the plain search's time instead of 91.6 % without partial
+such a population costs 105.4 % of the plain search's time instead of 90.7 % without partial
 fills.
 
 Where the time goes on a load-dependent model: a prompt on the instance at N says something
