@@ -209,8 +209,11 @@ def test_load_size_model_is_bisected_with_partial_fills_then_one_full_prompt() -
         assert p.context is not None
         assert p.size == -(-p.context * missed.size // (missed.context or 1))
         assert p.failed == (p.context > 45_000)
-    # two full prompts: where the screens failed (it worked) and the largest partial pass
-    assert len(verdicts(sim)) == 2 and verdicts(sim)[-1] == verdict.optimal
+    # full prompts: where the screens failed (it worked), then the largest partial pass, once
+    # before the last step (while its instance is loaded) and once more if the last one passed
+    full = verdicts(sim)
+    assert 2 <= len(full) <= 3 and full[-1] == verdict.optimal
+    assert all(size in {p.context for p in partial if not p.failed} for size in full[1:])
     assert verdict.failure_point in {p.context for p in partial if p.failed}
 
 
@@ -240,7 +243,7 @@ def test_partial_passes_that_mislead_are_dropped_for_full_prompts() -> None:
     misled = next(
         i
         for i, p in enumerate(points)
-        if p.reason == "confirm the largest partial pass" and not p.screen and p.failed
+        if p.reason.startswith("confirm the largest partial pass") and not p.screen and p.failed
     )
     assert any(p.context == points[misled].size and not p.failed for p in partial_fills(verdict))
     assert not any(p.reason.startswith("partial fill") for p in points[misled:])
