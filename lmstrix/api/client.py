@@ -73,6 +73,10 @@ from lmstrix.domain.urls import check_url
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://localhost:1234"
+#: An idle pooled connection to a host is dropped after this long, before the host drops it
+#: (LM Studio, llama.cpp's server and most others keep idle connections for 5 s): sending on
+#: a connection the host is closing at that moment fails with no answer.
+KEEPALIVE_SECONDS = 2.0
 
 
 class LMStudioClient:
@@ -110,7 +114,9 @@ class LMStudioClient:
             base_url=self.base_url,
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
-            limits=httpx.Limits(max_keepalive_connections=4, max_connections=16),
+            limits=httpx.Limits(
+                max_keepalive_connections=4, max_connections=16, keepalive_expiry=KEEPALIVE_SECONDS
+            ),
         )
         self._generation: ApiGeneration | None = None
         self._capabilities: HostCapabilities | None = None
@@ -686,18 +692,29 @@ class LMStudioClient:
         setting: str = "lmstudio.timeout",
     ) -> httpx.Response:
         limit = timeout or self._http.timeout
-        for attempt in range(self.max_retries + 1):
+        # A read that met a connection the host closed as it was reused (its keep-alive ran out
+        # that very moment, or it serves a few requests per connection) is sent once more on a
+        # new one: a GET changes nothing, so sending it twice is harmless.
+        resend = method == "GET"
+        attempt = 0
+        while True:
             try:
                 return self._http.request(method, path, json=json_body, timeout=limit)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if attempt >= self.max_retries:
                     raise self._connection_error(exc) from None
                 time.sleep(min(self.retry_backoff * 2**attempt, 4.0))
+                attempt += 1
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                if not resend:
+                    raise self._sent_error(
+                        exc, limit, operation or f"{method} {path}", setting
+                    ) from None
+                resend = False
             except httpx.TransportError as exc:
                 raise self._sent_error(
                     exc, limit, operation or f"{method} {path}", setting
                 ) from None
-        raise AssertionError("unreachable")
 
     @contextlib.contextmanager
     def _stream(

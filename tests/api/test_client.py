@@ -15,6 +15,7 @@ from lmstrix.api.exceptions import (
     InferenceError,
     LMStudioAuthError,
     LMStudioConnectionError,
+    LMStudioServerError,
     LMStudioTimeoutError,
     ModelLoadError,
     ModelNotFoundError,
@@ -281,6 +282,74 @@ def test_a_stream_held_open_after_done_is_not_waited_for() -> None:
         listener.close()
     assert r.content == "hello" and r.finish_reason == "stop"
     assert held_open
+
+
+class _OneRequestPerConnection:
+    """A server that answers the first request on each connection and closes the connection
+    when a second one arrives on it, without answering and without having said so (as a host
+    whose keep-alive ran out at that moment does)."""
+
+    BODY = b'{"object":"list","data":[{"id":"m","object":"model"}]}'
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections = 0
+        self.requests: list[str] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            for answered in (True, False):
+                data = conn.recv(65536)
+                if not data:
+                    return
+                method, path = data.decode("latin-1").split(" ", 2)[:2]
+                self.requests.append(f"{method} {path}")
+                if answered:
+                    head = (
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(self.BODY)}\r\n\r\n"
+                    )
+                    conn.sendall(head.encode() + self.BODY)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_read_on_a_connection_the_host_just_closed_is_sent_again() -> None:
+    server = _OneRequestPerConnection()
+    try:
+        with LMStudioClient(server.url, max_retries=0) as c:
+            c._generation = ApiGeneration.OPENAI
+            first = c.list_models()
+            second = c.list_models()  # goes out on the pooled connection, which the host drops
+        assert [m.key for m in first] == [m.key for m in second] == ["m"]
+        assert server.requests == ["GET /v1/models"] * 3 and server.connections == 2
+    finally:
+        server.close()
+
+
+def test_a_chat_on_a_connection_the_host_just_closed_is_not_sent_twice() -> None:
+    server = _OneRequestPerConnection()
+    try:
+        with LMStudioClient(server.url, max_retries=0) as c:
+            c._generation = ApiGeneration.OPENAI
+            c.list_models()
+            with pytest.raises(LMStudioServerError, match="connection closed before an answer"):
+                c.chat_completion("m", "hi", max_tokens=8)
+        assert server.requests == ["GET /v1/models", "POST /v1/chat/completions"]
+    finally:
+        server.close()
 
 
 @pytest.mark.parametrize("wording", [1, 2, 3, 4])
