@@ -77,6 +77,8 @@ DEFAULT_URL = "http://localhost:1234"
 #: (LM Studio, llama.cpp's server and most others keep idle connections for 5 s): sending on
 #: a connection the host is closing at that moment fails with no answer.
 KEEPALIVE_SECONDS = 2.0
+#: After ``[DONE]``, how long the rest of a stream's body may take to arrive.
+DONE_TAIL_SECONDS = 1.0
 
 
 class LMStudioClient:
@@ -876,10 +878,6 @@ class LMStudioClient:
 
 def _snippet(text: str, limit: int = 200) -> str:
     return " ".join(text.split())[:limit]
-
-
-#: After ``[DONE]``, how long the rest of a stream's body may take to arrive.
-DONE_TAIL_SECONDS = 1.0
 
 
 def _read_to_the_end(resp: httpx.Response, lines: Iterator[str]) -> None:

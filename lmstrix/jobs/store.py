@@ -331,27 +331,25 @@ class JobStore:
         between them, which no caller here minds."""
         with database_faults(self.url):
             engine = self._engines()[0]
-            if self._single_engine is not None:
-                with self._single_engine.connect() as conn:
-                    yield conn
-                return
-            with engine.connect() as conn:
+            with (self._single_engine or engine).connect() as conn:
                 try:
                     yield conn
                 finally:
-                    conn.rollback()
+                    if self._single_engine is None:
+                        conn.rollback()
 
     @contextmanager
     def _single(self) -> Iterator[Connection]:
         """One write statement, atomic by itself: on PostgreSQL it commits alone (no BEGIN and
         COMMIT round trips); on SQLite it is a write transaction as usual."""
-        engine = self._engines()[1]
-        if self._single_engine is None:
-            with database_faults(self.url), engine.begin() as conn:
-                yield conn
-            return
-        with database_faults(self.url), self._single_engine.connect() as conn:
-            yield conn
+        with database_faults(self.url):
+            engine = self._engines()[1]
+            if self._single_engine is None:
+                with engine.begin() as conn:
+                    yield conn
+            else:
+                with self._single_engine.connect() as conn:
+                    yield conn
 
     # -- hosts ----------------------------------------------------------------------------
 

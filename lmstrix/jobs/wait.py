@@ -201,8 +201,8 @@ class _Looks:
     reads only the status (a job is rarely done that soon), or nothing at all when the notifier
     hands rows over: its notifications are never lost, so none yet means not done yet (and a read
     would only compete with the worker thread for the GIL). Nor is anything read at the first
-    look at a job its caller ``fresh``-ly queued to wait for: it cannot be done before it was
-    claimed, and if it is done by the next look, the notification or that look's read says so.
+    look at a job its caller ``fresh``-ly queued to wait for: it was queued just now, and should
+    it be done already, its notification is waiting for the next look.
     """
 
     def __init__(
